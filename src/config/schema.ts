@@ -1,0 +1,228 @@
+/**
+ * TypeBox schemas: the one source for config validation, admin API validation, TypeScript
+ * types and the OpenAPI document. Semantic checks a schema cannot express (names referenced
+ * by a split exist, weights not all zero, ...) live in `validate.ts`.
+ */
+import Type, { type Static } from 'typebox'
+
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
+export const TARGET_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'
+
+export const Name = Type.String({ pattern: NAME_PATTERN, description: 'name of an upstream, route or flag' })
+export const TargetId = Type.String({ pattern: TARGET_ID_PATTERN, description: 'target id; default host:port of its url' })
+export const TargetState = Type.Union([Type.Literal('active'), Type.Literal('draining'), Type.Literal('disabled')])
+export type TargetState = Static<typeof TargetState>
+
+const Ms = (description: string, minimum = 1) => Type.Integer({ minimum, maximum: 86_400_000, description })
+
+export const TargetSpec = Type.Object(
+  {
+    url: Type.String({ minLength: 1, maxLength: 2048, description: 'http://host:port of the instance' }),
+    id: Type.Optional(TargetId),
+    state: Type.Optional(TargetState),
+  },
+  { additionalProperties: false },
+)
+export type TargetSpec = Static<typeof TargetSpec>
+
+export const HealthCheck = Type.Object(
+  {
+    path: Type.String({ pattern: '^/', maxLength: 2048 }),
+    intervalMs: Type.Optional(Ms('time between probes', 50)),
+    timeoutMs: Type.Optional(Ms('probe timeout')),
+    healthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    unhealthyThreshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  },
+  { additionalProperties: false },
+)
+export type HealthCheck = Static<typeof HealthCheck>
+
+export const Balance = Type.Union([Type.Literal('least-request'), Type.Literal('p2c')])
+
+export const UpstreamSpec = Type.Object(
+  {
+    targets: Type.Array(TargetSpec, { maxItems: 1000 }),
+    healthCheck: Type.Optional(HealthCheck),
+    balance: Type.Optional(Balance),
+    retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
+    connectTimeoutMs: Type.Optional(Ms('TCP connect timeout')),
+    headersTimeoutMs: Type.Optional(Ms('time to response headers')),
+    bodyTimeoutMs: Type.Optional(Ms('idle time between body chunks')),
+    drainTimeoutMs: Type.Optional(Ms('how long a WebSocket may outlive its draining target', 0)),
+  },
+  { additionalProperties: false },
+)
+export type UpstreamSpec = Static<typeof UpstreamSpec>
+
+/** A header, cookie or query value matcher: exact (case-sensitive) or a regex. */
+export const StringMatch = Type.Union([
+  Type.String({ maxLength: 4096 }),
+  Type.Object({ regex: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: false }),
+])
+export type StringMatch = Static<typeof StringMatch>
+
+const MatchMap = (key: ReturnType<typeof Type.String>) =>
+  Type.Record(key, StringMatch, { additionalProperties: false, minProperties: 1 })
+
+export const HeaderName = Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$" })
+export const CookieName = Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$" })
+export const QueryName = Type.String({ pattern: '^.{1,256}$' })
+
+export const RuleMatch = Type.Object(
+  {
+    header: Type.Optional(MatchMap(HeaderName)),
+    cookie: Type.Optional(MatchMap(CookieName)),
+    query: Type.Optional(MatchMap(QueryName)),
+  },
+  { additionalProperties: false, minProperties: 1 },
+)
+export type RuleMatch = Static<typeof RuleMatch>
+
+export const Rule = Type.Object({ match: RuleMatch, upstream: Name }, { additionalProperties: false })
+export type Rule = Static<typeof Rule>
+
+export const Method = Type.String({ pattern: '^[A-Z]{1,16}$' })
+
+export const RouteMatch = Type.Object(
+  {
+    host: Type.Optional(Type.String({ pattern: '^(\\*|[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?)$' })),
+    pathPrefix: Type.Optional(Type.String({ pattern: '^/', maxLength: 2048 })),
+    methods: Type.Optional(Type.Array(Method, { minItems: 1, maxItems: 16 })),
+  },
+  { additionalProperties: false },
+)
+export type RouteMatch = Static<typeof RouteMatch>
+
+/** Weights between upstreams: integers >= 0, need not sum to 100, not all zero. */
+export const Split = Type.Record(Name, Type.Integer({ minimum: 0, maximum: 1_000_000 }), {
+  additionalProperties: false,
+  minProperties: 1,
+})
+export type Split = Static<typeof Split>
+
+export const Sticky = Type.Object(
+  {
+    by: Type.Union([Type.Literal('header'), Type.Literal('cookie'), Type.Literal('ip')]),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  },
+  { additionalProperties: false },
+)
+export type Sticky = Static<typeof Sticky>
+
+export const RouteSpec = Type.Object(
+  {
+    name: Name,
+    match: Type.Optional(RouteMatch),
+    rules: Type.Optional(Type.Array(Rule, { maxItems: 256 })),
+    split: Split,
+    sticky: Type.Optional(Sticky),
+  },
+  { additionalProperties: false },
+)
+export type RouteSpec = Static<typeof RouteSpec>
+
+/** Who a flag's percentage is decided by; same bucketing as sticky routing. */
+export const FlagBy = Type.Object(
+  {
+    header: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    cookie: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    ip: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+)
+
+export const FlagSpec = Type.Object(
+  {
+    enabled: Type.Boolean(),
+    percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+    by: Type.Optional(FlagBy),
+  },
+  { additionalProperties: false },
+)
+export type FlagSpec = Static<typeof FlagSpec>
+
+export const Listen = Type.Object(
+  {
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  },
+  { additionalProperties: false },
+)
+
+export const Admin = Type.Object(
+  {
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+    tokens: Type.Optional(Type.Record(Name, Type.String({ minLength: 1, maxLength: 4096 }), { additionalProperties: false })),
+  },
+  { additionalProperties: false },
+)
+
+export const StoreConfig = Type.Union([
+  Type.Object({ type: Type.Literal('memory') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('redis'),
+      url: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+      prefix: Type.Optional(Name),
+      /** Passed to ioredis as they are (Sentinel, Cluster, TLS...). */
+      options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    },
+    { additionalProperties: false },
+  ),
+])
+export type StoreConfig = Static<typeof StoreConfig>
+
+/** The config file. `upstreams`, `routes` and `flags` seed the state; the rest is static. */
+export const ConfigFile = Type.Object(
+  {
+    listen: Type.Optional(Listen),
+    admin: Type.Optional(Admin),
+    store: Type.Optional(StoreConfig),
+    shutdownTimeoutMs: Type.Optional(Ms('grace period for in-flight requests on SIGTERM', 0)),
+    upstreams: Type.Record(Name, UpstreamSpec, { additionalProperties: false }),
+    routes: Type.Array(RouteSpec, { maxItems: 10_000 }),
+    flags: Type.Optional(Type.Record(Name, FlagSpec, { additionalProperties: false })),
+  },
+  { additionalProperties: false },
+)
+export type ConfigFile = Static<typeof ConfigFile>
+
+/** A target inside the state: id and state are always filled in. */
+export interface Target {
+  id: string
+  url: string
+  state: TargetState
+}
+
+export interface Upstream extends Omit<UpstreamSpec, 'targets'> {
+  targets: Target[]
+}
+
+/**
+ * The revisioned, shared state (SPEC §8 "State shape"). Every accepted write makes a new
+ * object with `revision + 1`; states are never mutated in place once published.
+ */
+export interface State {
+  revision: number
+  upstreams: Record<string, Upstream>
+  routes: RouteSpec[]
+  flags: Record<string, FlagSpec>
+  rollouts: Record<string, unknown>
+}
+
+/** Defaults, with units; see README "Configuration". */
+export const DEFAULTS = {
+  listen: { host: '0.0.0.0', port: 8080 },
+  admin: { host: '127.0.0.1', port: 9901 },
+  shutdownTimeoutMs: 30_000, // 30 s, like Kubernetes' terminationGracePeriodSeconds
+  retries: 2, // SPEC §4
+  connectTimeoutMs: 5_000,
+  headersTimeoutMs: 60_000, // NGINX proxy_read_timeout is 60 s
+  bodyTimeoutMs: 60_000,
+  drainTimeoutMs: 30_000, // 30 s, Envoy's default drain time
+  passiveEjectMs: 5_000, // without an active health check a failed target comes back after this
+  healthCheck: { intervalMs: 2_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 2 },
+  redisPrefix: 'switchyard',
+} as const

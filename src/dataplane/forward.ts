@@ -1,0 +1,184 @@
+/**
+ * One proxied exchange: dispatches to a target through its undici pool with a raw handler, so
+ * bodies stream both ways without buffering and backpressure flows from the client to the
+ * upstream socket. Retries on another target of the same upstream (SPEC §4): any method when
+ * no connection could be made, idempotent methods on a reset before response headers when the
+ * request body was not read.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
+import { pickTarget } from './balance.js'
+import { responseHeaders } from './headers.js'
+import type { Resources } from './resources.js'
+import type { Choice, CTarget } from './table.js'
+import { classify, errorCodeFor, isIdempotent } from './upstream-error.js'
+
+const ERROR_BODIES = new Map<ErrorCode, Buffer>(
+  (Object.keys(ERRORS) as ErrorCode[]).map((code) => [code, Buffer.from(errorBody(code))]),
+)
+
+/** Writes a proxy-made error: JSON in SPEC's shape, with the catalogue's status. */
+export function sendError(res: ServerResponse, code: ErrorCode, closeConnection = false): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = ERROR_BODIES.get(code)!
+  const headers = ['content-type', 'application/json', 'content-length', String(body.length)]
+  if (closeConnection) headers.push('connection', 'close')
+  res.writeHead(ERRORS[code].status, headers)
+  res.end(body)
+}
+
+export interface ExchangeContext {
+  readonly res: Resources
+  /** true once shutdown began: answers carry `Connection: close` */
+  closing: boolean
+}
+
+export class Exchange implements Dispatcher.DispatchHandler {
+  private tried: CTarget[] | null = null
+  private target: CTarget | null = null
+  private abortFn: ((err?: Error) => void) | null = null
+  /** the current attempt reached a socket: bytes may have left */
+  private sent = false
+  private clientGone = false
+  private done = false
+  private retriesLeft: number
+  private readonly idempotent: boolean
+
+  constructor(
+    private readonly ctx: ExchangeContext,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly choice: Choice,
+    private readonly path: string,
+    private readonly headers: string[],
+    private readonly hasBody: boolean,
+    private readonly t0: number,
+  ) {
+    this.retriesLeft = choice.upstream.retries
+    this.idempotent = isIdempotent(req.method!)
+  }
+
+  start(): void {
+    const target = pickTarget(this.choice.upstream, null)
+    if (target === undefined) return this.fail('NO_HEALTHY_TARGET')
+    this.res.on('close', this.onClientClose)
+    this.send(target)
+  }
+
+  private send(target: CTarget): void {
+    this.target = target
+    this.sent = false
+    this.abortFn = null
+    target.rt.inflight++
+    const u = this.choice.upstream
+    target.pool.dispatch(
+      {
+        path: this.path,
+        method: this.req.method as Dispatcher.HttpMethod,
+        headers: this.headers,
+        body: this.hasBody ? this.req : null,
+        headersTimeout: u.headersTimeoutMs,
+        bodyTimeout: u.bodyTimeoutMs,
+      },
+      this,
+    )
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.done) return
+    // The client went away mid-exchange: cancel the upstream request (its socket is destroyed).
+    this.clientGone = true
+    this.abortFn?.(new Error('client closed the connection'))
+  }
+
+  private readonly onDrain = (): void => {
+    this.resume?.()
+  }
+
+  private resume: (() => void) | null = null
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.clientGone) {
+      abort(new Error('client closed the connection'))
+      return
+    }
+    this.abortFn = abort
+    this.sent = true
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx (other than 101, which upgrades do not reach here) are not relayed.
+    if (statusCode < 200) return true
+    if (this.clientGone) return false
+    this.resume = resume
+    const headers = responseHeaders(rawHeaders)
+    if (this.ctx.closing) headers.push('connection', 'close')
+    this.res.writeHead(statusCode, headers)
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true
+    this.res.once('drain', this.onDrain)
+    return false
+  }
+
+  onComplete(): void {
+    this.settle()
+    this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
+    this.res.end()
+  }
+
+  onError(err: Error): void {
+    const target = this.target!
+    this.settle()
+    if (this.clientGone) {
+      // Nobody to answer; count it as a client-side cut (class 0), not an upstream fault.
+      this.choice.stats.record(0, performance.now() - this.t0)
+      return
+    }
+    if (this.res.headersSent) {
+      // Mid-body failure: the only honest signal left is to cut the client's response too.
+      this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
+      this.res.destroy(err)
+      return
+    }
+    const fault = classify(err, this.sent)
+    if (fault === 'connect') this.ctx.res.markFailed(target.rt)
+    const retryable =
+      fault === 'connect' ||
+      fault === 'pool-gone' ||
+      (fault === 'reset' && this.idempotent && !(this.hasBody && this.req.readableDidRead))
+    if (retryable && this.retriesLeft > 0) {
+      this.tried ??= []
+      this.tried.push(target)
+      const next = pickTarget(this.choice.upstream, this.tried)
+      if (next !== undefined) {
+        this.retriesLeft--
+        this.done = false
+        this.choice.upstream.counters.retries++
+        this.send(next)
+        return
+      }
+    }
+    this.fail(errorCodeFor(fault, err))
+  }
+
+  /** Ends the current attempt's bookkeeping exactly once. */
+  private settle(): void {
+    if (this.done) return
+    this.done = true
+    this.target!.rt.inflight--
+  }
+
+  private fail(code: ErrorCode): void {
+    this.done = true
+    this.choice.stats.proxyErrors++
+    this.choice.stats.record(ERRORS[code].status, performance.now() - this.t0)
+    sendError(this.res, code, this.ctx.closing)
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Header handling for the hot path. Works on Node's flat `rawHeaders` arrays, so there is no
+ * per-request header object and repeated headers keep their order.
+ */
+
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1: Connection and the fields it names, Proxy-Connection,
+ * Keep-Alive, TE, Transfer-Encoding, Upgrade) plus Proxy-Authorization (RFC 9110 §11.7.2, meant
+ * for the proxy) and Expect (Node answers `100-continue` itself; undici refuses to send it).
+ */
+const HOP_BY_HOP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'transfer-encoding',
+  'upgrade',
+  'trailer',
+  'proxy-authorization',
+  'expect',
+])
+const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer'])
+
+/** Prefix of the proxy's own headers; clients cannot set them (SPEC §4: internal headers). */
+export const INTERNAL_PREFIX = 'x-switchyard-'
+export const FLAGS_HEADER = 'x-switchyard-flags'
+
+export interface RequestHead {
+  /** headers for the upstream, flat [name, value, ...]; Host kept as the client sent it */
+  headers: string[]
+  host: string
+  hasBody: boolean
+}
+
+/** Names listed in `Connection` (other than close/keep-alive) are hop-by-hop too. */
+function connectionTokens(value: string, into: Set<string>): void {
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase()
+    if (t !== '' && t !== 'close' && t !== 'keep-alive') into.add(t)
+  }
+}
+
+/** Strips IPv4-mapped IPv6 so X-Forwarded-For shows `127.0.0.1`, not `::ffff:127.0.0.1`. */
+export function clientIp(addr: string | undefined): string {
+  if (addr === undefined) return ''
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr
+}
+
+/**
+ * Builds the upstream request headers: hop-by-hop and internal headers removed, X-Forwarded-For
+ * appended to, X-Forwarded-Proto and X-Forwarded-Host set to what this proxy saw, the flags
+ * header added. `keepUpgrade` keeps Connection/Upgrade for WebSocket handshakes.
+ */
+export function requestHead(
+  raw: string[],
+  ip: string,
+  proto: string,
+  flags: string | null,
+  keepUpgrade = false,
+): RequestHead {
+  const out: string[] = []
+  let host = ''
+  let hasBody = false
+  let xff: string | null = null
+  let extra: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP_REQUEST.has(lower)) {
+      if (lower === 'connection') {
+        extra ??= new Set()
+        connectionTokens(value, extra)
+        if (keepUpgrade) out.push(name, value)
+      } else if (lower === 'transfer-encoding') {
+        hasBody = true
+      } else if (lower === 'upgrade' && keepUpgrade) {
+        out.push(name, value)
+      }
+      continue
+    }
+    if (lower.startsWith('x-')) {
+      if (lower.startsWith(INTERNAL_PREFIX) || lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue
+      if (lower === 'x-forwarded-for') {
+        xff = xff === null ? value : `${xff}, ${value}`
+        continue
+      }
+    } else if (lower === 'host') {
+      host = value
+    } else if (lower === 'content-length') {
+      if (value !== '0') hasBody = true
+    }
+    out.push(name, value)
+  }
+  if (extra !== null && extra.size > 0) removeNamed(out, extra, keepUpgrade)
+  out.push('x-forwarded-for', xff === null ? ip : `${xff}, ${ip}`, 'x-forwarded-proto', proto)
+  if (host !== '') out.push('x-forwarded-host', host)
+  if (flags !== null && flags !== '') out.push(FLAGS_HEADER, flags)
+  return { headers: out, host, hasBody }
+}
+
+function removeNamed(out: string[], names: Set<string>, keepUpgrade: boolean): void {
+  for (let i = out.length - 2; i >= 0; i -= 2) {
+    const lower = out[i]!.toLowerCase()
+    if (names.has(lower) && !(keepUpgrade && lower === 'upgrade')) out.splice(i, 2)
+  }
+}
+
+/** Response headers for the client: undici's raw Buffers as latin1 strings, hop-by-hop removed. */
+export function responseHeaders(raw: Buffer[]): string[] {
+  const out: string[] = []
+  let extra: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1')
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP_RESPONSE.has(lower)) {
+      if (lower === 'connection') {
+        extra ??= new Set()
+        connectionTokens(raw[i + 1]!.toString('latin1'), extra)
+      }
+      continue
+    }
+    out.push(name, raw[i + 1]!.toString('latin1'))
+  }
+  if (extra !== null && extra.size > 0) removeNamed(out, extra, false)
+  return out
+}
+
+/** First value of a header (name lowercase) in a raw array; undefined if absent. */
+export function rawHeader(raw: string[], lowerName: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) return raw[i + 1]
+  }
+  return undefined
+}
+
+/** True when any value of the header satisfies `test` (SPEC §8: repeated headers, any match counts). */
+export function anyRawHeader(raw: string[], lowerName: string, test: (v: string) => boolean): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName && test(raw[i + 1]!)) return true
+  }
+  return false
+}

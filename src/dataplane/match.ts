@@ -1,0 +1,126 @@
+/**
+ * Route and upstream choice for one request: host, longest path prefix, methods; then rules
+ * (first match wins), then the split, sticky when the route says so (SPEC §4).
+ */
+import type { IncomingMessage } from 'node:http'
+import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'
+import { anyRawHeader, clientIp, rawHeader } from './headers.js'
+import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type RoutingTable } from './table.js'
+
+/** Host header without port, lowercase; `[::1]:80` → `[::1]`. */
+function hostOnly(host: string): string {
+  const end = host.charCodeAt(0) === 91 /* [ */ ? host.indexOf(']') + 1 : host.indexOf(':')
+  return (end > 0 ? host.slice(0, end) : host).toLowerCase()
+}
+
+/** The path of a request target, for origin-form (`/a?b`) and absolute-form (`http://h/a`). */
+export function pathOf(url: string): string {
+  if (url.charCodeAt(0) === 47 /* / */) return url
+  try {
+    const u = new URL(url)
+    return u.pathname + u.search
+  } catch {
+    return url
+  }
+}
+
+export function findRoute(table: RoutingTable, host: string, path: string, method: string): CRoute | undefined {
+  let routes = table.wildcard
+  if (table.byHost.size > 0 && host !== '') {
+    routes = table.byHost.get(host.toLowerCase()) ?? table.byHost.get(hostOnly(host)) ?? routes
+  }
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i]!
+    if (path.startsWith(r.prefix) && (r.methods === null || r.methods.has(method))) return r
+  }
+  return undefined
+}
+
+/** Lazily parsed parts of a request that only some rules need. */
+export class RequestFacts {
+  private cookies: Map<string, string> | undefined
+  private query: URLSearchParams | undefined
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly path: string,
+  ) {}
+
+  cookie(name: string): string | undefined {
+    if (this.cookies === undefined) this.cookies = parseCookies(this.req.rawHeaders)
+    return this.cookies.get(name)
+  }
+
+  queryValues(name: string): string[] {
+    if (this.query === undefined) {
+      const q = this.path.indexOf('?')
+      this.query = new URLSearchParams(q < 0 ? '' : this.path.slice(q + 1))
+    }
+    return this.query.getAll(name)
+  }
+
+  /** The sticky / flag key of this request, or undefined when the request carries none. */
+  key(kind: number, name: string): string | undefined {
+    if (kind === STICKY_HEADER) return rawHeader(this.req.rawHeaders, name)
+    if (kind === STICKY_COOKIE) return this.cookie(name)
+    return clientIp(this.req.socket.remoteAddress)
+  }
+}
+
+/** `Cookie` headers (possibly several) → name → first value; quotes around a value removed. */
+export function parseCookies(raw: string[]): Map<string, string> {
+  const out = new Map<string, string>()
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 6 || raw[i]!.toLowerCase() !== 'cookie') continue
+    for (const pair of raw[i + 1]!.split(';')) {
+      const eq = pair.indexOf('=')
+      if (eq < 0) continue
+      const name = pair.slice(0, eq).trim()
+      let value = pair.slice(eq + 1).trim()
+      if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1)
+      if (name !== '' && !out.has(name)) out.set(name, value)
+    }
+  }
+  return out
+}
+
+function ruleMatches(rule: CRoute['rules'][number], facts: RequestFacts): boolean {
+  const raw = facts.req.rawHeaders
+  for (const h of rule.headers) if (!anyRawHeader(raw, h.name, h.test)) return false
+  for (const c of rule.cookies) {
+    const v = facts.cookie(c.name)
+    if (v === undefined || !c.test(v)) return false
+  }
+  for (const q of rule.query) if (!facts.queryValues(q.name).some(q.test)) return false
+  return true
+}
+
+/** Rules first (first match wins), then the split: sticky by key when possible, else weighted random. */
+export function chooseUpstream(route: CRoute, facts: RequestFacts): Choice {
+  for (let i = 0; i < route.rules.length; i++) {
+    const rule = route.rules[i]!
+    if (ruleMatches(rule, facts)) return rule.choice
+  }
+  if (route.single >= 0) return route.split[route.single]!
+  if (route.stickyKind >= 0) {
+    const key = facts.key(route.stickyKind, route.stickyName)
+    if (key !== undefined && key !== '') return route.split[rendezvous(hashKey(key), route.seeds, route.weights)]!
+  }
+  return route.split[weightedRandom(route.weights, route.totalWeight)]!
+}
+
+/** The `x-switchyard-flags` value for this request. A user without a key is off for a percentage flag. */
+export function flagsValue(table: RoutingTable, facts: RequestFacts): string {
+  if (table.staticFlags !== null) return table.staticFlags
+  let out = ''
+  for (let i = 0; i < table.flags.length; i++) {
+    const f: CFlag = table.flags[i]!
+    let on = f.mode === 1
+    if (f.mode === 2) {
+      const key = facts.key(f.byKind, f.byName)
+      on = key !== undefined && key !== '' && unit(hashKey(key), f.seed) < f.threshold
+    }
+    out += (i === 0 ? '' : ',') + f.name + (on ? '=on' : '=off')
+  }
+  return out
+}

@@ -1,0 +1,139 @@
+/**
+ * The data plane: a node:http server that routes each request by the routing table in force
+ * and forwards it. It does no I/O but proxying: the control plane builds tables and swaps them
+ * in with `setTable()`; each request reads the table once at entry and finishes on it.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { Exchange, sendError, type ExchangeContext } from './forward.js'
+import { clientIp, requestHead } from './headers.js'
+import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './match.js'
+import { Resources } from './resources.js'
+import { liveKeys, type RoutingTable } from './table.js'
+import { proxyUpgrade } from './ws.js'
+
+export const EMPTY_TABLE: RoutingTable = Object.freeze({
+  revision: 0,
+  byHost: new Map(),
+  wildcard: Object.freeze([]),
+  upstreams: new Map(),
+  flags: Object.freeze([]),
+  staticFlags: '',
+})
+
+export interface DataplaneOptions {
+  /** Node's slowloris guard: time allowed to receive request headers. */
+  headersTimeoutMs?: number
+  /** idle time a client keep-alive connection is kept open */
+  keepAliveTimeoutMs?: number
+}
+
+export class Dataplane {
+  readonly resources = new Resources()
+  readonly server: Server
+  private current: RoutingTable = EMPTY_TABLE
+  private readonly ctx: ExchangeContext = { res: this.resources, closing: false }
+  /** requests received and not yet answered in full (for graceful shutdown) */
+  private open = 0
+  private idleWaiters: (() => void)[] = []
+
+  constructor(opts: DataplaneOptions = {}) {
+    this.server = createServer(
+      {
+        // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
+        requestTimeout: 0,
+        headersTimeout: opts.headersTimeoutMs ?? 60_000,
+        keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5_000,
+      },
+      this.handle,
+    )
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (this.ctx.closing) return socket.destroy()
+      proxyUpgrade(this.current, this.resources, req, socket, head)
+    })
+  }
+
+  get table(): RoutingTable {
+    return this.current
+  }
+
+  /** Swaps the routing table in one reference write; in-flight requests keep the one they started with. */
+  setTable(table: RoutingTable): void {
+    this.current = table
+    const live = liveKeys(table)
+    this.resources.prune(live.pools, live.targets)
+  }
+
+  get closing(): boolean {
+    return this.ctx.closing
+  }
+
+  /** Requests being served now, for graceful shutdown and tests. */
+  get openRequests(): number {
+    return this.open
+  }
+
+  private readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const t0 = performance.now()
+    const table = this.current
+    this.open++
+    res.once('close', this.onClose)
+    const path = pathOf(req.url!)
+    const facts = new RequestFacts(req, path)
+    const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
+    const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags)
+    const route = findRoute(table, head.host, path, req.method!)
+    if (route === undefined) {
+      this.resources.noRoute++
+      return sendError(res, 'NO_ROUTE', this.ctx.closing)
+    }
+    const choice = chooseUpstream(route, facts)
+    new Exchange(this.ctx, req, res, choice, path, head.headers, head.hasBody, t0).start()
+  }
+
+  private readonly onClose = (): void => {
+    this.open--
+    if (this.open === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    })
+    return this.server.address() as AddressInfo
+  }
+
+  /**
+   * Graceful stop: the listening socket closes at once, idle keep-alive connections close, busy
+   * ones get `Connection: close` on their response; resolves true when every in-flight request
+   * finished, false when `timeoutMs` cut some.
+   */
+  async shutdown(timeoutMs: number): Promise<boolean> {
+    this.ctx.closing = true
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeIdleConnections()
+    let finished = this.open === 0
+    if (!finished) {
+      finished = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), timeoutMs)
+        this.idleWaiters.push(() => {
+          clearTimeout(timer)
+          resolve(true)
+        })
+      })
+    }
+    for (const rt of this.resources.targets.values()) for (const ws of rt.websockets) ws.destroy()
+    this.server.closeAllConnections()
+    await closed
+    await this.resources.close()
+    return finished
+  }
+}

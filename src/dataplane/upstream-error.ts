@@ -1,0 +1,68 @@
+/**
+ * The one place that maps transport faults (undici and Node codes) to switchyard's codes and
+ * decides what may be retried. The original error is kept as `cause` where one is reported.
+ */
+import type { ErrorCode } from '../errors.js'
+
+/** Faults that mean "no connection could be made": nothing was sent, any method may retry. */
+const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EPIPE',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+])
+
+/** The pool was closed under us by a table swap: not the target's fault. */
+const POOL_GONE = new Set(['UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+
+/** After the request went out: a reset before headers may be retried for idempotent methods. */
+const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'])
+
+export type Fault =
+  | 'connect' // no connection: retry on another target, mark this one failed
+  | 'pool-gone' // retry on another target, nothing to mark
+  | 'reset' // sent, then reset before headers: retry only if idempotent and body untouched
+  | 'headers-timeout'
+  | 'other'
+
+function codeOf(err: unknown): string {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null
+  const code = e?.code ?? e?.cause?.code
+  return typeof code === 'string' ? code : ''
+}
+
+export function classify(err: unknown, sent: boolean): Fault {
+  const code = codeOf(err)
+  if (POOL_GONE.has(code)) return 'pool-gone'
+  if (!sent && CONNECT_FAILURES.has(code)) return 'connect'
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'headers-timeout'
+  if (sent && RESETS.has(code)) return 'reset'
+  return 'other'
+}
+
+/** What the client gets when no attempt succeeded. */
+export function errorCodeFor(fault: Fault, err: unknown): ErrorCode {
+  if (fault === 'headers-timeout' || codeOf(err) === 'UND_ERR_CONNECT_TIMEOUT') return 'UPSTREAM_TIMEOUT'
+  return 'UPSTREAM_ERROR'
+}
+
+/** RFC 9110 §9.2.2 idempotent methods. */
+export function isIdempotent(method: string): boolean {
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+    case 'OPTIONS':
+    case 'TRACE':
+    case 'PUT':
+    case 'DELETE':
+      return true
+    default:
+      return false
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The one catalogue of error codes switchyard answers with. Every error the proxy or the
+ * admin API makes itself is `{"error":{"code","message","details?"}}` with the status below,
+ * so clients and tests can rely on the code rather than parse messages.
+ */
+export const ERRORS = {
+  // data plane (SPEC §4)
+  NO_ROUTE: { status: 404, message: 'no route matches this request' },
+  NO_HEALTHY_TARGET: { status: 503, message: 'no healthy target is available for this upstream' },
+  UPSTREAM_ERROR: { status: 502, message: 'the upstream failed to answer' },
+  UPSTREAM_TIMEOUT: { status: 504, message: 'the upstream did not answer in time' },
+  // admin API (SPEC §5, §8)
+  VALIDATION_FAILED: { status: 400, message: 'the request is invalid' },
+  UNAUTHORIZED: { status: 401, message: 'a valid bearer token is required' },
+  NOT_FOUND: { status: 404, message: 'not found' },
+  CONFLICT: { status: 409, message: 'the change conflicts with the current state' },
+  REVISION_MISMATCH: { status: 412, message: 'the revision in If-Match is not the current one' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'the request body must be application/json' },
+  STORE_UNAVAILABLE: { status: 503, message: 'the state store is unavailable' },
+  INTERNAL: { status: 500, message: 'internal error' },
+} as const satisfies Record<string, { status: number; message: string }>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** One problem found in a config or a request, with the path it was found at (`routes[0].split.v3`). */
+export interface Problem {
+  path: string
+  message: string
+}
+
+/** A typed error with a stable code; `details` carries per-field problems for VALIDATION_FAILED. */
+export class SwitchyardError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly details: unknown[] | undefined
+
+  constructor(code: ErrorCode, message?: string, options?: { details?: unknown[]; cause?: unknown }) {
+    super(message ?? ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'SwitchyardError'
+    this.code = code
+    this.status = ERRORS[code].status
+    this.details = options?.details
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details?: unknown[] } } {
+    const error: { code: ErrorCode; message: string; details?: unknown[] } = { code: this.code, message: this.message }
+    if (this.details !== undefined) error.details = this.details
+    return { error }
+  }
+}
+
+/** Formats problems the way `switchyard validate` prints them: `path: message`. */
+export function formatProblem(p: Problem): string {
+  return p.path === '' ? p.message : `${p.path}: ${p.message}`
+}
+
+/** Body bytes of an error answer; precomputed per code for the data plane's hot error paths. */
+export function errorBody(code: ErrorCode, message?: string): string {
+  return JSON.stringify({ error: { code, message: message ?? ERRORS[code].message } })
+}

@@ -1,0 +1,67 @@
+/**
+ * The state store: where the revisioned state lives and how a fleet hears of changes.
+ * `memory` serves one process; `redis` shares one state among many proxy instances.
+ * The control plane never talks to Redis except through this interface.
+ */
+import type { State } from '../config/schema.js'
+
+/** One audit-log entry (SPEC §5 `GET /api/events`). */
+export interface AuditEvent {
+  revision: number
+  at: string // ISO 8601
+  actor: string // token name, `token`, `anonymous`, `config`, `rollout:<id>` ...
+  reason: string | null // X-Switchyard-Reason
+  action: string // e.g. `split.put`, `target.add`
+  target: string // e.g. `routes/api/split`
+  before: unknown
+  after: unknown
+}
+
+/** What an instance publishes about itself (SPEC §7 registry). */
+export interface InstanceInfo {
+  id: string
+  host: string
+  pid: number
+  appliedRevision: number
+  lastSeen: string // ISO 8601, set by the store on register
+  /** in-flight requests per `upstream/targetId` */
+  inflight: Record<string, number>
+}
+
+export type CommitResult =
+  | { ok: true; revision: number }
+  | { ok: false; reason: 'revision-mismatch'; currentRevision: number }
+  | { ok: false; reason: 'empty' } // store holds no state: the caller must re-seed first
+
+export interface Store {
+  readonly kind: 'memory' | 'redis'
+  /** Connects (and for redis subscribes). Resolves once usable; may reject if unreachable at start. */
+  open(): Promise<void>
+  /** True while the store is reachable; `store_connected` reports it. */
+  readonly connected: boolean
+  /** The current state, or null when the store holds none. Throws STORE_UNAVAILABLE when unreachable. */
+  load(): Promise<State | null>
+  /**
+   * Atomically replaces the state with `next` (whose revision must be `expected + 1`) iff the
+   * store's revision is `expected`, appends `event` to the audit log, and notifies every
+   * subscriber. Throws STORE_UNAVAILABLE when unreachable.
+   */
+  commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult>
+  /**
+   * Writes `state` iff the store is empty or holds a lower revision (the highest revision
+   * wins, never an older one). Returns true when it wrote.
+   */
+  seed(state: State): Promise<boolean>
+  /** Called with the new revision after any commit by any instance, and after a reconnect (revision -1). */
+  onChange(listener: (revision: number) => void): void
+  /** Called whenever `connected` changes. */
+  onConnectionChange(listener: (connected: boolean) => void): void
+  /** Newest first. */
+  events(limit: number): Promise<AuditEvent[]>
+  /** Registers or refreshes this instance with a TTL. */
+  register(info: Omit<InstanceInfo, 'lastSeen'>, ttlMs: number): Promise<void>
+  unregister(id: string): Promise<void>
+  /** The live instances (registered within their TTL). */
+  instances(): Promise<InstanceInfo[]>
+  close(): Promise<void>
+}
