@@ -1,0 +1,10 @@
+import type { Dataplane } from '../../dataplane/server.js'
+import type { ControlPlane } from '../control-plane.js'
+
+/** What the admin API needs from the rest of the instance. */
+export interface AdminDeps {
+  control: ControlPlane
+  dataplane: Dataplane
+  /** `admin.token` (actor name `token`) and/or named tokens `admin.tokens` (actor = the name) */
+  tokens: { name: string; token: string }[]
+}
