@@ -52,6 +52,8 @@ export class TargetRuntime {
   healthy: boolean
   /** true while an active health check owns `healthy`; otherwise a passive ejection times out */
   activeCheck = false
+  /** whether this target ever passed (or started healthy): a never-ready target enters on its first pass */
+  everHealthy: boolean
   ejectTimer: NodeJS.Timeout | undefined = undefined
   readonly websockets = new Set<Socket>()
 
@@ -61,6 +63,7 @@ export class TargetRuntime {
     healthy: boolean,
   ) {
     this.healthy = healthy
+    this.everHealthy = healthy
   }
 
   get key(): string {

@@ -12,6 +12,8 @@ export interface Backend {
   url: string
   id: string
   state: { aborts: number; requests: number; lastHeaders: string[] | null }
+  /** the backend's WebSocket server (echo), to act on its connections */
+  wss: { clients: Set<{ terminate(): void }> }
   close(): Promise<void>
 }
 

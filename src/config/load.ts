@@ -1,0 +1,206 @@
+/**
+ * Reads a config file (YAML or JSON: YAML 1.2 is a superset of JSON, so one parser serves
+ * both), substitutes `${ENV_VAR}`, and checks it: shape, then semantics, then the
+ * cross-field rules of the static part (admin exposure, port clash).
+ */
+import { readFile } from 'node:fs/promises'
+import { BlockList, isIP } from 'node:net'
+import { LineCounter, parseDocument } from 'yaml'
+import type { Problem } from '../errors.js'
+import { DEFAULTS } from './schema.js'
+import type { ConfigFile } from './schema.js'
+import { checkConfigShape, formatPath, schemaErrors, validateState } from './validate.js'
+import type { PathSegment } from './validate.js'
+
+export interface LoadResult {
+  /** The parsed, substituted config; only trustworthy when `problems` is empty. */
+  config: ConfigFile
+  problems: Problem[]
+}
+
+/**
+ * Loads and checks a config file. Never throws for a bad or unreadable file: every fault is
+ * a problem (an unreadable file is `{path: '', message: 'FILE: cannot read: ENOENT...'}`).
+ */
+export async function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadResult> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    return { config: emptyConfig(), problems: [{ path: '', message: `${path}: cannot read: ${(err as Error).message}` }] }
+  }
+  return parseConfigText(text, env)
+}
+
+/** `loadConfigFile` without the file: parse, substitute, check. */
+export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+  const parsed = parseText(text)
+  if ('problem' in parsed) return { config: emptyConfig(), problems: [parsed.problem] }
+
+  const subst = substituteEnv(parsed.value, env)
+  coerceNumbers(subst)
+  const config = subst.value as ConfigFile
+
+  // A value whose variable is unset still holds `${VAR}`: shape errors at it would only repeat
+  // the env problem, so they are left out, and semantics (which would trip over it in
+  // derived places, such as a target's default id) wait until the environment is complete.
+  const envPaths = subst.problems.map((p) => p.path)
+  const unrelated = (p: Problem) => !envPaths.some((e) => p.path === e || p.path.startsWith(e + '.') || p.path.startsWith(e + '['))
+  const shape = checkConfigShape(config).filter(unrelated)
+  if (subst.problems.length > 0 || shape.length > 0) return { config, problems: [...subst.problems, ...shape] }
+  return { config, problems: [...validateState(config), ...crossCheck(config)] }
+}
+
+function emptyConfig(): ConfigFile {
+  return { upstreams: {}, routes: [] }
+}
+
+function parseText(text: string): { value: unknown } | { problem: Problem } {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false })
+  // Only the first error: later ones are mostly echoes of it (an unclosed bracket...).
+  const error = doc.errors[0]
+  if (error !== undefined) {
+    const { line, col } = lineCounter.linePos(error.pos[0])
+    const lineText = text.split('\n')[line - 1] ?? ''
+    // `{ token: ${X} }` is a YAML error: `{` `}` end a plain scalar inside a flow mapping.
+    const hint = lineText.includes('${') ? ' (quote values that contain ${VAR} inside { } or [ ])' : ''
+    return { problem: { path: '', message: `syntax error at line ${line}, column ${col}: ${error.message}${hint}` } }
+  }
+  try {
+    return { value: doc.toJS() }
+  } catch (err) {
+    // e.g. an alias to an undefined anchor, or too many alias expansions (billion laughs).
+    return { problem: { path: '', message: `invalid YAML: ${(err as Error).message}` } }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment variables
+
+interface Substituted {
+  value: unknown
+  problems: Problem[]
+  /** Values that were exactly one `${VAR}`: candidates for number coercion. */
+  whole: { segments: PathSegment[]; pointer: string }[]
+}
+
+// `$${` is an escaped literal `${`; `${...}` is a reference, checked below.
+const REFERENCE = /\$\$\{|\$\{([^}]*)\}/g
+const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
+
+/**
+ * Substitutes `${VAR}` and `${VAR:-default}` (default when VAR is unset or empty, as in the
+ * shell) in every string value of the parsed tree. Working on the tree, not the text, means
+ * a variable's value is always one string: it cannot add keys or change the YAML structure.
+ * Keys are not substituted.
+ */
+function substituteEnv(root: unknown, env: NodeJS.ProcessEnv): Substituted {
+  const out: Substituted = { value: undefined, problems: [], whole: [] }
+  const walk = (node: unknown, segments: PathSegment[]): unknown => {
+    if (typeof node === 'string') return substituteString(node, segments, env, out)
+    if (Array.isArray(node)) return node.map((v, i) => walk(v, [...segments, i]))
+    if (typeof node === 'object' && node !== null) {
+      return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, walk(v, [...segments, k])]))
+    }
+    return node
+  }
+  out.value = walk(root, [])
+  return out
+}
+
+function substituteString(s: string, segments: PathSegment[], env: NodeJS.ProcessEnv, out: Substituted): string {
+  if (!s.includes('${')) return s
+  const result = s.replace(REFERENCE, (match, inner: string | undefined) => {
+    if (inner === undefined) return '${' // the `$${` escape
+    const m = VARIABLE.exec(inner)
+    if (m === null) {
+      out.problems.push({ path: formatPath(segments), message: `invalid variable reference ${JSON.stringify(match)}` })
+      return match
+    }
+    const [, name = '', fallback] = m
+    const value = env[name]
+    if (fallback !== undefined) return value === undefined || value === '' ? fallback : value
+    if (value === undefined) {
+      out.problems.push({ path: formatPath(segments), message: `environment variable ${name} is not set` })
+      return match
+    }
+    return value
+  })
+  if (/^\$\{[^}]*\}$/.test(s)) out.whole.push({ segments, pointer: toPointer(segments) })
+  return result
+}
+
+/**
+ * `port: ${PORT}` yields the string "8080". Where the schema wants a number at a value that
+ * was exactly one variable, and the string is an integer, it becomes that number. Driven by
+ * the schema's own errors so a numeric token (`token: ${TOKEN}`) stays a string.
+ */
+function coerceNumbers(subst: Substituted): void {
+  if (subst.whole.length === 0) return
+  const wantsNumber = new Set(
+    schemaErrors(subst.value)
+      .filter((e) => e.keyword === 'type' && ['integer', 'number'].includes(String((e.params as { type?: unknown }).type)))
+      .map((e) => e.instancePath),
+  )
+  for (const { segments, pointer } of subst.whole) {
+    if (!wantsNumber.has(pointer)) continue
+    const parent = segments.slice(0, -1).reduce<unknown>((node, s) => (node as Record<PathSegment, unknown>)[s], subst.value)
+    const key = segments[segments.length - 1]
+    if (key === undefined || typeof parent !== 'object' || parent === null) continue
+    const container = parent as Record<PathSegment, unknown>
+    const value = container[key]
+    if (typeof value === 'string' && /^-?\d+$/.test(value)) container[key] = Number(value)
+  }
+}
+
+function toPointer(segments: PathSegment[]): string {
+  return segments.map((s) => '/' + String(s).replace(/~/g, '~0').replace(/\//g, '~1')).join('')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-field checks of the static part
+
+const LOOPBACK = new BlockList()
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
+LOOPBACK.addAddress('::1', 'ipv6')
+
+/** Loopback per SPEC §8: 127.0.0.0/8, ::1 (also IPv4-mapped, bracketed) and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1')
+  if (h === 'localhost' || h === 'localhost.') return true
+  const family = isIP(h)
+  if (family === 4) return LOOPBACK.check(h, 'ipv4')
+  if (family === 6) return LOOPBACK.check(h, 'ipv6')
+  return false
+}
+
+const WILDCARD = new Set(['', '0.0.0.0', '::', '[::]'])
+
+/** Whether two listeners on these hosts and the same port would collide. */
+function hostsOverlap(a: string, b: string): boolean {
+  if (a === b || WILDCARD.has(a) || WILDCARD.has(b)) return true
+  return (a === 'localhost' && isLoopbackHost(b)) || (b === 'localhost' && isLoopbackHost(a))
+}
+
+function crossCheck(config: ConfigFile): Problem[] {
+  const problems: Problem[] = []
+  const admin = config.admin ?? {}
+  const adminHost = admin.host ?? DEFAULTS.admin.host
+  if (admin.token !== undefined && admin.tokens !== undefined) {
+    problems.push({ path: 'admin', message: 'set either admin.token or admin.tokens, not both' })
+  }
+  const hasToken = admin.token !== undefined || Object.keys(admin.tokens ?? {}).length > 0
+  // SPEC §5: an unauthenticated admin API must not be reachable from other machines.
+  if (!hasToken && !isLoopbackHost(adminHost)) {
+    problems.push({ path: 'admin.host', message: 'binding admin to a non-loopback host requires admin.token or admin.tokens' })
+  }
+  const listenHost = config.listen?.host ?? DEFAULTS.listen.host
+  const listenPort = config.listen?.port ?? DEFAULTS.listen.port
+  const adminPort = admin.port ?? DEFAULTS.admin.port
+  // Port 0 asks the OS for a free port, so two zeros never clash.
+  if (listenPort !== 0 && listenPort === adminPort && hostsOverlap(listenHost, adminHost)) {
+    problems.push({ path: 'admin.port', message: `same port as listen.port (${listenPort})` })
+  }
+  return problems
+}

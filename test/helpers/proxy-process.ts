@@ -1,0 +1,77 @@
+/** The real CLI (`node dist/cli.js start`) as a child process, for tests about processes and memory. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort } from './redis.js'
+
+export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url))
+
+const live = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const c of live) c.kill('SIGKILL')
+})
+
+export interface ProxyProcess {
+  child: ChildProcess
+  pid: number
+  url: string
+  adminUrl: string
+  stdout(): string
+  stderr(): string
+  /** Sends `signal` and resolves with the exit code (or signal name). */
+  stop(signal?: NodeJS.Signals): Promise<number | string>
+}
+
+/** Writes `config` (listen/admin ports filled in with free ports) and starts the CLI on it. */
+export async function spawnProxy(
+  config: Record<string, unknown>,
+  extraArgs: string[] = [],
+  nodeFlags: string[] = [],
+): Promise<ProxyProcess> {
+  const port = await freePort()
+  const adminPort = await freePort()
+  const full = { listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort }, shutdownTimeoutMs: 5_000, ...config }
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-'))
+  const file = join(dir, 'config.json')
+  await writeFile(file, JSON.stringify(full))
+  const child = spawn(process.execPath, [...nodeFlags, CLI, 'start', '--config', file, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+  live.add(child)
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (d: Buffer) => (out += d))
+  child.stderr!.on('data', (d: Buffer) => (err += d))
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      live.delete(child)
+      resolve(code ?? signal ?? -1)
+    }),
+  )
+  await new Promise<void>((resolve, reject) => {
+    const deadline = setTimeout(() => reject(new Error(`proxy did not start in 15 s: ${err}`)), 15_000)
+    const check = () => {
+      if (out.includes('switchyard proxy')) {
+        clearTimeout(deadline)
+        resolve()
+      }
+    }
+    child.stdout!.on('data', check)
+    void exited.then((code) => {
+      clearTimeout(deadline)
+      reject(new Error(`proxy exited with ${code}: ${err}`))
+    })
+  })
+  return {
+    child,
+    pid: child.pid!,
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    stdout: () => out,
+    stderr: () => err,
+    stop: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      return exited
+    },
+  }
+}

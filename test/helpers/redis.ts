@@ -1,0 +1,138 @@
+/**
+ * A real `redis-server` per test file, on a free loopback port (never 6379, so a developer's
+ * own Redis is never touched), without persistence: a restart always comes back empty,
+ * which is exactly the "Redis restarted empty" case SPEC §7 asks us to survive.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createConnection, createServer } from 'node:net'
+
+export interface RedisServer {
+  port: number
+  url: string
+  /** SIGTERM, then SIGKILL if it has not exited within 2 s; waits for the exit. */
+  stop(): Promise<void>
+  /** Sends `signal` (default SIGKILL) and waits for the exit: an abrupt outage. A no-op once it has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>
+  /** Starts a new, empty server on the same port and waits until it answers PING. */
+  restart(): Promise<void>
+  /** SIGSTOP: the socket stays open but nothing answers (a hung or partitioned Redis). */
+  pause(): void
+  /** SIGCONT after pause(). */
+  resume(): void
+}
+
+const READY_TIMEOUT_MS = 5_000
+const POLL_INTERVAL_MS = 20
+const STOP_GRACE_MS = 2_000
+
+/** Every redis-server still running; the exit hook kills them if a test forgot to. */
+const alive = new Set<ChildProcess>()
+let exitHookInstalled = false
+
+export async function startRedis(): Promise<RedisServer> {
+  installExitHook()
+  const port = await freePort()
+  let child = await spawnRedis(port)
+
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    // 'close' comes after 'exit' once the stdio pipes are closed too: no handle is left.
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()))
+    child.kill(signal)
+    await exited
+  }
+
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    kill,
+    async stop() {
+      const current = child
+      if (current.exitCode !== null || current.signalCode !== null) return
+      current.kill('SIGCONT') // a paused server would not act on SIGTERM
+      const timer = setTimeout(() => current.kill('SIGKILL'), STOP_GRACE_MS)
+      try {
+        await kill('SIGTERM')
+      } finally {
+        clearTimeout(timer)
+      }
+    },
+    async restart() {
+      await kill('SIGKILL')
+      child = await spawnRedis(port)
+    },
+    pause() {
+      child.kill('SIGSTOP')
+    },
+    resume() {
+      child.kill('SIGCONT')
+    },
+  }
+}
+
+/** A port the kernel just handed out on 127.0.0.1; free again once we close it. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => (port === 0 ? reject(new Error('no port assigned')) : resolve(port)))
+    })
+  })
+}
+
+async function spawnRedis(port: number): Promise<ChildProcess> {
+  const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1']
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  alive.add(child)
+  let output = ''
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-4000) // for the error message only
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  child.once('exit', () => alive.delete(child))
+  const spawnError = new Promise<never>((_, reject) => child.once('error', reject))
+  spawnError.catch(() => {}) // observed below; avoid an unhandled rejection if unused
+
+  const deadline = performance.now() + READY_TIMEOUT_MS
+  while (performance.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) break
+    const up = await Promise.race([ping(port), spawnError])
+    if (up) return child
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS))
+  }
+  child.kill('SIGKILL')
+  throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${output}`)
+}
+
+/** True when something on `port` answers PING with +PONG within 500 ms. */
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port })
+    let reply = ''
+    const finish = (ok: boolean): void => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(ok)
+    }
+    const timer = setTimeout(() => finish(false), 500)
+    socket.once('error', () => finish(false))
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (chunk) => {
+      reply += chunk.toString()
+      if (reply.includes('\r\n')) finish(reply.startsWith('+PONG'))
+    })
+  })
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  // 'exit' handlers must be synchronous: kill() only sends the signal, which is enough.
+  process.once('exit', () => {
+    for (const child of alive) child.kill('SIGKILL')
+  })
+}
