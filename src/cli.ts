@@ -7,6 +7,7 @@ const USAGE = `usage:
   switchyard start --config FILE [--workers N|auto]
   switchyard validate FILE
   switchyard demo
+  switchyard demo-backend VERSION PORT   (one demo API instance, for docker-compose)
   switchyard ctl ...            (see README)`
 
 async function main(argv: string[]): Promise<number> {
@@ -20,6 +21,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cli/demo.js')).demo(rest)
     case 'ctl':
       return (await import('./cli/ctl.js')).ctl(rest)
+    case 'demo-backend':
+      return (await import('./cli/demo.js')).demoBackend(rest)
     case '-h':
     case '--help':
     case 'help':

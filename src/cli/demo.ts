@@ -59,3 +59,20 @@ export async function demo(_args: string[]): Promise<number> {
     process.once('SIGTERM', stop)
   })
 }
+
+/** `switchyard demo-backend VERSION PORT`: one demo API instance on 0.0.0.0 (docker-compose). */
+export async function demoBackend(args: string[]): Promise<number> {
+  const [version, portText] = args
+  const port = Number(portText)
+  if (!version || !Number.isInteger(port) || port <= 0 || port > 65535) {
+    process.stderr.write('usage: switchyard demo-backend VERSION PORT\n')
+    return 2
+  }
+  const server = await startDemoBackend(version, port, '0.0.0.0')
+  process.stdout.write(`demo API ${version} on :${port}\n`)
+  return new Promise<number>((resolve) => {
+    const stop = () => server.close(() => resolve(0))
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}

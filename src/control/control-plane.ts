@@ -130,6 +130,8 @@ export class ControlPlane {
         do {
           this.resyncAgain = false
           if (this.closed || !this.opts.store.connected) return
+          // The common case of the periodic re-read: nothing changed; skip fetching the document.
+          if ((await this.opts.store.revision()) === this.applied.revision) continue
           let state = await this.opts.store.load()
           if (state === null || state.revision < this.applied.revision) {
             await this.opts.store.seed(this.applied)

@@ -4,7 +4,7 @@
  */
 import { createServer, type Server } from 'node:http'
 
-export function startDemoBackend(version: string, port: number): Promise<Server> {
+export function startDemoBackend(version: string, port: number, host = '127.0.0.1'): Promise<Server> {
   const instance = `${version}@${port}`
   const server = createServer((req, res) => {
     if (req.url === '/healthz') {
@@ -24,6 +24,6 @@ export function startDemoBackend(version: string, port: number): Promise<Server>
   })
   return new Promise((resolve, reject) => {
     server.once('error', reject)
-    server.listen(port, '127.0.0.1', () => resolve(server))
+    server.listen(port, host, () => resolve(server))
   })
 }

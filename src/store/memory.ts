@@ -60,6 +60,11 @@ export class MemoryStore implements Store {
     return json === null ? null : (JSON.parse(json) as State)
   }
 
+  async revision(): Promise<number | null> {
+    this.ensureOpen()
+    return this.backing.revision
+  }
+
   async commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult> {
     this.ensureOpen()
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')

@@ -130,6 +130,11 @@ export class RedisStore implements Store {
     return json === null ? null : parseJson<State>(json, 'state')
   }
 
+  async revision(): Promise<number | null> {
+    const value = await this.call(() => this.cmd.get(this.keys.revision))
+    return value === null ? null : Number(value)
+  }
+
   /**
    * One script: compares the stored revision with `expected`, then writes state and
    * revision, appends the event (LPUSH + LTRIM to EVENTS_CAP) and publishes the revision.

@@ -41,6 +41,8 @@ export interface Store {
   readonly connected: boolean
   /** The current state, or null when the store holds none. Throws STORE_UNAVAILABLE when unreachable. */
   load(): Promise<State | null>
+  /** The current revision alone (cheap), or null when empty: the periodic re-read checks this first. */
+  revision(): Promise<number | null>
   /**
    * Atomically replaces the state with `next` (whose revision must be `expected + 1`) iff the
    * store's revision is `expected`, appends `event` to the audit log, and notifies every
