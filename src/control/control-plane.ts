@@ -175,9 +175,9 @@ export class ControlPlane {
           details: problems,
         })
       }
+      // validateState is the one semantic check: a state that passes it compiles (the compile in
+      // apply() has side effects on live target runtimes, so it must not run for a draft).
       draft.revision = current.revision + 1
-      // Compile before committing: a state the data plane cannot run is refused, not published.
-      compileTable(draft, this.opts.dataplane.resources)
       const event: AuditEvent = {
         revision: draft.revision,
         at: new Date().toISOString(),

@@ -4,7 +4,7 @@
  * them; `prune()` releases what the newest table no longer names.
  */
 import { Pool } from 'undici'
-import { DEFAULTS } from '../config/schema.js'
+import { DEFAULTS } from '../config/defaults.js'
 import { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface PoolOptions {

@@ -4,7 +4,8 @@
  * cannot compile, so the table in force stays live (SPEC: a rejected change changes nothing).
  */
 import type { Pool } from 'undici'
-import { DEFAULTS, type FlagSpec, type State, type StringMatch } from '../config/schema.js'
+import { DEFAULTS } from '../config/defaults.js'
+import type { FlagSpec, State, StringMatch } from '../config/schema.js'
 import { seedOf } from './bucket.js'
 import { poolKey, type Resources } from './resources.js'
 import type { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
@@ -148,7 +149,10 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
     const targets = u.targets.map((t): CTarget => {
       const url = new URL(t.url)
       const rt = res.target(name, t.id, healthyAtStart(name, t.id))
-      rt.activeCheck = u.healthCheck !== undefined
+      const hasCheck = u.healthCheck !== undefined
+      // The health check was removed: nothing would ever bring a target it took out back.
+      if (rt.activeCheck && !hasCheck) rt.healthy = true
+      rt.activeCheck = hasCheck
       return Object.freeze({
         id: t.id,
         url: t.url,

@@ -1,0 +1,325 @@
+// Throughput/latency bench: switchyard vs. the backend directly, a bare @fastify/http-proxy,
+// a bare node:http+undici proxy (the Node limit) and nginx. See bench/README.md.
+// Run: npm run bench   (or: npm run build && node bench/throughput.js)
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const OUT = path.join(ROOT, 'bench', '.out')
+const PEERS = path.join(ROOT, 'bench', 'peers')
+const env = process.env
+const DURATION = Number(env.BENCH_DURATION ?? 5)
+const WARMUP = Number(env.BENCH_WARMUP ?? 1)
+const ROUNDS = Number(env.BENCH_ROUNDS ?? 3)
+const CONNECTIONS = (env.BENCH_CONNECTIONS ?? '1,64').split(',').map(Number)
+const TOOL = env.BENCH_TOOL ?? 'autocannon'
+const CPU_PROF = env.BENCH_CPU_PROF === '1'
+const HEADERS = { 'x-user-id': 'bench-user-42' } // sticky key: makes switchyard hash it
+const BODY = '{"ok":true,"service":"switchyard-bench-backend","message":"hello from the backend","n":12345}'
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-bench-'))
+const children = []
+
+// ---------- processes ----------
+
+function which (bin, extra = []) {
+  for (const dir of [...(env.PATH ?? '').split(':'), ...extra]) {
+    const p = path.join(dir, bin)
+    try { fs.accessSync(p, fs.constants.X_OK); return p } catch {}
+  }
+  return null
+}
+
+function freePort () {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().once('error', reject)
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
+  })
+}
+
+function start (name, cmd, args) {
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  child.tail = ''
+  const keep = (d) => { child.tail = (child.tail + d).slice(-4000) }
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
+  child.on('exit', (code, sig) => { child.exited = { code, sig } })
+  child.on('error', (err) => { child.exited = { err } })
+  child.label = name
+  children.push(child)
+  return child
+}
+
+async function waitHttp (child, port, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (child.exited) throw new Error(`${child.label} exited early ${JSON.stringify(child.exited)}:\n${child.tail}`)
+    try {
+      await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.arrayBuffer())
+      return
+    } catch {}
+    await sleep(100)
+  }
+  throw new Error(`${child.label} did not answer HTTP on :${port} within ${timeoutMs} ms:\n${child.tail}`)
+}
+
+async function stop (child, graceMs = 2000) {
+  if (child.exited || child.exitCode !== null || child.signalCode !== null) return
+  const gone = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
+  await gone
+  clearTimeout(t)
+}
+
+function killAllNow () {
+  for (const c of children) if (!c.exited && c.exitCode === null && c.signalCode === null) { try { c.kill('SIGKILL') } catch {} }
+  fs.rmSync(tmp, { recursive: true, force: true })
+}
+process.on('exit', killAllNow)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { console.error(`\n${sig}: stopping`); process.exit(130) })
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// ---------- servers ----------
+
+function nginxConf (prefix, server) {
+  const dirs = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((d) => `${d}_temp_path ${prefix}/${d};`).join(' ')
+  return `daemon off; master_process off; worker_processes 1;
+pid ${prefix}/nginx.pid; error_log ${prefix}/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; ${dirs}
+  keepalive_requests 1000000; keepalive_timeout 300s;
+  ${server}
+}
+`
+}
+
+async function startNginx (nginx, name, port, server) {
+  const prefix = path.join(tmp, name)
+  fs.mkdirSync(prefix, { recursive: true })
+  fs.writeFileSync(path.join(prefix, 'nginx.conf'), nginxConf(prefix, server.replace('PORT', port)))
+  const child = start(name, nginx, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf')])
+  await waitHttp(child, port)
+  return child
+}
+
+function switchyardConfig (port, backend) {
+  return `listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: 0 }
+store: { type: memory }
+upstreams:
+  v1: { targets: [ { url: "${backend}" } ] }
+  v2: { targets: [ { url: "${backend}" } ] }
+routes:
+  - name: bench
+    match: { host: "*", pathPrefix: / }
+    rules:
+      - { match: { header: { x-bench-never: "1" } }, upstream: v2 }
+    split: { v1: 100, v2: 0 }
+    sticky: { by: header, name: x-user-id }
+`
+}
+
+function switchyardArgv (port, backend) {
+  const config = path.join(tmp, 'switchyard.yaml')
+  fs.writeFileSync(config, switchyardConfig(port, backend))
+  const template = env.BENCH_SWITCHYARD_CMD ?? 'node dist/cli.js start --config {config}'
+  const argv = template.trim().split(/\s+/).map((a) =>
+    a.replaceAll('{config}', config).replaceAll('{port}', String(port)).replaceAll('{backend}', backend))
+  if (argv[0] === 'node') argv[0] = process.execPath
+  if (CPU_PROF && argv[0] === process.execPath) argv.splice(1, 0, '--cpu-prof', '--cpu-prof-dir', OUT)
+  return argv
+}
+
+// ---------- load generators ----------
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2 }
+const pct = (sorted, p) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p / 100 * sorted.length))] : NaN
+
+async function runAutocannon (url, connections, duration) {
+  const lat = [] // exact per-request ms (autocannon's own histogram is integer ms)
+  const inst = autocannon({ url, connections, duration, headers: HEADERS, timeout: 10 })
+  inst.on('response', (_client, status, _bytes, ms) => { if (status < 300) lat.push(ms) })
+  const r = await inst
+  lat.sort((a, b) => a - b)
+  return { rps: r.requests.total / r.duration, p50: pct(lat, 50), p99: pct(lat, 99), non2xx: r.non2xx, errors: r.errors }
+}
+
+const WRK_UNIT = { us: 1e-3, ms: 1, s: 1e3, m: 60e3 }
+function runWrk (url, connections, duration) {
+  const args = ['-t', String(Math.min(connections, Number(env.BENCH_WRK_THREADS ?? 1))), '-c', String(connections),
+    '-d', `${duration}s`, '--latency', '--timeout', '10s', ...Object.entries(HEADERS).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url]
+  return new Promise((resolve, reject) => {
+    const p = spawn(WRK, args)
+    let out = ''
+    p.stdout.on('data', (d) => { out += d })
+    p.stderr.on('data', (d) => { out += d })
+    p.on('error', reject)
+    p.on('exit', (code) => {
+      const lat = (q) => { const m = out.match(new RegExp(`^\\s*${q}%\\s+([\\d.]+)(us|ms|s|m)\\b`, 'm')); return m ? m[1] * WRK_UNIT[m[2]] : NaN }
+      const rps = out.match(/Requests\/sec:\s+([\d.]+)/)
+      if (code !== 0 || !rps) return reject(new Error(`wrk failed (${code}):\n${out}`))
+      const sock = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/)
+      resolve({
+        rps: Number(rps[1]), p50: lat(50), p99: lat(99),
+        non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
+        errors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0
+      })
+    })
+  })
+}
+
+const WRK = TOOL === 'wrk' ? which('wrk') : null
+if (TOOL === 'wrk' && !WRK) throw new Error('BENCH_TOOL=wrk but wrk is not on PATH')
+const load = TOOL === 'wrk' ? runWrk : runAutocannon
+
+// ---------- main ----------
+
+async function main () {
+  fs.mkdirSync(OUT, { recursive: true })
+  const nginx = env.BENCH_NO_NGINX === '1' ? null : which('nginx', ['/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin'])
+  const targets = [] // { name, port, child }
+
+  // backend
+  const bport = await freePort()
+  let backendChild
+  if (nginx) {
+    backendChild = await startNginx(nginx, 'backend-nginx', bport,
+      `server { listen 127.0.0.1:PORT; location / { default_type application/json; return 200 '${BODY}'; } }`)
+  } else {
+    console.log('note: nginx not found — backend is bench/peers/backend.js (node:http) and the nginx proxy is skipped')
+    backendChild = start('backend-node', process.execPath, [path.join(PEERS, 'backend.js'), String(bport)])
+    await waitHttp(backendChild, bport)
+  }
+  const backend = `http://127.0.0.1:${bport}`
+  targets.push({ name: 'direct', port: bport, child: backendChild })
+
+  // switchyard
+  const sport = await freePort()
+  const argv = switchyardArgv(sport, backend)
+  if (!env.BENCH_SWITCHYARD_CMD && !fs.existsSync(path.join(ROOT, 'dist', 'cli.js'))) {
+    throw new Error('dist/cli.js not found: run `npm run build` first (or set BENCH_SWITCHYARD_CMD)')
+  }
+  const sy = start('switchyard', argv[0], argv.slice(1))
+  await waitHttp(sy, sport)
+  targets.push({ name: 'switchyard', port: sport, child: sy })
+
+  // peers
+  for (const [name, file] of [['fastify-http-proxy', 'fastify-proxy.js'], ['bare-undici', 'bare-undici.js']]) {
+    const port = await freePort()
+    const child = start(name, process.execPath, [path.join(PEERS, file), String(port), backend])
+    await waitHttp(child, port)
+    targets.push({ name, port, child })
+  }
+  if (nginx) {
+    const port = await freePort()
+    const child = await startNginx(nginx, 'proxy-nginx', port, `
+  upstream backend { server 127.0.0.1:${bport}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:PORT; location / {
+    proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; } }`)
+    targets.push({ name: 'nginx', port, child })
+  }
+
+  for (const t of targets) { // sanity: every target answers 200 with the backend's body
+    const r = await fetch(`http://127.0.0.1:${t.port}/`, { headers: HEADERS })
+    const body = await r.text()
+    if (r.status !== 200 || body !== BODY) throw new Error(`${t.name} answered ${r.status} ${body.slice(0, 200)}`)
+  }
+  console.log(`switchyard: ${argv.join(' ')}`)
+  console.log(`tool ${TOOL}, ${DURATION}s x ${ROUNDS} rounds (+${WARMUP}s warm-up each), connections ${CONNECTIONS.join(',')}, ` +
+    `backend ${nginx ? 'nginx' : 'node'}, ${os.cpus().length} cpus, node ${process.version}`)
+  const load1 = os.loadavg()[0]
+  if (load1 > 0.5) console.log(`WARNING: load average ${load1.toFixed(2)} before the bench — other work on this machine will skew the numbers`)
+  const est = CONNECTIONS.length * ROUNDS * targets.length * (DURATION + WARMUP)
+  console.log(`about ${Math.ceil(est / 60)} min\n`)
+
+  // measure: round-robin over targets, several rounds, median per target
+  const results = {}
+  for (const c of CONNECTIONS) {
+    results[c] = Object.fromEntries(targets.map((t) => [t.name, { rounds: [] }]))
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const t of targets) {
+        const url = `http://127.0.0.1:${t.port}/`
+        if (WARMUP > 0) await load(url, c, WARMUP)
+        const r = await load(url, c, DURATION)
+        if (t.child.exited) throw new Error(`${t.name} died during the bench ${JSON.stringify(t.child.exited)}:\n${t.child.tail}`)
+        results[c][t.name].rounds.push(r)
+        process.stdout.write(`  c=${c} round ${round + 1} ${t.name.padEnd(18)} ${fmt(r.rps, 0).padStart(8)} rps  ` +
+          `p50 ${fmt(r.p50, 3)} ms  p99 ${fmt(r.p99, 3)} ms${r.non2xx + r.errors ? `  NON-2XX ${r.non2xx} ERRORS ${r.errors}` : ''}\n`)
+      }
+    }
+    for (const t of targets) {
+      const s = results[c][t.name]
+      for (const k of ['rps', 'p50', 'p99']) s[k] = median(s.rounds.map((r) => r[k]))
+      s.non2xx = s.rounds.reduce((a, r) => a + r.non2xx, 0)
+      s.errors = s.rounds.reduce((a, r) => a + r.errors, 0)
+    }
+  }
+
+  const rss = readRss(sy.pid)
+  await stop(sy, CPU_PROF ? 30_000 : 5_000)
+  if (CPU_PROF) console.log(`\ncpu profile: ${fs.readdirSync(OUT).filter((f) => f.endsWith('.cpuprofile')).sort().pop() ?? 'NOT WRITTEN'} in bench/.out`)
+  report(targets.map((t) => t.name), results, rss)
+}
+
+function readRss (pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (k) => Number(s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm'))?.[1])
+    return { rssMB: kb('VmRSS') / 1024, peakMB: kb('VmHWM') / 1024 }
+  } catch { return null }
+}
+
+const fmt = (x, d) => Number.isFinite(x) ? x.toFixed(d) : '-'
+
+function report (names, results, rss) {
+  const ratios = {}
+  let bad = false
+  for (const [c, byName] of Object.entries(results)) {
+    console.log(`\n=== ${c} connection${c === '1' ? '' : 's'} (median of ${ROUNDS} rounds; non-2xx/errors summed) ===`)
+    console.log(`${'target'.padEnd(20)}${'rps'.padStart(10)}${'rps min-max'.padStart(18)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'non2xx'.padStart(8)}${'errors'.padStart(8)}`)
+    for (const n of names) {
+      const s = byName[n]
+      const rr = s.rounds.map((r) => r.rps)
+      if (s.non2xx || s.errors) bad = true
+      console.log(`${n.padEnd(20)}${fmt(s.rps, 0).padStart(10)}${`${fmt(Math.min(...rr), 0)}-${fmt(Math.max(...rr), 0)}`.padStart(18)}` +
+        `${fmt(s.p50, 3).padStart(10)}${fmt(s.p99, 3).padStart(10)}${String(s.non2xx).padStart(8)}${String(s.errors).padStart(8)}`)
+    }
+    const sy = byName.switchyard
+    ratios[c] = { p50DeltaVsDirectMs: sy.p50 - byName.direct.p50, p99DeltaVsDirectMs: sy.p99 - byName.direct.p99 }
+    const parts = []
+    for (const n of names.filter((n) => n !== 'switchyard')) {
+      ratios[c][`rps_vs_${n}`] = sy.rps / byName[n].rps
+      parts.push(`/${n} ${fmt(sy.rps / byName[n].rps, 2)}`)
+    }
+    console.log(`switchyard rps ratio: ${parts.join('  ')}`)
+    console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
+  }
+  console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
+  console.log(`switchyard RSS after bench: ${rss ? `${fmt(rss.rssMB, 1)} MB (peak ${fmt(rss.peakMB, 1)} MB)` : 'unavailable (no /proc)'}`)
+  if (bad) console.log('WARNING: some runs had non-2xx responses or errors (see tables)')
+  const file = path.join(OUT, 'throughput.json')
+  fs.writeFileSync(file, JSON.stringify({
+    date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, tool: TOOL,
+    durationS: DURATION, warmupS: WARMUP, rounds: ROUNDS, cpuProf: CPU_PROF, loadavgEnd: os.loadavg(),
+    switchyardCmd: env.BENCH_SWITCHYARD_CMD ?? null, targets: names, results, ratios, switchyardRss: rss, hadErrors: bad
+  }, null, 2))
+  console.log(`results: ${path.relative(ROOT, file)}`)
+}
+
+try {
+  await main()
+} catch (err) {
+  console.error(`bench failed: ${err.stack ?? err}`)
+  process.exitCode = 1
+} finally {
+  await Promise.all(children.map((c) => stop(c)))
+  killAllNow()
+}
