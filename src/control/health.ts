@@ -1,10 +1,10 @@
 /**
  * Active health checks: each target of an upstream with `healthCheck` is probed on its own
  * timer; `healthyThreshold` passes bring it in, `unhealthyThreshold` failures take it out. The
- * probe carries no credentials of the proxy's (SPEC §8) and uses its own short-lived socket, so
- * it never sits in the request pools.
+ * probe carries no credentials of the proxy's (SPEC §8) and uses its own short-lived connection
+ * (node:http without an agent), so it never sits in the request pools.
  */
-import { request } from 'undici'
+import { request } from 'node:http'
 import { DEFAULTS, type HealthCheck, type State } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 
@@ -88,18 +88,18 @@ export class HealthChecker {
   }
 }
 
-async function check(url: string, timeoutMs: number): Promise<boolean> {
-  try {
-    const res = await request(url, {
-      method: 'GET',
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      signal: AbortSignal.timeout(timeoutMs),
-      reset: true, // one connection per probe: a probe must not reuse a socket a request pool owns
+/** One GET with a fresh connection; 2xx and 3xx within `timeoutMs` pass. Never rejects. */
+function check(url: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request(url, { method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+      res.resume()
+      res.once('end', () => resolve(res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 400))
+      res.once('error', () => resolve(false))
     })
-    await res.body.dump()
-    return res.statusCode >= 200 && res.statusCode < 400
-  } catch {
-    return false
-  }
+    const timer = setTimeout(() => req.destroy(new Error('health check timed out')), timeoutMs)
+    req.once('close', () => clearTimeout(timer))
+    req.once('timeout', () => req.destroy(new Error('health check timed out')))
+    req.once('error', () => resolve(false))
+    req.end()
+  })
 }

@@ -3,7 +3,7 @@
  * origin, target runtimes (in-flight, health) and traffic counters. A compiled table points at
  * them; `prune()` releases what the newest table no longer names.
  */
-import { Pool } from 'undici'
+import { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
 import { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 

@@ -3,7 +3,7 @@
  * reads without allocating. `compileTable()` runs on the control plane; it throws on a state it
  * cannot compile, so the table in force stays live (SPEC: a rejected change changes nothing).
  */
-import type { Pool } from 'undici'
+import type { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
 import type { FlagSpec, State, StringMatch } from '../config/schema.js'
 import { seedOf } from './bucket.js'

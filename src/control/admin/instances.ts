@@ -1,0 +1,22 @@
+/** `GET /api/instances`: the live proxy instances of the fleet, from the registry (SPEC §7). */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import type { AdminDeps } from './deps.js'
+import { readResponses } from './schemas.js'
+
+export const InstanceSchema = Type.Object({
+  id: Type.String(),
+  host: Type.String(),
+  pid: Type.Integer(),
+  appliedRevision: Type.Integer(),
+  lastSeen: Type.String({ description: 'ISO 8601 time of its last heartbeat' }),
+  inflight: Type.Record(Type.String(), Type.Integer({ minimum: 0 }), { description: 'per `upstream/targetId`, as of lastSeen' }),
+})
+
+export const instancesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
+  app.get(
+    '/api/instances',
+    { schema: { tags: ['instances'], summary: 'live instances of the fleet', response: readResponses({ instances: Type.Array(InstanceSchema) }) } },
+    async () => ({ instances: await deps.control.store.instances() }),
+  )
+}

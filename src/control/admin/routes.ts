@@ -1,0 +1,108 @@
+/** Routes: `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { Name, RouteSpec, Split, type RouteSpec as Route, type State } from '../../config/schema.js'
+import { normalizeState } from '../../config/validate.js'
+import { SwitchyardError } from '../../errors.js'
+import type { AdminDeps } from './deps.js'
+import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { answerWrite, commit, validationError } from './write.js'
+
+const RouteParams = Type.Object({ name: Name })
+
+/** A route body: the route without its name, or with the same name as the path. */
+const RouteBody = Type.Object({ ...RouteSpec.properties, name: Type.Optional(Name) }, { additionalProperties: false })
+
+function indexOfRoute(state: State, name: string): number {
+  const i = state.routes.findIndex((r) => r.name === name)
+  if (i < 0) throw new SwitchyardError('NOT_FOUND', `no route ${JSON.stringify(name)}`)
+  return i
+}
+
+export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
+  const { control } = deps
+  const tags = ['routes']
+
+  app.get(
+    '/api/routes/:name',
+    { schema: { tags, params: RouteParams, response: readResponses({ revision: Revision, ...RouteSpec.properties }) } },
+    async (req) => {
+      const state = control.state
+      return { revision: state.revision, ...state.routes[indexOfRoute(state, req.params.name)]! }
+    },
+  )
+
+  app.put(
+    '/api/routes/:name',
+    {
+      schema: {
+        tags,
+        summary: 'create or replace a route',
+        params: RouteParams,
+        headers: WriteHeaders,
+        querystring: WaitAppliedQuery,
+        body: RouteBody,
+        response: writeResponses(RouteSpec.properties, true),
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params
+      if (req.body.name !== undefined && req.body.name !== name) {
+        throw validationError([{ path: 'body.name', message: `must equal the name in the path (${JSON.stringify(name)})` }])
+      }
+      // Lowercases rule header names, as the config loader does.
+      const route = normalizeState({ upstreams: {}, routes: [{ ...req.body, name }] }).routes[0] as Route
+      let created = false
+      const { revision } = await commit(control, req, (draft) => {
+        const i = draft.routes.findIndex((r) => r.name === name)
+        created = i < 0
+        const before = created ? null : draft.routes[i]
+        if (created) draft.routes.push(route)
+        else draft.routes[i] = route
+        return { action: 'route.put', target: `routes/${name}`, before, after: route, result: null }
+      })
+      return answerWrite(control, reply, created ? 201 : 200, revision, route, req.query.waitApplied)
+    },
+  )
+
+  app.delete(
+    '/api/routes/:name',
+    {
+      schema: { tags, summary: 'remove a route', params: RouteParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) },
+    },
+    async (req, reply) => {
+      const { name } = req.params
+      const { revision } = await commit(control, req, (draft) => {
+        const [before] = draft.routes.splice(indexOfRoute(draft, name), 1)
+        return { action: 'route.delete', target: `routes/${name}`, before, after: null, result: null }
+      })
+      return answerWrite(control, reply, 200, revision, { name }, req.query.waitApplied)
+    },
+  )
+
+  app.put(
+    '/api/routes/:name/split',
+    {
+      schema: {
+        tags,
+        summary: 'replace the whole split of a route (an upstream not named gets weight 0)',
+        params: RouteParams,
+        headers: WriteHeaders,
+        querystring: WaitAppliedQuery,
+        body: Split,
+        response: writeResponses({ route: Name, split: Split }),
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params
+      const split = req.body
+      const { revision } = await commit(control, req, (draft) => {
+        const route = draft.routes[indexOfRoute(draft, name)]!
+        const before = route.split
+        route.split = { ...split }
+        return { action: 'split.put', target: `routes/${name}/split`, before, after: split, result: null }
+      })
+      return answerWrite(control, reply, 200, revision, { route: name, split }, req.query.waitApplied)
+    },
+  )
+}

@@ -1,0 +1,189 @@
+/**
+ * Targets of an upstream: add, read (with fleet-wide in-flight), change state, drain, remove.
+ * Drain and remove wait on the instance registry, so "drained" means no proxy of the fleet
+ * still has a request in flight to the target (SPEC §4).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import Type from 'typebox'
+import { Name, TargetSpec, TargetState, type State, type Target } from '../../config/schema.js'
+import { SwitchyardError } from '../../errors.js'
+import type { ControlPlane } from '../control-plane.js'
+import type { AdminDeps } from './deps.js'
+import { fleetInflight, waitDrained } from './fleet.js'
+import { DrainQuery, Laggard, readResponses, Revision, StoredTarget, TargetParams, UpstreamParams, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { normalizeUpstream, upstreamOf } from './upstreams.js'
+import { answerWrite, commit } from './write.js'
+
+function targetOf(state: State, upstream: string, id: string): Target {
+  const target = upstreamOf(state, upstream).targets.find((t) => t.id === id)
+  if (target === undefined) throw new SwitchyardError('NOT_FOUND', `upstream ${JSON.stringify(upstream)} has no target ${JSON.stringify(id)}`)
+  return target
+}
+
+const where = (upstream: string, id: string) => `upstreams/${upstream}/targets/${id}`
+const TargetView = { upstream: Name, ...StoredTarget.properties }
+const DrainView = {
+  ...TargetView,
+  drained: Type.Optional(Type.Boolean()),
+  inflight: Type.Optional(Type.Integer({ minimum: 0, description: 'requests still in flight, fleet-wide' })),
+}
+const headers = WriteHeaders
+/** A drain answers 202 either because it ran out of waitMs (`drained: false`) or of waitApplied. */
+const drainResponses = {
+  ...writeResponses(DrainView),
+  202: Type.Object({
+    revision: Revision,
+    ...DrainView,
+    applied: Type.Optional(Type.Literal(false)),
+    laggards: Type.Optional(Type.Array(Laggard)),
+  }),
+}
+
+/** Sets a target's state in one write. */
+async function setState(control: ControlPlane, req: FastifyRequest, upstream: string, id: string, state: Target['state'], action: string, ifMatch = true) {
+  return commit(
+    control,
+    req,
+    (draft) => {
+      const target = targetOf(draft, upstream, id)
+      const before = { ...target }
+      target.state = state
+      return { action, target: where(upstream, id), before, after: { ...target }, result: { ...target } }
+    },
+    { ifMatch },
+  )
+}
+
+export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
+  const { control, dataplane } = deps
+  const tags = ['targets']
+
+  app.post(
+    '/api/upstreams/:name/targets',
+    { schema: { tags, summary: 'add a target', params: UpstreamParams, headers, querystring: WaitAppliedQuery, body: TargetSpec, response: writeResponses(TargetView, true) } },
+    async (req, reply) => {
+      const { name } = req.params
+      // Checks the url and fills in the default id (host:port) and state (active).
+      const [target] = normalizeUpstream(name, { targets: [req.body] }).targets
+      if (target === undefined) throw new Error('normalizeUpstream lost a target')
+      const { revision } = await commit(control, req, (draft) => {
+        const upstream = upstreamOf(draft, name)
+        if (upstream.targets.some((t) => t.id === target.id)) {
+          throw new SwitchyardError('CONFLICT', `upstream ${JSON.stringify(name)} already has a target ${JSON.stringify(target.id)}`)
+        }
+        upstream.targets.push(target)
+        return { action: 'target.add', target: where(name, target.id), before: null, after: target, result: null }
+      })
+      return answerWrite(control, reply, 201, revision, { upstream: name, ...target }, req.query.waitApplied)
+    },
+  )
+
+  app.get(
+    '/api/upstreams/:name/targets/:id',
+    {
+      schema: {
+        tags,
+        summary: 'a target with its health and in-flight requests summed over every instance',
+        params: TargetParams,
+        response: readResponses({ revision: Revision, ...TargetView, healthy: Type.Boolean(), inflight: Type.Integer({ minimum: 0 }) }),
+      },
+    },
+    async (req) => {
+      const { name, id } = req.params
+      const state = control.state
+      const target = targetOf(state, name, id)
+      const { inflight } = await fleetInflight(control, `${name}/${id}`)
+      // Health is this instance's view (its own active and passive checks).
+      const healthy = dataplane.resources.targets.get(`${name}/${id}`)?.healthy ?? false
+      return { revision: state.revision, upstream: name, ...target, healthy, inflight }
+    },
+  )
+
+  app.patch(
+    '/api/upstreams/:name/targets/:id',
+    {
+      schema: {
+        tags,
+        summary: 'set a target state: active, draining or disabled',
+        params: TargetParams,
+        headers,
+        querystring: WaitAppliedQuery,
+        body: Type.Object({ state: TargetState }, { additionalProperties: false }),
+        response: writeResponses(TargetView),
+      },
+    },
+    async (req, reply) => {
+      const { name, id } = req.params
+      const { revision, result } = await setState(control, req, name, id, req.body.state, 'target.patch')
+      return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, req.query.waitApplied)
+    },
+  )
+
+  app.post(
+    '/api/upstreams/:name/targets/:id/drain',
+    {
+      schema: {
+        tags,
+        summary: 'stop new requests to a target; with waitMs, answer 200 once drained fleet-wide or 202 at the deadline',
+        params: TargetParams,
+        headers,
+        querystring: DrainQuery,
+        response: drainResponses,
+      },
+    },
+    async (req, reply) => {
+      const { name, id } = req.params
+      const { waitMs, waitApplied } = req.query
+      const { revision, result } = await setState(control, req, name, id, 'draining', 'target.drain')
+      if (waitMs === undefined) return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, waitApplied)
+      const { drained, inflight } = await waitDrained(control, `${name}/${id}`, revision, waitMs)
+      if (!drained) {
+        reply.header('etag', `"${revision}"`)
+        return reply.code(202).send({ revision, upstream: name, ...result, drained, inflight })
+      }
+      return answerWrite(control, reply, 200, revision, { upstream: name, ...result, drained, inflight }, waitApplied)
+    },
+  )
+
+  app.delete(
+    '/api/upstreams/:name/targets/:id',
+    {
+      schema: {
+        tags,
+        summary: 'remove a target; with waitMs, drain it first (two writes: target.drain, target.remove)',
+        params: TargetParams,
+        headers,
+        querystring: DrainQuery,
+        response: drainResponses,
+      },
+    },
+    async (req, reply) => {
+      const { name, id } = req.params
+      const { waitMs, waitApplied } = req.query
+      let outcome: { drained: boolean; inflight: number } | undefined
+      let ifMatch = true
+      if (waitMs !== undefined) {
+        let revision = control.state.revision
+        if (targetOf(control.state, name, id).state === 'active') {
+          revision = (await setState(control, req, name, id, 'draining', 'target.drain')).revision
+          // If-Match guarded the drain; the removal follows it whatever else was written meanwhile.
+          ifMatch = false
+        }
+        outcome = await waitDrained(control, `${name}/${id}`, revision, waitMs)
+      }
+      const { revision, result } = await commit(
+        control,
+        req,
+        (draft) => {
+          const upstream = upstreamOf(draft, name)
+          const before = targetOf(draft, name, id)
+          upstream.targets = upstream.targets.filter((t) => t.id !== id)
+          return { action: 'target.remove', target: where(name, id), before, after: null, result: before }
+        },
+        { ifMatch },
+      )
+      return answerWrite(control, reply, 200, revision, { upstream: name, ...result, ...outcome }, waitApplied)
+    },
+  )
+}
