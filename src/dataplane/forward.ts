@@ -35,6 +35,8 @@ export interface ExchangeContext {
   readonly res: Resources
   /** true once shutdown began: answers carry `Connection: close` */
   closing: boolean
+  /** called once per request when its response closed (finished or cut) */
+  readonly requestClosed: () => void
 }
 
 export class Exchange implements Dispatcher.DispatchHandler {
@@ -60,12 +62,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
   ) {
     this.retriesLeft = choice.upstream.retries
     this.idempotent = isIdempotent(req.method!)
+    // One listener per request does both jobs: the server's bookkeeping and client-abort.
+    res.once('close', this.onClientClose)
   }
 
   start(): void {
     const target = pickTarget(this.choice.upstream, null)
     if (target === undefined) return this.fail('NO_HEALTHY_TARGET')
-    this.res.on('close', this.onClientClose)
     this.send(target)
   }
 
@@ -89,15 +92,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private readonly onClientClose = (): void => {
+    this.ctx.requestClosed()
     if (this.done) return
     // The client went away mid-exchange: cancel the upstream request (its socket is destroyed).
     this.clientGone = true
     this.abortFn?.(new Error('client closed the connection'))
   }
 
-  private readonly onDrain = (): void => {
-    this.resume?.()
-  }
+  /** made on the first backpressure only: most responses never need it */
+  private onDrain: (() => void) | null = null
 
   private resume: (() => void) | null = null
 
@@ -123,7 +126,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true
-    this.res.once('drain', this.onDrain)
+    this.res.once('drain', (this.onDrain ??= () => this.resume?.()))
     return false
   }
 

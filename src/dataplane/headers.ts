@@ -33,11 +33,17 @@ export interface RequestHead {
 }
 
 /** Names listed in `Connection` (other than close/keep-alive) are hop-by-hop too. */
-function connectionTokens(value: string, into: Set<string>): void {
+function connectionTokens(value: string, into: Set<string> | null): Set<string> | null {
+  // The common values name no extra header: skip the split.
+  if (value.length <= 10) {
+    const v = value.toLowerCase()
+    if (v === 'keep-alive' || v === 'close') return into
+  }
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase()
-    if (t !== '' && t !== 'close' && t !== 'keep-alive') into.add(t)
+    if (t !== '' && t !== 'close' && t !== 'keep-alive') (into ??= new Set()).add(t)
   }
+  return into
 }
 
 /** Strips IPv4-mapped IPv6 so X-Forwarded-For shows `127.0.0.1`, not `::ffff:127.0.0.1`. */
@@ -69,8 +75,7 @@ export function requestHead(
     const lower = name.toLowerCase()
     if (HOP_BY_HOP_REQUEST.has(lower)) {
       if (lower === 'connection') {
-        extra ??= new Set()
-        connectionTokens(value, extra)
+        extra = connectionTokens(value, extra)
         if (keepUpgrade) out.push(name, value)
       } else if (lower === 'transfer-encoding') {
         hasBody = true
@@ -92,7 +97,7 @@ export function requestHead(
     }
     out.push(name, value)
   }
-  if (extra !== null && extra.size > 0) removeNamed(out, extra, keepUpgrade)
+  if (extra !== null) removeNamed(out, extra, keepUpgrade)
   out.push('x-forwarded-for', xff === null ? ip : `${xff}, ${ip}`, 'x-forwarded-proto', proto)
   if (host !== '') out.push('x-forwarded-host', host)
   if (flags !== null && flags !== '') out.push(FLAGS_HEADER, flags)
@@ -114,15 +119,12 @@ export function responseHeaders(raw: Buffer[]): string[] {
     const name = raw[i]!.toString('latin1')
     const lower = name.toLowerCase()
     if (HOP_BY_HOP_RESPONSE.has(lower)) {
-      if (lower === 'connection') {
-        extra ??= new Set()
-        connectionTokens(raw[i + 1]!.toString('latin1'), extra)
-      }
+      if (lower === 'connection') extra = connectionTokens(raw[i + 1]!.toString('latin1'), extra)
       continue
     }
     out.push(name, raw[i + 1]!.toString('latin1'))
   }
-  if (extra !== null && extra.size > 0) removeNamed(out, extra, false)
+  if (extra !== null) removeNamed(out, extra, false)
   return out
 }
 

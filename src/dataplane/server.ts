@@ -32,7 +32,7 @@ export class Dataplane {
   readonly resources = new Resources()
   readonly server: Server
   private current: RoutingTable = EMPTY_TABLE
-  private readonly ctx: ExchangeContext = { res: this.resources, closing: false }
+  private readonly ctx: ExchangeContext = { res: this.resources, closing: false, requestClosed: () => this.onClose() }
   /** requests received and not yet answered in full (for graceful shutdown) */
   private open = 0
   private idleWaiters: (() => void)[] = []
@@ -77,7 +77,6 @@ export class Dataplane {
     const t0 = performance.now()
     const table = this.current
     this.open++
-    res.once('close', this.onClose)
     const path = pathOf(req.url!)
     const facts = new RequestFacts(req, path)
     const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
@@ -85,6 +84,7 @@ export class Dataplane {
     const route = findRoute(table, head.host, path, req.method!)
     if (route === undefined) {
       this.resources.noRoute++
+      res.once('close', this.onClose)
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
     }
     const choice = chooseUpstream(route, facts)

@@ -1,0 +1,62 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect, it } from 'vitest'
+import { CLI } from './helpers/proxy-process.js'
+import { freePort } from './helpers/redis.js'
+
+function start(config: string, extra: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    void (async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'switchyard-start-'))
+      const file = join(dir, 'config.yaml')
+      await writeFile(file, config)
+      execFile(process.execPath, [CLI, 'start', '--config', file, ...extra], { timeout: 15_000 }, (err, stdout, stderr) => {
+        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
+      })
+    })()
+  })
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1')
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })
+}
+
+it('exits 1 before listening on a bad config, printing every problem with its path', async () => {
+  const port = await freePort()
+  const run = start(`listen: { host: 127.0.0.1, port: ${port} }
+upstreams: { v1: { targets: [ { url: "http://127.0.0.1:3001" } ] } }
+routes:
+  - { name: api, split: { v1: -1, v3: 5 } }
+`)
+  const { code, stdout, stderr } = await run
+  expect(code).toBe(1)
+  expect(stdout).toBe('')
+  expect(stderr).toContain('routes[0].split.v1: must be >= 0')
+  expect(await listening(port)).toBe(false)
+})
+
+it('refuses to bind admin to a non-loopback host without a token', async () => {
+  const { code, stderr } = await start(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 0.0.0.0, port: 0 }
+upstreams: { v1: { targets: [ { url: "http://127.0.0.1:3001" } ] } }
+routes: [ { name: api, split: { v1: 1 } } ]
+`)
+  expect(code).toBe(1)
+  expect(stderr).toMatch(/^admin\.host: .*token/m)
+})
+
+it('says --workers is not built yet instead of ignoring it', async () => {
+  const { code, stderr } = await start('routes: []\nupstreams: {}\n', ['--workers', '2'])
+  expect(code).toBe(2)
+  expect(stderr).toContain('--workers')
+})
