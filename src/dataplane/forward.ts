@@ -11,6 +11,7 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
 import { responseHeaders } from './headers.js'
 import type { Resources } from './resources.js'
+import type { ProxyErrorCode } from './stats.js'
 import type { Choice, CTarget } from './table.js'
 import { classify, errorCodeFor, isIdempotent } from './upstream-error.js'
 
@@ -178,10 +179,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.target!.rt.inflight--
   }
 
-  private fail(code: ErrorCode): void {
+  private fail(code: ProxyErrorCode): void {
     this.done = true
-    this.choice.stats.proxyErrors++
-    this.choice.stats.record(ERRORS[code].status, performance.now() - this.t0)
+    this.choice.stats.recordError(code, ERRORS[code].status, performance.now() - this.t0)
     sendError(this.res, code, this.ctx.closing)
   }
 }

@@ -14,12 +14,14 @@ export function latencyBucket(ms: number): number {
   return i > 63 ? 63 : i
 }
 
+export type ProxyErrorCode = 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT'
+
 /** Outcomes of one (route, upstream) pair. Monotonic counters, never reset. */
 export class TrafficStats {
   /** responses by status class: index 1..5 = 1xx..5xx; index 0 = proxy errors without a status sent */
   readonly byClass = [0, 0, 0, 0, 0, 0]
-  /** errors the proxy made itself (502/503/504), also counted in byClass[5] */
-  proxyErrors = 0
+  /** errors the proxy made itself, by code; also counted in byClass[5] */
+  readonly proxyErrors = { NO_HEALTHY_TARGET: 0, UPSTREAM_ERROR: 0, UPSTREAM_TIMEOUT: 0 }
   /** request count per latency bucket (time to the end of the response) */
   readonly latency = new Uint32Array(64)
   latencySumMs = 0
@@ -28,6 +30,12 @@ export class TrafficStats {
     readonly route: string,
     readonly upstream: string,
   ) {}
+
+  /** A proxy-made error: counted by code, and as a response of its status. */
+  recordError(code: ProxyErrorCode, status: number, ms: number): void {
+    this.proxyErrors[code]++
+    this.record(status, ms)
+  }
 
   record(status: number, ms: number): void {
     const cls = (status / 100) | 0

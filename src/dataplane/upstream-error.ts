@@ -2,7 +2,7 @@
  * The one place that maps transport faults (undici and Node codes) to switchyard's codes and
  * decides what may be retried. The original error is kept as `cause` where one is reported.
  */
-import type { ErrorCode } from '../errors.js'
+import type { ProxyErrorCode } from './stats.js'
 
 /** Faults that mean "no connection could be made": nothing was sent, any method may retry. */
 const CONNECT_FAILURES = new Set([
@@ -47,7 +47,7 @@ export function classify(err: unknown, sent: boolean): Fault {
 }
 
 /** What the client gets when no attempt succeeded. */
-export function errorCodeFor(fault: Fault, err: unknown): ErrorCode {
+export function errorCodeFor(fault: Fault, err: unknown): ProxyErrorCode {
   if (fault === 'headers-timeout' || codeOf(err) === 'UND_ERR_CONNECT_TIMEOUT') return 'UPSTREAM_TIMEOUT'
   return 'UPSTREAM_ERROR'
 }

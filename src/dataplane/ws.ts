@@ -10,13 +10,13 @@ import { pickTarget } from './balance.js'
 import { clientIp, requestHead } from './headers.js'
 import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './match.js'
 import type { Resources } from './resources.js'
+import type { ProxyErrorCode } from './stats.js'
 import type { CTarget, RoutingTable } from './table.js'
 
 function rawError(socket: Socket, code: ErrorCode): void {
   const body = errorBody(code)
-  const { status, message } = { status: ERRORS[code].status, message: code }
   socket.end(
-    `HTTP/1.1 ${status} ${message}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${ERRORS[code].status} ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   )
 }
 
@@ -35,15 +35,15 @@ export function proxyUpgrade(table: RoutingTable, resources: Resources, req: Inc
   for (let i = 0; i < reqHead.headers.length; i += 2) lines += `${reqHead.headers[i]}: ${reqHead.headers[i + 1]}\r\n`
   lines += '\r\n'
 
+  const fail = (code: ProxyErrorCode): void => {
+    choice.stats.recordError(code, ERRORS[code].status, performance.now() - t0)
+    rawError(client, code)
+  }
   const tried: CTarget[] = []
   let retriesLeft = upstream.retries
   const attempt = (): void => {
     const target = pickTarget(upstream, tried)
-    if (target === undefined) {
-      choice.stats.proxyErrors++
-      choice.stats.record(tried.length === 0 ? 503 : 502, performance.now() - t0)
-      return rawError(client, tried.length === 0 ? 'NO_HEALTHY_TARGET' : 'UPSTREAM_ERROR')
-    }
+    if (target === undefined) return fail(tried.length === 0 ? 'NO_HEALTHY_TARGET' : 'UPSTREAM_ERROR')
     const conn = connect({ host: target.host, port: target.port })
     let connected = false
     conn.once('connect', () => {
@@ -69,9 +69,7 @@ export function proxyUpgrade(table: RoutingTable, resources: Resources, req: Inc
         upstream.counters.retries++
         return attempt()
       }
-      choice.stats.proxyErrors++
-      choice.stats.record(502, performance.now() - t0)
-      rawError(client, 'UPSTREAM_ERROR')
+      fail('UPSTREAM_ERROR')
     })
   }
   attempt()
