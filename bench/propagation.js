@@ -2,17 +2,15 @@
 // of a Redis-backed fleet route by it (SPEC §7: within 100 ms, goal p99 < 20 ms on loopback),
 // and what 10 writes/s cost A's data plane. See bench/README.md "propagation.js".
 // Run: npm run bench:propagation   (or: npm run build && node bench/propagation.js)
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import { Pool } from 'undici'
+import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, until } from './lib/children.js'
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const OUT = path.join(ROOT, 'bench', '.out')
 const env = process.env
 const DURATION = Number(env.BENCH_DURATION ?? 5) // s per throughput run
@@ -23,60 +21,13 @@ const WARMUP = Number(env.BENCH_WARMUP ?? 2) // s of load on A before the measur
 const PREFIX = 'bench-propagation'
 const ROUTE = 'bench'
 const SPLITS = [{ v1: 100, v2: 0 }, { v1: 0, v2: 100 }] // alternated; both upstreams point at the one backend
+const STOP_GRACE_MS = 3000 // SIGTERM → SIGKILL grace at the end (a switchyard unregisters from Redis first)
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-propagation-'))
-const children = []
+cleanupOnExit()
+const tmp = tempDir('switchyard-propagation-')
 const clients = [] // undici pools and ioredis clients, closed at the end
 
 // ---------- processes ----------
-
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().once('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-  })
-}
-
-function start (name, cmd, args) {
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.tail = ''
-  const keep = (d) => { child.tail = (child.tail + d).slice(-4000) }
-  child.stdout.on('data', keep)
-  child.stderr.on('data', keep)
-  child.on('exit', (code, sig) => { child.exited = { code, sig } })
-  child.on('error', (err) => { child.exited = { err: err.message } })
-  child.label = name
-  children.push(child)
-  return child
-}
-
-async function stop (child, graceMs = 3000) {
-  if (child.exited || child.exitCode !== null || child.signalCode !== null) return
-  const gone = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
-  await gone
-  clearTimeout(t)
-}
-
-function killAllNow () {
-  for (const c of children) if (!c.exited && c.exitCode === null && c.signalCode === null) { try { c.kill('SIGKILL') } catch {} }
-  fs.rmSync(tmp, { recursive: true, force: true })
-}
-process.on('exit', killAllNow)
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { console.error(`\n${sig}: stopping`); process.exit(130) })
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function until (what, child, check, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (child?.exited) throw new Error(`${child.label} exited early ${JSON.stringify(child.exited)}:\n${child.tail}`)
-    try { if (await check()) return } catch {}
-    await sleep(50)
-  }
-  throw new Error(`${what} not ready within ${timeoutMs} ms${child ? `:\n${child.tail}` : ''}`)
-}
 
 function ping (port) {
   return new Promise((resolve) => {
@@ -389,15 +340,9 @@ async function main () {
   console.log(`results: ${path.relative(ROOT, file)}`)
 }
 
-try {
-  await main()
-} catch (err) {
-  console.error(`bench failed: ${err.stack ?? err}`)
-  process.exitCode = 1
-} finally {
+await runBench(main, async () => {
   await Promise.all(clients.map((c) => (typeof c.quit === 'function' ? c.quit().catch(() => c.disconnect()) : c.close().catch(() => {}))))
   // switchyards first (they unregister from Redis), then the backend and Redis
-  await Promise.all(children.filter((c) => c.label.startsWith('switchyard')).map((c) => stop(c)))
-  await Promise.all(children.map((c) => stop(c)))
-  killAllNow()
-}
+  await stopAll(STOP_GRACE_MS, (c) => c.label.startsWith('switchyard'))
+  await stopAll(STOP_GRACE_MS)
+})

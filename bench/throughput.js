@@ -3,13 +3,11 @@
 // Run: npm run bench   (or: npm run build && node bench/throughput.js)
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
+import { ROOT, cleanupOnExit, freePort, runBench, start, stop, tempDir, waitHttp } from './lib/children.js'
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const OUT = path.join(ROOT, 'bench', '.out')
 const PEERS = path.join(ROOT, 'bench', 'peers')
 const env = process.env
@@ -22,8 +20,8 @@ const CPU_PROF = env.BENCH_CPU_PROF === '1'
 const HEADERS = { 'x-user-id': 'bench-user-42' } // sticky key: makes switchyard hash it
 const BODY = '{"ok":true,"service":"switchyard-bench-backend","message":"hello from the backend","n":12345}'
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-bench-'))
-const children = []
+cleanupOnExit()
+const tmp = tempDir('switchyard-bench-')
 
 // ---------- processes ----------
 
@@ -34,57 +32,6 @@ function which (bin, extra = []) {
   }
   return null
 }
-
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().once('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-  })
-}
-
-function start (name, cmd, args) {
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  child.tail = ''
-  const keep = (d) => { child.tail = (child.tail + d).slice(-4000) }
-  child.stdout.on('data', keep)
-  child.stderr.on('data', keep)
-  child.on('exit', (code, sig) => { child.exited = { code, sig } })
-  child.on('error', (err) => { child.exited = { err } })
-  child.label = name
-  children.push(child)
-  return child
-}
-
-async function waitHttp (child, port, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (child.exited) throw new Error(`${child.label} exited early ${JSON.stringify(child.exited)}:\n${child.tail}`)
-    try {
-      await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.arrayBuffer())
-      return
-    } catch {}
-    await sleep(100)
-  }
-  throw new Error(`${child.label} did not answer HTTP on :${port} within ${timeoutMs} ms:\n${child.tail}`)
-}
-
-async function stop (child, graceMs = 2000) {
-  if (child.exited || child.exitCode !== null || child.signalCode !== null) return
-  const gone = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
-  await gone
-  clearTimeout(t)
-}
-
-function killAllNow () {
-  for (const c of children) if (!c.exited && c.exitCode === null && c.signalCode === null) { try { c.kill('SIGKILL') } catch {} }
-  fs.rmSync(tmp, { recursive: true, force: true })
-}
-process.on('exit', killAllNow)
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { console.error(`\n${sig}: stopping`); process.exit(130) })
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 // ---------- servers ----------
 
@@ -314,12 +261,4 @@ function report (names, results, rss) {
   console.log(`results: ${path.relative(ROOT, file)}`)
 }
 
-try {
-  await main()
-} catch (err) {
-  console.error(`bench failed: ${err.stack ?? err}`)
-  process.exitCode = 1
-} finally {
-  await Promise.all(children.map((c) => stop(c)))
-  killAllNow()
-}
+await runBench(main)
