@@ -13,6 +13,7 @@ import { BODY_LIMIT, clientErrorHandler, frameworkErrors, installErrorHandling, 
 import { eventsPlugin } from './events.js'
 import { flagsPlugin } from './flags.js'
 import { instancesPlugin } from './instances.js'
+import { metricsPlugin } from './metrics.js'
 import { routesPlugin } from './routes.js'
 import { statePlugin } from './state.js'
 import { targetsPlugin } from './targets.js'
@@ -75,5 +76,6 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })
   }
+  await app.register(metricsPlugin, { deps })
   return app as unknown as FastifyInstance
 }

@@ -1,0 +1,19 @@
+/**
+ * `GET /metrics`: the Prometheus text exposition (SPEC §5, §6). Public like `/healthz`: SPEC
+ * protects only `/api/*`, and a scraper should not need an admin token that can write.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Metrics, METRICS_CONTENT_TYPE } from '../../metrics/metrics.js'
+import type { AdminDeps } from './deps.js'
+
+export const metricsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
+  const metrics = new Metrics(deps)
+  app.get(
+    '/metrics',
+    { config: { public: true }, schema: { tags: ['metrics'], summary: 'Prometheus text format (switchyard_* and Node process metrics)' } },
+    async (_req, reply) => {
+      // A string with a non-JSON content type is sent as is, without the JSON serializer.
+      return reply.type(METRICS_CONTENT_TYPE).send(await metrics.render())
+    },
+  )
+}

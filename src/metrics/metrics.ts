@@ -1,0 +1,199 @@
+/**
+ * Every Prometheus metric switchyard exposes (SPEC §6), in one place. Nothing here runs on the
+ * request path: the data plane only increments plain numbers (dataplane/stats.ts), and each
+ * metric reads them in its `collect()` when `/metrics` is scraped (GUIDE §1, two planes).
+ *
+ * - Counters and gauges are prom-client metrics whose `collect()` replaces their series with
+ *   the live values; prom-client formats and escapes them.
+ * - `request_duration_seconds` is written here by hand: prom-client's Histogram only takes
+ *   observations, while ours are already bucketed. Its `le` bounds are every 3rd of our own
+ *   bounds, so the cumulative counts are exact sums of our buckets, not interpolations.
+ * - Node process metrics live on one Registry per process (they describe the process, and
+ *   prom-client cannot stop their observers), so many instances in one process neither clash
+ *   ("already registered") nor leak observers; counters and gauges live on one Registry per instance.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import type { State, TargetState } from '../config/schema.js'
+import type { Resources } from '../dataplane/resources.js'
+import { LATENCY_BOUNDS_MS } from '../dataplane/stats.js'
+
+/** What the metrics read at scrape time: the live counters and the applied state. */
+export interface MetricsDeps {
+  dataplane: { readonly resources: Resources }
+  control: { readonly state: State; readonly store: { readonly connected: boolean } }
+}
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+const PREFIX = 'switchyard_'
+
+/** `code_class` per index of `TrafficStats.byClass`; index 0 (the client went away before a status) is `none`. */
+const CODE_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
+const TARGET_STATES: readonly TargetState[] = ['active', 'draining', 'disabled']
+/** Indices into LATENCY_BOUNDS_MS used as `le`: every 3rd (×1.95), 1.16 ms (i = 11) … 52.2 s (i = 59). */
+const LE_INDICES = Array.from({ length: 17 }, (_, k) => 11 + 3 * k)
+const LE_LABELS = LE_INDICES.map((i) => String(LATENCY_BOUNDS_MS[i]! / 1000))
+
+let processRegistry: Registry | undefined
+/** Node process metrics (`switchyard_process_cpu_user_seconds_total`, heap, event loop lag, GC...). */
+function processMetrics(): Registry {
+  if (processRegistry === undefined) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry, prefix: PREFIX })
+  }
+  return processRegistry
+}
+
+/** The exposition format's label-value escaping: backslash, double quote, newline. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}
+
+/** One instance's metrics; `render()` reads everything at the time of the call. */
+export class Metrics {
+  private readonly registry = new Registry()
+
+  constructor(private readonly deps: MetricsDeps) {
+    const registers = [this.registry]
+    const { resources } = deps.dataplane
+    const control = deps.control
+
+    new Counter({
+      name: `${PREFIX}requests_total`,
+      help: 'Responses per route and upstream by status class (none: the client went away before a status).',
+      labelNames: ['route', 'upstream', 'code_class'],
+      registers,
+      collect() {
+        this.reset()
+        for (const s of resources.traffic.values()) {
+          CODE_CLASSES.forEach((code_class, i) => this.inc({ route: s.route, upstream: s.upstream, code_class }, s.byClass[i]!))
+        }
+      },
+    })
+    new Counter({
+      name: `${PREFIX}proxy_errors_total`,
+      help: 'Errors the proxy answered itself, by code (also counted in requests_total as 5xx).',
+      labelNames: ['route', 'upstream', 'code'],
+      registers,
+      collect() {
+        this.reset()
+        for (const s of resources.traffic.values()) {
+          for (const [code, n] of Object.entries(s.proxyErrors)) this.inc({ route: s.route, upstream: s.upstream, code }, n)
+        }
+      },
+    })
+    new Counter({
+      name: `${PREFIX}no_route_total`,
+      help: 'Requests that matched no route (404 NO_ROUTE).',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(resources.noRoute)
+      },
+    })
+    new Counter({
+      name: `${PREFIX}retries_total`,
+      help: 'Retries of a request on another target, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset()
+        for (const c of resources.upstreams.values()) this.inc({ upstream: c.upstream }, c.retries)
+      },
+    })
+
+    /** Targets of the applied state only: runtimes of removed targets (still finishing requests) are left out. */
+    const eachTarget = (fn: (upstream: string, id: string, state: TargetState) => void) => {
+      for (const [upstream, u] of Object.entries(control.state.upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
+    }
+    new Gauge({
+      name: `${PREFIX}upstream_inflight`,
+      help: 'Requests in flight to a target, in this instance.',
+      labelNames: ['upstream', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        eachTarget((upstream, target) => {
+          const rt = resources.targets.get(`${upstream}/${target}`)
+          if (rt) this.set({ upstream, target }, rt.inflight)
+        })
+      },
+    })
+    new Gauge({
+      name: `${PREFIX}target_healthy`,
+      help: '1 while the target passes its health checks (active or passive), else 0.',
+      labelNames: ['upstream', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        eachTarget((upstream, target) => {
+          const rt = resources.targets.get(`${upstream}/${target}`)
+          if (rt) this.set({ upstream, target }, rt.healthy ? 1 : 0)
+        })
+      },
+    })
+    new Gauge({
+      name: `${PREFIX}target_state`,
+      help: "1 for the target's administrative state (active, draining, disabled), 0 for the others.",
+      labelNames: ['upstream', 'target', 'state'],
+      registers,
+      collect() {
+        this.reset()
+        eachTarget((upstream, target, current) => {
+          for (const state of TARGET_STATES) this.set({ upstream, target, state }, state === current ? 1 : 0)
+        })
+      },
+    })
+    new Gauge({
+      name: `${PREFIX}state_revision`,
+      help: 'Revision of the state this instance applied.',
+      registers,
+      collect() {
+        this.set(control.state.revision)
+      },
+    })
+    new Gauge({
+      name: `${PREFIX}store_connected`,
+      help: '1 while the state store is reachable, else 0.',
+      registers,
+      collect() {
+        this.set(control.store.connected ? 1 : 0)
+      },
+    })
+    // No rollout exists yet: the metric is declared (HELP and TYPE lines) without samples.
+    new Gauge({ name: `${PREFIX}rollout_weight`, help: 'Weight of an upstream in a rollout, 0..100.', labelNames: ['rollout', 'upstream'], registers })
+    processMetrics()
+  }
+
+  /**
+   * The Prometheus text exposition. The histogram and every `collect()` run in the same
+   * synchronous stretch, so one scrape is one consistent snapshot: per (route, upstream) the
+   * histogram's `_count` equals the sum of `requests_total` over `code_class`.
+   */
+  async render(): Promise<string> {
+    const histogram = this.durationHistogram()
+    const [own, proc] = await Promise.all([this.registry.metrics(), processMetrics().metrics()])
+    return `${own}\n${histogram}\n${proc}`
+  }
+
+  private durationHistogram(): string {
+    const name = `${PREFIX}request_duration_seconds`
+    const lines = [
+      `# HELP ${name} Time from receiving a request to the end of its response, per route and upstream.`,
+      `# TYPE ${name} histogram`,
+    ]
+    for (const s of this.deps.dataplane.resources.traffic.values()) {
+      const labels = `route="${escapeLabelValue(s.route)}",upstream="${escapeLabelValue(s.upstream)}"`
+      let cumulative = 0
+      let next = 0
+      LE_INDICES.forEach((bound, k) => {
+        for (; next <= bound; next++) cumulative += s.latency[next]!
+        lines.push(`${name}_bucket{${labels},le="${LE_LABELS[k]}"} ${cumulative}`)
+      })
+      for (; next < s.latency.length; next++) cumulative += s.latency[next]!
+      lines.push(`${name}_bucket{${labels},le="+Inf"} ${cumulative}`)
+      lines.push(`${name}_sum{${labels}} ${s.latencySumMs / 1000}`)
+      lines.push(`${name}_count{${labels}} ${cumulative}`)
+    }
+    return `${lines.join('\n')}\n`
+  }
+}
