@@ -104,6 +104,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private onDrain: (() => void) | null = null
 
   private resume: (() => void) | null = null
+  /** body bytes still to come when the upstream sent a Content-Length, else -1 */
+  private remaining = -1
 
   onConnect(abort: (err?: Error) => void): void {
     if (this.clientGone) {
@@ -119,13 +121,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return true
     if (this.clientGone) return false
     this.resume = resume
-    const headers = responseHeaders(rawHeaders)
+    const headers: string[] = []
+    this.remaining = responseHeaders(rawHeaders, headers)
     if (this.ctx.closing) headers.push('connection', 'close')
     this.res.writeHead(statusCode, headers)
     return true
   }
 
   onData(chunk: Buffer): boolean {
+    // The chunk that completes a known Content-Length ends the response in the same write:
+    // one call through Node's http stack instead of two, on every small response.
+    if (this.remaining >= 0) {
+      this.remaining -= chunk.length
+      if (this.remaining === 0) {
+        this.res.end(chunk)
+        return true
+      }
+    }
     if (this.res.write(chunk)) return true
     this.res.once('drain', (this.onDrain ??= () => this.resume?.()))
     return false
@@ -134,7 +146,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onComplete(): void {
     this.settle()
     this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
-    this.res.end()
+    if (!this.res.writableEnded) this.res.end()
   }
 
   onError(err: Error): void {

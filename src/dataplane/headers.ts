@@ -111,10 +111,14 @@ function removeNamed(out: string[], names: Set<string>, keepUpgrade: boolean): v
   }
 }
 
-/** Response headers for the client: undici's raw Buffers as latin1 strings, hop-by-hop removed. */
-export function responseHeaders(raw: Buffer[]): string[] {
-  const out: string[] = []
+/**
+ * Fills `out` with the response headers for the client: undici's raw Buffers as latin1 strings,
+ * hop-by-hop removed. Returns the Content-Length, or -1 when there is none (or it is not a
+ * plain number), so the body's last chunk can end the response in the same write.
+ */
+export function responseHeaders(raw: Buffer[], out: string[]): number {
   let extra: Set<string> | null = null
+  let length = -1
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1')
     const lower = name.toLowerCase()
@@ -122,10 +126,12 @@ export function responseHeaders(raw: Buffer[]): string[] {
       if (lower === 'connection') extra = connectionTokens(raw[i + 1]!.toString('latin1'), extra)
       continue
     }
-    out.push(name, raw[i + 1]!.toString('latin1'))
+    const value = raw[i + 1]!.toString('latin1')
+    if (lower === 'content-length') length = /^[0-9]{1,15}$/.test(value) ? Number(value) : -1
+    out.push(name, value)
   }
   if (extra !== null) removeNamed(out, extra, false)
-  return out
+  return length
 }
 
 /** First value of a header (name lowercase) in a raw array; undefined if absent. */
