@@ -79,7 +79,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.abortFn = null
     target.rt.inflight++
     const u = this.choice.upstream
-    target.pool.dispatch(
+    // pickTarget returns active targets only, and every active target has a pool.
+    target.pool!.dispatch(
       {
         path: this.path,
         method: this.req.method as Dispatcher.HttpMethod,

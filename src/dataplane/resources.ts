@@ -99,6 +99,7 @@ export class Resources {
     for (const [key, rt] of this.targets) {
       if (!liveTargets.has(key) && rt.inflight === 0 && rt.websockets.size === 0) {
         if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
+        if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
         this.targets.delete(key)
       }
     }
@@ -107,7 +108,10 @@ export class Resources {
   async close(): Promise<void> {
     const pools = [...this.pools.values()]
     this.pools.clear()
-    for (const rt of this.targets.values()) if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
+    for (const rt of this.targets.values()) {
+      if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
+      if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
+    }
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})))
   }
 }

@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
+import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
 import { clientIp, requestHead } from './headers.js'
 import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './match.js'
@@ -62,6 +63,7 @@ export class Dataplane {
     this.current = table
     const live = liveKeys(table)
     this.resources.prune(live.pools, live.targets)
+    drainWebsockets(table, this.resources)
   }
 
   get closing(): boolean {

@@ -64,6 +64,8 @@ export class TargetRuntime {
   everHealthy: boolean
   ejectTimer: NodeJS.Timeout | undefined = undefined
   readonly websockets = new Set<Socket>()
+  /** set while this target's WebSockets wait out `drainTimeoutMs` before being closed */
+  wsDrainTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(
     readonly upstream: string,

@@ -14,7 +14,12 @@ export interface CTarget {
   readonly id: string
   readonly url: string
   readonly upstream: string
-  readonly pool: Pool
+  /**
+   * The connection pool, for active targets only: a draining or disabled target gets no new
+   * request, and dropping its pool from the table lets `prune()` close its idle keep-alive
+   * sockets at once (SPEC §4 drain) while requests still in flight finish on it.
+   */
+  readonly pool: Pool | null
   readonly poolKey: string
   readonly rt: TargetRuntime
   /** state === 'active': only those get new requests */
@@ -157,7 +162,7 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
         id: t.id,
         url: t.url,
         upstream: name,
-        pool: res.pool(url.origin, { connectTimeoutMs }),
+        pool: t.state === 'active' ? res.pool(url.origin, { connectTimeoutMs }) : null,
         poolKey: poolKey(url.origin, connectTimeoutMs),
         rt,
         active: t.state === 'active',
@@ -250,7 +255,7 @@ export function liveKeys(table: RoutingTable): { pools: Set<string>; targets: Se
   for (const u of table.upstreams.values()) {
     for (const t of u.targets) {
       targets.add(t.rt.key)
-      pools.add(t.poolKey)
+      if (t.pool !== null) pools.add(t.poolKey)
     }
   }
   return { pools, targets }
