@@ -42,15 +42,16 @@ export async function start(args: string[]): Promise<number> {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     return 1
   }
-  process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
   const timeoutMs = config.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs
-  return new Promise<number>((resolve) => {
+  const running = app
+  // Handlers go in before the ready line: whoever waits for that line may signal at once.
+  const exitCode = new Promise<number>((resolve) => {
     let stopping = false
     const stop = (signal: string) => {
       if (stopping) return
       stopping = true
       process.stdout.write(`switchyard: ${signal}: finishing in-flight requests (up to ${timeoutMs} ms)\n`)
-      void app.close(timeoutMs).then((finished) => {
+      void running.close(timeoutMs).then((finished) => {
         process.stdout.write(finished ? 'switchyard: stopped\n' : 'switchyard: stopped; shutdownTimeoutMs cut in-flight requests\n')
         resolve(finished ? 0 : 1)
       })
@@ -60,4 +61,6 @@ export async function start(args: string[]): Promise<number> {
     // SIGHUP must not kill the proxy (its default action); reload of static parts is not built yet.
     process.on('SIGHUP', () => process.stdout.write('switchyard: SIGHUP: config reload is not supported yet; nothing changed\n'))
   })
+  process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
+  return exitCode
 }
