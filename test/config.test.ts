@@ -2,7 +2,8 @@ import { fileURLToPath } from 'node:url'
 import { Settings } from 'typebox/system'
 import { describe, expect, it } from 'vitest'
 import { isLoopbackHost, loadConfigFile, parseConfigText } from '../src/config/load.js'
-import { checkConfigShape, defaultTargetId, formatPath, normalizeState, validateState } from '../src/config/validate.js'
+import { checkConfigShape, formatPath } from '../src/config/shape.js'
+import { defaultTargetId, normalizeState, validateState } from '../src/config/validate.js'
 import type { ConfigFile } from '../src/config/schema.js'
 
 // `any`: the cases below poke at arbitrary, even invalid, shapes.

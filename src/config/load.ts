@@ -9,8 +9,9 @@ import { LineCounter, parseDocument } from 'yaml'
 import type { Problem } from '../errors.js'
 import { DEFAULTS } from './schema.js'
 import type { ConfigFile } from './schema.js'
-import { checkConfigShape, formatPath, schemaErrors, validateState } from './validate.js'
-import type { PathSegment } from './validate.js'
+import { checkConfigShape, formatPath, schemaErrors } from './shape.js'
+import type { PathSegment } from './shape.js'
+import { validateState } from './validate.js'
 
 export interface LoadResult {
   /** The parsed, substituted config; only trustworthy when `problems` is empty. */

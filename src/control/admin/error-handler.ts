@@ -8,7 +8,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, Fasti
 import type { Socket } from 'node:net'
 import { ERRORS, SwitchyardError, type ErrorCode, type Problem } from '../../errors.js'
 import { NAME_PATTERN, TARGET_ID_PATTERN } from '../../config/schema.js'
-import { formatPath, type PathSegment } from '../../config/validate.js'
+import { formatPath, type PathSegment } from '../../config/shape.js'
 import { IF_MATCH_PATTERN } from './schemas.js'
 
 /** SPEC §5 bodies are small JSON documents; 1 MiB leaves room for a large upstream list. */
