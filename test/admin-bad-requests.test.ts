@@ -18,6 +18,8 @@ interface Case {
   opts?: RequestOptions
   status: number
   code: string
+  /** When given, the answer's `details`, exactly. */
+  details?: unknown[]
 }
 
 /** `id` is replaced with the v1 target's id once the backend runs. */
@@ -46,10 +48,13 @@ const cases: [string, Case][] = [
   ['a duplicate target id in an upstream', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [{ url: 'http://127.0.0.1:3001' }, { url: 'http://127.0.0.1:3001' }] }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a health check timeout over its interval', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [], healthCheck: { path: '/h', intervalMs: 100, timeoutMs: 500 } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['an unknown property', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [], weight: 3 }, status: 400, code: 'VALIDATION_FAILED' }],
+  ['a target state that is not one of the states', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [{ url: 'http://127.0.0.1:3001', state: 'paused' }] }, status: 400, code: 'VALIDATION_FAILED', details: [{ path: 'body.targets[0].state', message: 'must be one of "active", "draining", "disabled"' }] }],
   ['an unknown target state', { method: 'PATCH', path: '/api/upstreams/v1/targets/ID', body: { state: 'sleeping' }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a route body naming another route', { method: 'PUT', path: '/api/routes/beta', body: { name: 'gamma', split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a rule to an unknown upstream', { method: 'PUT', path: '/api/routes/beta', body: { match: { pathPrefix: '/b' }, rules: [{ match: { header: { x: '1' } }, upstream: 'v9' }], split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['an invalid regex', { method: 'PUT', path: '/api/routes/beta', body: { match: { pathPrefix: '/b' }, rules: [{ match: { header: { x: { regex: '(' } } }, upstream: 'v1' }], split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED' }],
+  ['a rule regex that is not a string', { method: 'PUT', path: '/api/routes/beta', body: { match: { pathPrefix: '/b' }, rules: [{ match: { header: { x: { regex: 5 } } }, upstream: 'v1' }], split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED', details: [{ path: 'body.rules[0].match.header.x.regex', message: 'must be a string' }] }],
+  ['a rule value neither a string nor a regex', { method: 'PUT', path: '/api/routes/beta', body: { match: { pathPrefix: '/b' }, rules: [{ match: { header: { x: 2 } }, upstream: 'v1' }], split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED', details: [{ path: 'body.rules[0].match.header.x', message: 'must be a string or an object' }] }],
   ['a route with the same match as another', { method: 'PUT', path: '/api/routes/beta', body: { match: { pathPrefix: '/' }, split: { v1: 1 } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a flag percent over 100', { method: 'PUT', path: '/api/flags/f', body: { enabled: true, percent: 150, by: { header: 'x-user' } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a flag percentage without a key', { method: 'PUT', path: '/api/flags/f', body: { enabled: true, percent: 50 }, status: 400, code: 'VALIDATION_FAILED' }],
@@ -101,6 +106,7 @@ describe('admin API: bad requests', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(c.status)
     expect(res.headers.get('content-type')).toMatch(/^application\/json/)
     expect(res.body).toEqual({ error: expect.objectContaining({ code: c.code, message: expect.any(String) }) })
+    if (c.details !== undefined) expect(res.body.error.details).toEqual(c.details)
   })
 
   it('left the state, the revision and the audit log exactly as they were, and the proxy serving', async () => {

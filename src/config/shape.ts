@@ -1,7 +1,8 @@
 /**
  * Config shape check: the TypeBox schema, with its raw errors turned into one clear
- * `{path, message}` per problem (paths like `routes[0].split.v3`). The semantic checks a
- * schema cannot express live in `validate.ts`.
+ * `{path, message}` per problem (paths like `routes[0].split.v3`). The admin API turns the
+ * errors of its request schemas into problems with the same translator (`schemaProblems`).
+ * The semantic checks a schema cannot express live in `validate.ts`.
  */
 import { Compile } from 'typebox/compile'
 import { Settings } from 'typebox/system'
@@ -45,6 +46,15 @@ export function formatPath(segments: readonly PathSegment[]): string {
   return out
 }
 
+/** A TypeBox error as `Errors()` returns it, and as fastify hands it over in `err.validation`. */
+export interface RawSchemaError {
+  keyword: string
+  schemaPath: string
+  instancePath: string
+  params: object
+  message?: string
+}
+
 /** The fields of a TypeBox error we use; `custom` marks a message we already wrote. */
 interface SchemaError {
   keyword: string
@@ -54,23 +64,36 @@ interface SchemaError {
   message: string
 }
 
+export interface SchemaProblemOptions {
+  /** Put before every path: `['body']` gives `body.targets[0].url`. */
+  prefix?: readonly PathSegment[]
+  /**
+   * The schema the errors' `schemaPath`s point into. A record's invalid key is told from an
+   * unknown property by the patterns found there; without it, it reads as an unknown property.
+   */
+  schema?: unknown
+  /** Messages for patterns, tried before the built-in ones (the admin API words names its own way). */
+  hints?: Readonly<Record<string, string>>
+  /** Report an unknown key at its own path (`body.extra`) rather than at its object's (`''`). */
+  keyPaths?: boolean
+}
+
 /**
- * Checks `raw` against the ConfigFile schema. Returns one problem per fault, deduplicated,
- * without TypeBox's noise (`schema is false`, per-branch union errors).
+ * TypeBox errors of `raw` → one problem per fault, deduplicated, without TypeBox's noise
+ * (`schema is false`, per-branch union errors).
  */
-export function checkConfigShape(raw: unknown): Problem[] {
-  if (configFileChecker.Check(raw)) return []
-  const errors: SchemaError[] = schemaErrors(raw).map((e) => ({
+export function schemaProblems(errors: readonly RawSchemaError[], raw: unknown, options: SchemaProblemOptions = {}): Problem[] {
+  const list: SchemaError[] = errors.map((e) => ({
     keyword: e.keyword,
     schemaPath: e.schemaPath,
     instancePath: e.instancePath,
     params: e.params as Record<string, unknown>,
-    message: e.message,
+    message: e.message ?? 'is invalid',
   }))
   const seen = new Set<string>()
   const problems: Problem[] = []
-  for (const e of resolveUnions(errors)) {
-    for (const p of describe(e, raw)) {
+  for (const e of resolveUnions(list)) {
+    for (const p of describe(e, raw, options)) {
       const key = `${p.path}\0${p.message}`
       if (seen.has(key)) continue
       seen.add(key)
@@ -78,6 +101,12 @@ export function checkConfigShape(raw: unknown): Problem[] {
     }
   }
   return problems
+}
+
+/** Checks `raw` against the ConfigFile schema: one problem per fault (see `schemaProblems`). */
+export function checkConfigShape(raw: unknown): Problem[] {
+  if (configFileChecker.Check(raw)) return []
+  return schemaProblems(schemaErrors(raw), raw, { schema: ConfigFile })
 }
 
 /**
@@ -148,9 +177,11 @@ const PATTERN_HINTS: Record<string, string> = {
   '^(\\*|[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?)$': 'must be "*" or a host name, optionally with :port',
 }
 
-function describe(e: SchemaError, raw: unknown): Problem[] {
+function describe(e: SchemaError, raw: unknown, options: SchemaProblemOptions): Problem[] {
+  const { prefix = [], hints = {} } = options
   const segments = pointerToSegments(e.instancePath, raw)
-  const here = (message: string): Problem[] => [{ path: formatPath(segments), message }]
+  const pathOf = (...more: PathSegment[]) => formatPath([...prefix, ...segments, ...more])
+  const here = (message: string): Problem[] => [{ path: pathOf(), message }]
   const p = e.params
   switch (e.keyword) {
     case 'custom':
@@ -160,26 +191,26 @@ function describe(e: SchemaError, raw: unknown): Problem[] {
       return []
     case 'additionalProperties': {
       const keys = Array.isArray(p['additionalProperties']) ? (p['additionalProperties'] as unknown[]) : []
-      const schema = schemaAt(e.schemaPath)
+      const schema = schemaAt(options.schema, e.schemaPath)
       const patterns = isRecord(schema) && isRecord(schema['patternProperties']) ? Object.keys(schema['patternProperties']) : []
       const pattern = patterns[0]
       return keys.map((key) => ({
-        path: formatPath(segments),
+        path: options.keyPaths === true ? pathOf(String(key)) : pathOf(),
         // A record (upstreams, split, flags...) rejects a key because it is not a valid name.
         message:
           pattern === undefined
             ? `unknown property ${JSON.stringify(key)}`
-            : patternMessage(key, pattern, nounFor(e.schemaPath)),
+            : patternMessage(key, pattern, hints, nounFor(e.schemaPath)),
       }))
     }
     case 'required': {
       const missing = Array.isArray(p['requiredProperties']) ? (p['requiredProperties'] as unknown[]) : []
-      return missing.map((name) => ({ path: formatPath([...segments, String(name)]), message: 'is required' }))
+      return missing.map((name) => ({ path: pathOf(String(name)), message: 'is required' }))
     }
     case 'type':
       return here(`must be ${typeNames(p['type']).map(withArticle).join(' or ')}`)
     case 'pattern':
-      return here(patternMessage(valueAt(segments, raw), String(p['pattern'])))
+      return here(patternMessage(valueAt(segments, raw), String(p['pattern']), hints))
     case 'minimum':
     case 'maximum':
     case 'exclusiveMinimum':
@@ -211,8 +242,8 @@ function nounFor(schemaPath: string): string {
 }
 
 /** `noun` names what a record key is; values get one only for the name and target id patterns. */
-function patternMessage(value: unknown, pattern: string, noun?: string): string {
-  const hint = PATTERN_HINTS[pattern]
+function patternMessage(value: unknown, pattern: string, hints: Readonly<Record<string, string>>, noun?: string): string {
+  const hint = Object.hasOwn(hints, pattern) ? hints[pattern] : PATTERN_HINTS[pattern]
   if (hint !== undefined) return hint
   const what = pattern === TARGET_ID_PATTERN ? 'target id' : pattern === NAME_PATTERN ? 'name' : noun
   if (what === undefined) return `must match ${pattern}`
@@ -256,9 +287,9 @@ function valueAt(segments: readonly PathSegment[], root: unknown): unknown {
   return node
 }
 
-/** The sub-schema a TypeBox `schemaPath` (`#/properties/routes/items/...`) points at. */
-function schemaAt(schemaPath: string): unknown {
-  let node: unknown = ConfigFile
+/** The sub-schema of `root` a TypeBox `schemaPath` (`#/properties/routes/items/...`) points at. */
+function schemaAt(root: unknown, schemaPath: string): unknown {
+  let node: unknown = root
   for (const token of schemaPath.replace(/^#\/?/, '').split('/')) {
     if (token === '') continue
     const key = token.replace(/~1/g, '/').replace(/~0/g, '~')

@@ -4,11 +4,11 @@
  * router (bad percent-encoding, over-long params, unknown paths) or Node's HTTP parser. Clients
  * and `switchyard ctl` then switch on `code` and never meet fastify's own error shape.
  */
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Socket } from 'node:net'
-import { ERRORS, SwitchyardError, type ErrorCode, type Problem } from '../../errors.js'
+import { ERRORS, SwitchyardError, type ErrorCode } from '../../errors.js'
 import { NAME_PATTERN, TARGET_ID_PATTERN } from '../../config/schema.js'
-import { formatPath, type PathSegment } from '../../config/shape.js'
+import { schemaProblems } from '../../config/shape.js'
 import { IF_MATCH_PATTERN } from './schemas.js'
 
 /** SPEC §5 bodies are small JSON documents; 1 MiB leaves room for a large upstream list. */
@@ -47,52 +47,11 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   )
 }
 
-/**
- * JSON pointer (`/targets/0/url`) under `context` → `body.targets[0].url`, as `validate`
- * prints paths. A token is an array index only where the value there is an array: a split
- * may name an upstream `0`.
- */
-function pathOf(context: string, pointer: string, root: unknown, extra?: string): string {
-  const segments: PathSegment[] = [context]
-  let node = root
-  if (pointer !== '') {
-    for (const token of pointer.slice(1).split('/')) {
-      const key = token.replace(/~1/g, '/').replace(/~0/g, '~')
-      segments.push(Array.isArray(node) ? Number(key) : key)
-      node = typeof node === 'object' && node !== null ? (node as Record<string, unknown>)[key] : undefined
-    }
-  }
-  if (extra !== undefined) segments.push(extra)
-  return formatPath(segments)
-}
-
-/** Patterns whose raw regex would puzzle a reader. */
+/** Admin wording for these patterns, tried before the translator's (which quotes the regex of a name). */
 const PATTERN_MESSAGES: Record<string, string> = {
   [NAME_PATTERN]: `must be a name: a letter or digit, then up to 63 of [A-Za-z0-9_.-]`,
   [TARGET_ID_PATTERN]: `must be a target id: a letter or digit, then up to 127 of [A-Za-z0-9_.:-]`,
   [IF_MATCH_PATTERN]: 'must be a revision: 5 or "5" (weak and list forms are not accepted)',
-}
-
-/** TypeBox errors → one `{path, message}` per fault, without TypeBox's duplicate "schema is false". */
-export function validationProblems(context: string, errors: FastifySchemaValidationError[], root: unknown): Problem[] {
-  const problems: Problem[] = []
-  for (const e of errors) {
-    const params = e.params as Record<string, unknown>
-    if (e.keyword === 'boolean') continue // repeated by the `additionalProperties` error of the parent
-    if (e.keyword === 'additionalProperties' && Array.isArray(params['additionalProperties'])) {
-      for (const key of params['additionalProperties'] as string[]) {
-        problems.push({ path: pathOf(context, e.instancePath, root, key), message: 'not allowed (unknown property or invalid name)' })
-      }
-    } else if (e.keyword === 'required' && Array.isArray(params['requiredProperties'])) {
-      for (const key of params['requiredProperties'] as string[]) {
-        problems.push({ path: pathOf(context, e.instancePath, root, key), message: 'is required' })
-      }
-    } else {
-      const pattern = e.keyword === 'pattern' ? PATTERN_MESSAGES[String(params['pattern'])] : undefined
-      problems.push({ path: pathOf(context, e.instancePath, root), message: pattern ?? e.message ?? 'is invalid' })
-    }
-  }
-  return problems
 }
 
 /** Fastify's own error codes we answer with a specific code of ours. */
@@ -119,8 +78,14 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (err.validation) {
       const context = err.validationContext ?? 'request'
       const parts: Record<string, unknown> = { body: req.body, params: req.params, querystring: req.query, headers: req.headers }
-      const root = parts[context]
-      const problems = validationProblems(context === 'querystring' ? 'query' : context, err.validation, root)
+      // The schema the errors' paths point into: it tells a record's invalid key from an unknown property.
+      const schema = (req.routeOptions.schema as Record<string, unknown> | undefined)?.[context]
+      const problems = schemaProblems(err.validation, parts[context], {
+        prefix: [context === 'querystring' ? 'query' : context],
+        schema,
+        hints: PATTERN_MESSAGES,
+        keyPaths: true,
+      })
       return send(reply, 'VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems)
     }
     const mapped = err.code === undefined ? undefined : FASTIFY_CODES[err.code]
