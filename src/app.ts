@@ -27,8 +27,11 @@ export interface App {
   readonly admin: FastifyInstance
   readonly proxyUrl: string
   readonly adminUrl: string
-  /** Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut. */
-  close(timeoutMs?: number): Promise<boolean>
+  /**
+   * Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut.
+   * `closeIdle: false` leaves idle keep-alive connections to end by themselves (worker reload).
+   */
+  close(timeoutMs?: number, opts?: { closeIdle?: boolean }): Promise<boolean>
 }
 
 /** The config file's state as revision 1: what an empty store is seeded with. */
@@ -90,8 +93,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
       admin,
       proxyUrl: urlOf(listen.host, proxyAddr.port),
       adminUrl: urlOf(adminListen.host, adminPort),
-      async close(timeoutMs = config.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs) {
-        const finished = await dataplane.shutdown(timeoutMs)
+      async close(timeoutMs = config.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs, opts = {}) {
+        const finished = await dataplane.shutdown(timeoutMs, opts)
         await cleanup()
         return finished
       },

@@ -55,8 +55,8 @@ routes: [ { name: api, split: { v1: 1 } } ]
   expect(stderr).toMatch(/^admin\.host: .*token/m)
 })
 
-it('says --workers is not built yet instead of ignoring it', async () => {
-  const { code, stderr } = await start('routes: []\nupstreams: {}\n', ['--workers', '2'])
+it.each([['0'], ['abc'], ['-1']])('refuses --workers %s with a usage error', async (n) => {
+  const { code, stderr } = await start('routes: []\nupstreams: {}\n', ['--workers', n])
   expect(code).toBe(2)
-  expect(stderr).toContain('--workers')
+  expect(stderr).toContain('--workers must be a number >= 1 or "auto"')
 })

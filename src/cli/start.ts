@@ -2,23 +2,34 @@
  * `switchyard start --config FILE [--workers N|auto]`: loads and checks the config (exit 1
  * before listening on any problem), runs the instance, and handles signals: SIGTERM/SIGINT stop
  * gracefully (exit 0 when every in-flight request finished, 1 when shutdownTimeoutMs cut some).
+ * With `--workers N` the process becomes the primary of N workers (cli/cluster.ts), each of
+ * which runs this same command as an instance.
  */
+import cluster from 'node:cluster'
+import { availableParallelism } from 'node:os'
 import { startSwitchyard } from '../app.js'
 import { DEFAULTS } from '../config/schema.js'
 import { loadConfigFile } from '../config/load.js'
 import { formatProblem } from '../errors.js'
+import { IpcStore } from '../store/ipc.js'
 import { parseArgs, UsageError } from './args.js'
+import { runPrimary, type ReadyMessage } from './cluster.js'
+
+/** `--workers N|auto` → a count; auto = one per core. */
+function workerCount(value: string | undefined): number {
+  if (value === undefined) return 1
+  if (value === 'auto') return availableParallelism()
+  if (!/^[0-9]{1,3}$/.test(value) || Number(value) < 1) throw new UsageError(`--workers must be a number >= 1 or "auto", not "${value}"`)
+  return Number(value)
+}
 
 export async function start(args: string[]): Promise<number> {
   let configPath: string | undefined
+  let workers = 1
   try {
     const parsed = parseArgs(args, ['config', 'workers'])
     configPath = parsed.options.get('config') ?? parsed.positional[0]
-    const workers = parsed.options.get('workers')
-    if (workers !== undefined && workers !== '1') {
-      process.stderr.write('switchyard: --workers other than 1 is not supported yet; run one process per core behind SO_REUSEPORT or a load balancer\n')
-      return 2
-    }
+    workers = workerCount(parsed.options.get('workers'))
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`switchyard start: ${err.message}\n`)
@@ -35,9 +46,12 @@ export async function start(args: string[]): Promise<number> {
     for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
     return 1
   }
+  if (workers > 1 && cluster.isPrimary) return runPrimary(configPath, config, workers)
   let app
   try {
-    app = await startSwitchyard(config)
+    // A worker with the memory store reaches the primary's state over IPC.
+    const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
+    app = await startSwitchyard(config, { store })
   } catch (err) {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     return 1
@@ -47,20 +61,36 @@ export async function start(args: string[]): Promise<number> {
   // Handlers go in before the ready line: whoever waits for that line may signal at once.
   const exitCode = new Promise<number>((resolve) => {
     let stopping = false
-    const stop = (signal: string) => {
+    const stop = (signal: string, closeIdle = true) => {
       if (stopping) return
       stopping = true
       process.stdout.write(`switchyard: ${signal}: finishing in-flight requests (up to ${timeoutMs} ms)\n`)
-      void running.close(timeoutMs).then((finished) => {
+      void running.close(timeoutMs, { closeIdle }).then((finished) => {
         process.stdout.write(finished ? 'switchyard: stopped\n' : 'switchyard: stopped; shutdownTimeoutMs cut in-flight requests\n')
         resolve(finished ? 0 : 1)
       })
     }
     process.on('SIGTERM', () => stop('SIGTERM'))
+    // A worker being replaced on reload: another worker takes new connections, so idle ones
+    // are left to end by themselves rather than closed under a client about to use them.
+    process.on('message', (m: unknown) => {
+      if ((m as { sy?: string } | null)?.sy === 'retire') stop('reload', false)
+    })
     process.on('SIGINT', () => stop('SIGINT'))
-    // SIGHUP must not kill the proxy (its default action); reload of static parts is not built yet.
-    process.on('SIGHUP', () => process.stdout.write('switchyard: SIGHUP: config reload is not supported yet; nothing changed\n'))
+    // SIGHUP must not kill the proxy (its default action). With --workers the primary reloads by
+    // replacing workers; a single process cannot re-read its static parts in place yet.
+    process.on('SIGHUP', () => {
+      if (cluster.isWorker) return // the primary replaces workers; a hang-up of the terminal must not kill them
+      process.stdout.write('switchyard: SIGHUP: in-place reload needs --workers (workers are replaced one by one); nothing changed\n')
+    })
   })
+  if (cluster.isWorker) {
+    // The primary prints the ready line once every worker listens; a worker ends itself when
+    // it has stopped, since its IPC channel would keep it alive.
+    const ready: ReadyMessage = { sy: 'ready', proxyUrl: app.proxyUrl, adminUrl: app.adminUrl }
+    process.send!(ready)
+    return exitCode.then((code) => process.exit(code))
+  }
   process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
   return exitCode
 }

@@ -4,7 +4,7 @@
  * in with `setTable()`; each request reads the table once at entry and finishes on it.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
 import { clientIp, requestHead } from './headers.js'
@@ -12,6 +12,8 @@ import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './m
 import { Resources } from './resources.js'
 import { liveKeys, type RoutingTable } from './table.js'
 import { proxyUpgrade } from './ws.js'
+
+const netServerClose = NetServer.prototype.close
 
 export const EMPTY_TABLE: RoutingTable = Object.freeze({
   revision: 0,
@@ -114,23 +116,31 @@ export class Dataplane {
   }
 
   /**
-   * Graceful stop: the listening socket closes at once, idle keep-alive connections close, busy
-   * ones get `Connection: close` on their response; resolves true when every in-flight request
-   * finished, false when `timeoutMs` cut some.
+   * Graceful stop: the listening socket closes at once and every response from now on carries
+   * `Connection: close`. `closeIdle` (SIGTERM) also closes idle keep-alive connections at once;
+   * without it (a worker replaced on reload, while another worker takes the new connections)
+   * idle connections are left to end by themselves (the client's next request gets its answer
+   * with `Connection: close`, or the keep-alive timeout ends it), so no client ever sends a
+   * request on a socket we just closed. Resolves true when every in-flight request (and, without
+   * `closeIdle`, every connection) finished, false when `timeoutMs` cut some.
    */
-  async shutdown(timeoutMs: number): Promise<boolean> {
+  async shutdown(timeoutMs: number, opts: { closeIdle?: boolean } = {}): Promise<boolean> {
+    const closeIdle = opts.closeIdle ?? true
     this.ctx.closing = true
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
-    let finished = this.open === 0
-    if (!finished) {
-      finished = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), timeoutMs)
-        this.idleWaiters.push(() => {
-          clearTimeout(timer)
-          resolve(true)
-        })
-      })
+    const deadline = new Promise<false>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref())
+    // node:http's close() also closes idle connections; net.Server's close() only stops listening
+    // and calls back once the last connection ended.
+    const closed = new Promise<true>((resolve) => {
+      if (closeIdle) this.server.close(() => resolve(true))
+      else netServerClose.call(this.server, () => resolve(true))
+    })
+    let finished: boolean
+    if (closeIdle) {
+      this.server.closeIdleConnections()
+      const drained = this.open === 0 ? Promise.resolve(true as const) : new Promise<true>((resolve) => this.idleWaiters.push(() => resolve(true)))
+      finished = await Promise.race([drained, deadline])
+    } else {
+      finished = await Promise.race([closed, deadline])
     }
     for (const rt of this.resources.targets.values()) for (const ws of rt.websockets) ws.destroy()
     this.server.closeAllConnections()

@@ -16,6 +16,8 @@ process.once('exit', () => {
 export interface ProxyProcess {
   child: ChildProcess
   pid: number
+  /** the config file it runs, to edit before a SIGHUP */
+  configFile: string
   url: string
   adminUrl: string
   stdout(): string
@@ -65,6 +67,7 @@ export async function spawnProxy(
   return {
     child,
     pid: child.pid!,
+    configFile: file,
     url: `http://127.0.0.1:${port}`,
     adminUrl: `http://127.0.0.1:${adminPort}`,
     stdout: () => out,

@@ -1,0 +1,129 @@
+import { writeFile } from 'node:fs/promises'
+import { Agent, request } from 'undici'
+import { expect, it, onTestFinished } from 'vitest'
+import { startBackend } from './helpers/backend.js'
+import { eventually } from './helpers/eventually.js'
+import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
+
+interface Instance {
+  id: string
+  pid: number
+  appliedRevision: number
+}
+
+async function instances(p: ProxyProcess): Promise<Instance[]> {
+  // a short timeout: a keep-alive socket to a worker that was just killed must not stall the poll
+  const res = await request(p.adminUrl + '/api/instances', { headersTimeout: 2_000, bodyTimeout: 2_000, reset: true })
+  return ((await res.body.json()) as { instances: Instance[] }).instances
+}
+
+async function cluster(workers = 2) {
+  const b = await startBackend('w')
+  onTestFinished(() => b.close())
+  const p = await spawnProxy(
+    { shutdownTimeoutMs: 5_000, upstreams: { v1: { targets: [{ url: b.url }] }, v2: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] },
+    ['--workers', String(workers)],
+  )
+  onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
+  return { b, p }
+}
+
+it('--workers 2 with the memory store: two instances share the ports and one state; SIGTERM exits 0', async () => {
+  const { p } = await cluster(2)
+  await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
+  expect(p.stdout()).toContain('workers 2')
+  // a write through whichever worker answers is applied by both (the primary holds the state)
+  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ v1: 0, v2: 1 }),
+  })
+  expect(put.statusCode).toBe(200)
+  const { revision } = (await put.body.json()) as { revision: number }
+  for (const i of await instances(p)) expect(i.appliedRevision).toBe(revision)
+  for (let k = 0; k < 20; k++) expect((await request(p.url + '/')).statusCode).toBe(200)
+  expect(await p.stop('SIGTERM')).toBe(0)
+})
+
+it('SIGHUP replaces the workers one by one under keep-alive load: no request fails, the state stays', async () => {
+  const { p } = await cluster(2)
+  const before = await eventually(async () => {
+    const list = await instances(p)
+    expect(list).toHaveLength(2)
+    return list
+  })
+  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ v1: 1, v2: 1 }),
+  })
+  const { revision } = (await put.body.json()) as { revision: number }
+  const agent = new Agent({ connections: 8 })
+  onTestFinished(() => agent.close())
+  const results: (number | string)[] = []
+  let running = true
+  const deadline = Date.now() + 30_000
+  const loops = Array.from({ length: 8 }, async () => {
+    while (running && Date.now() < deadline) {
+      try {
+        const res = await request(p.url + '/', { dispatcher: agent })
+        await res.body.dump()
+        results.push(res.statusCode)
+      } catch (err) {
+        results.push(String((err as Error).message))
+      }
+    }
+  })
+  await eventually(() => expect(results.length).toBeGreaterThan(200), { timeoutMs: 10_000 })
+  p.child.kill('SIGHUP')
+  await eventually(() => expect(p.stdout()).toContain('reload done'), { timeoutMs: 25_000, intervalMs: 50 })
+  const atReload = results.length
+  await eventually(() => expect(results.length).toBeGreaterThan(atReload + 200), { timeoutMs: 10_000 })
+  running = false
+  await Promise.all(loops)
+  expect(results.filter((r) => r !== 200)).toEqual([])
+  const after = await eventually(async () => {
+    const list = await instances(p)
+    expect(list).toHaveLength(2)
+    return list
+  })
+  const oldPids = new Set(before.map((i) => i.pid))
+  for (const i of after) {
+    expect(oldPids.has(i.pid)).toBe(false)
+    expect(i.appliedRevision).toBe(revision)
+  }
+})
+
+it('SIGHUP with a broken config changes nothing', async () => {
+  const { p } = await cluster(2)
+  const before = await eventually(async () => {
+    const list = await instances(p)
+    expect(list).toHaveLength(2)
+    return list
+  })
+  await writeFile(p.configFile, '{"routes": [{"name": "r", "split": {"v9": 1}}], "upstreams": {}}')
+  p.child.kill('SIGHUP')
+  await eventually(() => expect(p.stdout()).toContain('nothing changed'))
+  expect(p.stderr()).toContain('routes[0].split.v9: unknown upstream "v9"')
+  expect((await instances(p)).map((i) => i.pid).sort()).toEqual(before.map((i) => i.pid).sort())
+  expect((await request(p.url + '/')).statusCode).toBe(200)
+})
+
+it('a worker that dies is replaced', { timeout: 45_000 }, async () => {
+  const { p } = await cluster(2)
+  const before = await eventually(async () => {
+    const list = await instances(p)
+    expect(list).toHaveLength(2)
+    return list
+  })
+  process.kill(before[0]!.pid, 'SIGKILL')
+  await eventually(
+    async () => {
+      const pids = (await instances(p)).map((i) => i.pid)
+      expect(pids).toHaveLength(2)
+      expect(pids).not.toContain(before[0]!.pid)
+    },
+    // the replacement starts after 1 s; the dead worker leaves the registry when its 5 s TTL ends
+    { timeoutMs: 25_000, intervalMs: 100 },
+  )
+})
