@@ -81,8 +81,8 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   const reload = async () => {
     const { config: next, problems } = await loadConfigFile(configPath)
     if (problems.length > 0) {
-      log('SIGHUP: the config has problems; nothing changed')
       for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
+      log('SIGHUP: the config has problems; nothing changed')
       return
     }
     if ((next.store?.type ?? 'memory') !== (config.store?.type ?? 'memory')) {
