@@ -28,6 +28,14 @@ export interface App {
   readonly proxyUrl: string
   readonly adminUrl: string
   /**
+   * Applies a new config's static parts in place (SPEC §2 SIGHUP without workers): `listen` and
+   * admin addresses move (the new address listens before the old one stops accepting; open
+   * connections are served to their end), admin tokens and `shutdownTimeoutMs` change. A new
+   * store needs a restart and is refused. Upstreams, routes and flags live in the store, so
+   * the file's copies are not re-applied. Resolves with what changed.
+   */
+  reload(next: ConfigFile): Promise<string[]>
+  /**
    * Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut.
    * `closeIdle: false` leaves idle keep-alive connections to end by themselves (worker reload).
    */
@@ -72,7 +80,9 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     instanceTtlMs: opts.instanceTtlMs,
     onApplied: (state) => health.sync(state),
   })
-  const admin = await createAdminServer({ control, dataplane, tokens: adminTokens(config) })
+  const deps = { control, dataplane, tokens: adminTokens(config) }
+  let admin = await createAdminServer(deps)
+  let current = config
   const cleanup = async () => {
     health.stop()
     await control.close().catch(() => {})
@@ -87,13 +97,63 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     await admin.listen({ port: adminListen.port, host: adminListen.host })
     const adminAddr = admin.server.address()
     const adminPort = typeof adminAddr === 'object' && adminAddr ? adminAddr.port : adminListen.port
+    let proxyUrl = urlOf(listen.host, proxyAddr.port)
+    let adminUrl = urlOf(adminListen.host, adminPort)
     return {
       dataplane,
       control,
-      admin,
-      proxyUrl: urlOf(listen.host, proxyAddr.port),
-      adminUrl: urlOf(adminListen.host, adminPort),
-      async close(timeoutMs = config.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs, opts = {}) {
+      get admin() {
+        return admin
+      },
+      get proxyUrl() {
+        return proxyUrl
+      },
+      get adminUrl() {
+        return adminUrl
+      },
+      async reload(next) {
+        const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+        if (!same(next.store ?? { type: 'memory' }, current.store ?? { type: 'memory' })) {
+          throw new Error('store: changing the store needs a restart; nothing changed')
+        }
+        const changes: string[] = []
+        const [l0, l1] = [{ ...DEFAULTS.listen, ...current.listen }, { ...DEFAULTS.listen, ...next.listen }]
+        if (!same(l0, l1)) {
+          let addr
+          try {
+            addr = await dataplane.relisten(l1.port, l1.host)
+          } catch (err) {
+            throw new Error(`listen: cannot listen on ${l1.host}:${l1.port} (${(err as Error).message}); nothing changed`)
+          }
+          proxyUrl = urlOf(l1.host, addr.port)
+          changes.push(`proxy now listens on ${proxyUrl}`)
+        }
+        const tokens = adminTokens(next)
+        if (!same(tokens, deps.tokens)) {
+          deps.tokens.splice(0, deps.tokens.length, ...tokens)
+          changes.push('admin tokens')
+        }
+        const [a0, a1] = [{ ...DEFAULTS.admin, ...current.admin }, { ...DEFAULTS.admin, ...next.admin }]
+        if (a0.host !== a1.host || a0.port !== a1.port) {
+          const fresh = await createAdminServer(deps)
+          try {
+            await fresh.listen({ port: a1.port, host: a1.host })
+          } catch (err) {
+            await fresh.close()
+            throw new Error(`admin: cannot listen on ${a1.host}:${a1.port} (${(err as Error).message}); ${changes.length > 0 ? `applied so far: ${changes.join(', ')}` : 'nothing changed'}`)
+          }
+          const old = admin
+          admin = fresh
+          const addr = fresh.server.address()
+          adminUrl = urlOf(a1.host, typeof addr === 'object' && addr ? addr.port : a1.port)
+          void old.close().catch(() => {})
+          changes.push(`admin now listens on ${adminUrl}`)
+        }
+        if (next.shutdownTimeoutMs !== current.shutdownTimeoutMs) changes.push(`shutdownTimeoutMs ${next.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs}`)
+        current = next
+        return changes
+      },
+      async close(timeoutMs = current.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs, opts = {}) {
         const finished = await dataplane.shutdown(timeoutMs, opts)
         await cleanup()
         return finished

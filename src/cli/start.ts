@@ -7,8 +7,7 @@
  */
 import cluster from 'node:cluster'
 import { availableParallelism } from 'node:os'
-import { startSwitchyard } from '../app.js'
-import { DEFAULTS } from '../config/schema.js'
+import { startSwitchyard, type App } from '../app.js'
 import { loadConfigFile } from '../config/load.js'
 import { formatProblem } from '../errors.js'
 import { IpcStore } from '../store/ipc.js'
@@ -56,7 +55,6 @@ export async function start(args: string[]): Promise<number> {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     return 1
   }
-  const timeoutMs = config.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs
   const running = app
   // Handlers go in before the ready line: whoever waits for that line may signal at once.
   const exitCode = new Promise<number>((resolve) => {
@@ -64,8 +62,8 @@ export async function start(args: string[]): Promise<number> {
     const stop = (signal: string, closeIdle = true) => {
       if (stopping) return
       stopping = true
-      process.stdout.write(`switchyard: ${signal}: finishing in-flight requests (up to ${timeoutMs} ms)\n`)
-      void running.close(timeoutMs, { closeIdle }).then((finished) => {
+      process.stdout.write(`switchyard: ${signal}: finishing in-flight requests\n`)
+      void running.close(undefined, { closeIdle }).then((finished) => {
         process.stdout.write(finished ? 'switchyard: stopped\n' : 'switchyard: stopped; shutdownTimeoutMs cut in-flight requests\n')
         resolve(finished ? 0 : 1)
       })
@@ -81,7 +79,7 @@ export async function start(args: string[]): Promise<number> {
     // replacing workers; a single process cannot re-read its static parts in place yet.
     process.on('SIGHUP', () => {
       if (cluster.isWorker) return // the primary replaces workers; a hang-up of the terminal must not kill them
-      process.stdout.write('switchyard: SIGHUP: in-place reload needs --workers (workers are replaced one by one); nothing changed\n')
+      void reloadInPlace(configPath!, running)
     })
   })
   if (cluster.isWorker) {
@@ -93,4 +91,21 @@ export async function start(args: string[]): Promise<number> {
   }
   process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
   return exitCode
+}
+
+/** SIGHUP without workers: re-read the file and apply its static parts in place (App.reload). */
+async function reloadInPlace(configPath: string, app: App): Promise<void> {
+  const say = (line: string): void => void process.stdout.write(`switchyard: SIGHUP: ${line}\n`)
+  const { config, problems } = await loadConfigFile(configPath)
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
+    return say('the config has problems; nothing changed')
+  }
+  try {
+    const changes = await app.reload(config)
+    say(changes.length > 0 ? `reloaded: ${changes.join('; ')}` : 'reloaded: no static part changed')
+    say('upstreams, routes and flags live in the store: change them through the admin API')
+  } catch (err) {
+    say((err as Error).message)
+  }
 }

@@ -33,27 +33,38 @@ export interface DataplaneOptions {
 
 export class Dataplane {
   readonly resources = new Resources()
-  readonly server: Server
+  /** the listening server; earlier ones (before a SIGHUP moved the listener) keep serving their connections */
+  private http: Server
+  private retired: Server[] = []
   private current: RoutingTable = EMPTY_TABLE
   private readonly ctx: ExchangeContext = { res: this.resources, closing: false, requestClosed: () => this.onClose() }
   /** requests received and not yet answered in full (for graceful shutdown) */
   private open = 0
   private idleWaiters: (() => void)[] = []
 
-  constructor(opts: DataplaneOptions = {}) {
-    this.server = createServer(
+  constructor(private readonly opts: DataplaneOptions = {}) {
+    this.http = this.newServer()
+  }
+
+  private newServer(): Server {
+    const server = createServer(
       {
         // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
         requestTimeout: 0,
-        headersTimeout: opts.headersTimeoutMs ?? 60_000,
-        keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5_000,
+        headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
+        keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 5_000,
       },
       this.handle,
     )
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (this.ctx.closing) return socket.destroy()
       proxyUpgrade(this.current, this.resources, req, socket, head)
     })
+    return server
+  }
+
+  get server(): Server {
+    return this.http
   }
 
   get table(): RoutingTable {
@@ -105,14 +116,22 @@ export class Dataplane {
   }
 
   async listen(port: number, host: string): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
-        resolve()
-      })
-    })
-    return this.server.address() as AddressInfo
+    return listenOn(this.http, port, host)
+  }
+
+  /**
+   * Moves the listener (SIGHUP with a new `listen`): the new address listens before the old one
+   * stops accepting, and connections already open on the old one go on being served until
+   * they end. Throws (changing nothing) when the new address cannot be bound.
+   */
+  async relisten(port: number, host: string): Promise<AddressInfo> {
+    const next = this.newServer()
+    const addr = await listenOn(next, port, host)
+    const old = this.http
+    this.http = next
+    this.retired.push(old)
+    netServerClose.call(old, () => (this.retired = this.retired.filter((s) => s !== old)))
+    return addr
   }
 
   /**
@@ -130,22 +149,43 @@ export class Dataplane {
     const deadline = new Promise<false>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref())
     // node:http's close() also closes idle connections; net.Server's close() only stops listening
     // and calls back once the last connection ended.
-    const closed = new Promise<true>((resolve) => {
-      if (closeIdle) this.server.close(() => resolve(true))
-      else netServerClose.call(this.server, () => resolve(true))
-    })
+    const servers = [this.http, ...this.retired]
+    const closed = Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<true>((resolve) => {
+            if (!server.listening) {
+              if (closeIdle) server.closeIdleConnections()
+              // a retired server: its close callback is already taken; its connections are counted in `open`
+              return resolve(true)
+            }
+            if (closeIdle) server.close(() => resolve(true))
+            else netServerClose.call(server, () => resolve(true))
+          }),
+      ),
+    ).then(() => true as const)
     let finished: boolean
     if (closeIdle) {
-      this.server.closeIdleConnections()
+      for (const server of servers) server.closeIdleConnections()
       const drained = this.open === 0 ? Promise.resolve(true as const) : new Promise<true>((resolve) => this.idleWaiters.push(() => resolve(true)))
       finished = await Promise.race([drained, deadline])
     } else {
       finished = await Promise.race([closed, deadline])
     }
     for (const rt of this.resources.targets.values()) for (const ws of rt.websockets) ws.destroy()
-    this.server.closeAllConnections()
+    for (const server of servers) server.closeAllConnections()
     await closed
     await this.resources.close()
     return finished
   }
+}
+
+function listenOn(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve(server.address() as AddressInfo)
+    })
+  })
 }

@@ -35,12 +35,21 @@ export function tokenMatcher(tokens: { name: string; token: string }[]): (presen
   }
 }
 
+/**
+ * `tokens` is read at each request, so a reload (SIGHUP) that changes `admin.token(s)` takes
+ * effect at once; the digests are recomputed only when the list changed.
+ */
 export function installAuth(app: FastifyInstance, tokens: { name: string; token: string }[]): void {
   app.decorateRequest('actor', 'anonymous')
-  if (tokens.length === 0) return
-  const match = tokenMatcher(tokens)
+  let cachedKey = ''
+  let match = tokenMatcher([])
   app.addHook('onRequest', async (req, reply) => {
-    if (req.routeOptions.config?.public === true) return
+    if (tokens.length === 0 || req.routeOptions.config?.public === true) return
+    const key = JSON.stringify(tokens)
+    if (key !== cachedKey) {
+      cachedKey = key
+      match = tokenMatcher(tokens)
+    }
     // RFC 6750 §2.1: `Bearer` is case-insensitive; the token is one b64token.
     const m = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')
     const actor = m?.[1] === undefined ? undefined : match(m[1])
