@@ -48,7 +48,9 @@ function whenExited(worker: Worker): Promise<number> {
 
 export async function runPrimary(configPath: string, config: ConfigFile, count: number): Promise<number> {
   const store = (config.store?.type ?? 'memory') === 'memory' ? new MemoryStore() : null
-  const answer = store ? serveStore(store, () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)) : null
+  /** the workers alive now (a crashed one's replacement included) */
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  const answer = store ? serveStore(store, live) : null
   /** workers being replaced or stopped on purpose: their exit is not a crash */
   const leaving = new Set<Worker>()
   let stopping = false
@@ -66,7 +68,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     return w
   }
 
-  let workers = Array.from({ length: count }, fork)
+  const workers = Array.from({ length: count }, fork)
   let ready: ReadyMessage[]
   try {
     ready = await Promise.all(workers.map(whenReady))
@@ -89,24 +91,21 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       log('SIGHUP: changing the store type needs a restart; nothing changed')
       return
     }
-    log(`SIGHUP: replacing ${workers.length} workers one by one`)
-    const replaced: Worker[] = []
-    for (const old of workers) {
+    const olds = live()
+    log(`SIGHUP: replacing ${olds.length} workers one by one`)
+    for (const old of olds) {
       if (stopping) return
       const fresh = fork()
       try {
         await whenReady(fresh)
       } catch (err) {
-        log(`SIGHUP: a new worker failed (${(err as Error).message}); keeping the old ones`)
-        workers = [...replaced, ...workers.slice(replaced.length)]
+        log(`SIGHUP: a new worker failed (${(err as Error).message}); the remaining old workers stay`)
         return
       }
       leaving.add(old)
-      old.send({ sy: 'retire' })
+      if (old.isConnected()) old.send({ sy: 'retire' })
       await whenExited(old)
-      replaced.push(fresh)
     }
-    workers = replaced
     log('SIGHUP: reload done')
   }
   process.on('SIGHUP', () => {
@@ -122,8 +121,8 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     const stop = (signal: string) => {
       if (stopping) return
       stopping = true
-      log(`${signal}: stopping ${Object.keys(cluster.workers ?? {}).length} workers`)
-      const all = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+      const all = live()
+      log(`${signal}: stopping ${all.length} workers`)
       for (const w of all) w.process.kill('SIGTERM')
       void Promise.all(all.map(whenExited)).then(async (codes) => {
         await store?.close()

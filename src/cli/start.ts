@@ -69,17 +69,18 @@ export async function start(args: string[]): Promise<number> {
       })
     }
     process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
     // A worker being replaced on reload: another worker takes new connections, so idle ones
     // are left to end by themselves rather than closed under a client about to use them.
     process.on('message', (m: unknown) => {
       if ((m as { sy?: string } | null)?.sy === 'retire') stop('reload', false)
     })
-    process.on('SIGINT', () => stop('SIGINT'))
-    // SIGHUP must not kill the proxy (its default action). With --workers the primary reloads by
-    // replacing workers; a single process cannot re-read its static parts in place yet.
+    // SIGHUP: a single process reloads in place, one reload at a time. In a worker it is
+    // ignored (the primary reloads by replacing workers), so a terminal hang-up cannot kill it.
+    let reloads = Promise.resolve()
     process.on('SIGHUP', () => {
-      if (cluster.isWorker) return // the primary replaces workers; a hang-up of the terminal must not kill them
-      void reloadInPlace(configPath!, running)
+      if (cluster.isWorker) return
+      reloads = reloads.then(() => reloadInPlace(configPath!, running))
     })
   })
   if (cluster.isWorker) {
