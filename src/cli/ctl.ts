@@ -1,5 +1,117 @@
-/** `switchyard ctl`: the admin API client. Not built yet (it comes with the rollouts issue). */
-export async function ctl(_args: string[]): Promise<number> {
-  process.stderr.write('switchyard ctl: not available yet in this version; use the admin API (see README)\n')
+/**
+ * `switchyard ctl`: drives a running proxy through its admin API (SPEC §2, §5).
+ * Exit codes: 0 done, 1 the API refused or could not be reached (or a wait ran out), 2 usage.
+ */
+import { parseArgs, UsageError } from './args.js'
+import { drain, flag, parseDuration, split, target } from './ctl-commands.js'
+import { ApiError, formatApiError, UnreachableError, type CtlOptions } from './ctl-http.js'
+import { status } from './ctl-status.js'
+
+export const CTL_USAGE = `usage: switchyard ctl [options] COMMAND
+  status                                   routes and splits, targets and health, the fleet
+  split ROUTE UPSTREAM=WEIGHT...           e.g. split api v1=90 v2=10 (integer weights)
+  drain UPSTREAM TARGET [--wait 30s]       stop new requests; with --wait, exit 1 unless drained in time
+  target add UPSTREAM URL [--id ID]
+  target remove UPSTREAM TARGET [--wait 30s]
+  flag set NAME on|off [--percent N] [--by-header H | --by-cookie C | --by-ip]
+  flag get NAME
+  flag list
+options:
+  --admin URL          admin API (else $SWITCHYARD_ADMIN_URL, else http://127.0.0.1:9901)
+  --token T            bearer token (else $SWITCHYARD_ADMIN_TOKEN)
+  --reason TEXT        recorded in the audit log with a write
+  --if-match REV       the write only applies if the state is still at revision REV
+  --wait-applied MS    answer once every instance applied the write (exit 1 if one has not)
+  --json               print the API's JSON answer instead of the human form
+durations: 500ms, 30s, 2m or a number of milliseconds`
+
+const VALUE_OPTIONS = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie'] as const
+const GLOBAL = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'json']
+/** Options each command accepts besides the global ones: anything else is a typo, refused. */
+const COMMAND_OPTIONS: Record<string, string[]> = {
+  status: [],
+  split: [],
+  drain: ['wait'],
+  'target add': ['id'],
+  'target remove': ['wait'],
+  'flag set': ['percent', 'by-header', 'by-cookie', 'by-ip'],
+  'flag get': [],
+  'flag list': [],
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`switchyard ctl: ${message}\n${CTL_USAGE}\n`)
   return 2
+}
+
+export async function ctl(args: string[]): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs(args, VALUE_OPTIONS)
+  } catch (err) {
+    if (err instanceof UsageError) return usageError(err.message)
+    throw err
+  }
+  const { positional, options } = parsed
+  if (options.has('help') || positional[0] === 'help' || args.includes('-h')) {
+    process.stdout.write(CTL_USAGE + '\n')
+    return 0
+  }
+  const [command, ...rest] = positional
+  if (command === undefined) return usageError('no command given')
+  // Honest about what is missing rather than a command that pretends to work.
+  if (command === 'rollout') {
+    process.stderr.write('switchyard ctl: rollouts are not built yet\n')
+    return 2
+  }
+  const key = command === 'target' || command === 'flag' ? `${command} ${rest[0] ?? ''}` : command
+  const allowed = COMMAND_OPTIONS[key]
+  if (allowed === undefined && command !== 'target' && command !== 'flag') return usageError(`unknown command ${JSON.stringify(command)}`)
+  for (const name of options.keys()) {
+    if (!GLOBAL.includes(name) && !(allowed ?? []).includes(name)) return usageError(`unknown option --${name}${allowed ? ` for ${key}` : ''}`)
+  }
+
+  const admin = options.get('admin') ?? process.env['SWITCHYARD_ADMIN_URL'] ?? 'http://127.0.0.1:9901'
+  if (!URL.canParse(admin) || !/^https?:$/.test(new URL(admin).protocol)) return usageError(`--admin must be an http(s) URL, not ${JSON.stringify(admin)}`)
+  const ifMatch = options.get('if-match')
+  if (ifMatch !== undefined && !/^[0-9]{1,15}$/.test(ifMatch)) return usageError(`--if-match must be a revision number, not ${JSON.stringify(ifMatch)}`)
+  const waitApplied = options.get('wait-applied')
+  const opts: CtlOptions = {
+    admin,
+    token: options.get('token') ?? (process.env['SWITCHYARD_ADMIN_TOKEN'] || undefined),
+    reason: options.get('reason'),
+    ifMatch,
+    json: options.has('json'),
+    waitApplied: undefined,
+  }
+
+  try {
+    if (waitApplied !== undefined) opts.waitApplied = String(parseDuration(waitApplied, '--wait-applied'))
+    switch (command) {
+      case 'status':
+        if (rest.length > 0) throw new UsageError('status takes no arguments')
+        return await status(opts)
+      case 'split':
+        return await split(opts, rest)
+      case 'drain':
+        return await drain(opts, rest, options)
+      case 'target':
+        return await target(opts, rest, options)
+      case 'flag':
+        return await flag(opts, rest, options)
+    }
+    return usageError(`unknown command ${JSON.stringify(command)}`)
+  } catch (err) {
+    if (err instanceof UsageError) return usageError(err.message)
+    if (err instanceof ApiError) {
+      if (opts.json && err.body !== undefined) process.stdout.write(JSON.stringify(err.body, null, 2) + '\n')
+      process.stderr.write(formatApiError(err))
+      return 1
+    }
+    if (err instanceof UnreachableError) {
+      process.stderr.write(`switchyard ctl: cannot reach the admin API at ${admin}: ${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
 }
