@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process'
 import { mkdtemp, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect, it } from 'vitest'
+import { refused } from './helpers/client.js'
 import { CLI } from './helpers/proxy-process.js'
 import { freePort } from './helpers/redis.js'
 
@@ -20,17 +20,6 @@ function start(config: string, extra: string[] = []): Promise<{ code: number; st
   })
 }
 
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1')
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })
-}
-
 it('exits 1 before listening on a bad config, printing every problem with its path', async () => {
   const port = await freePort()
   const run = start(`listen: { host: 127.0.0.1, port: ${port} }
@@ -42,7 +31,7 @@ routes:
   expect(code).toBe(1)
   expect(stdout).toBe('')
   expect(stderr).toContain('routes[0].split.v1: must be >= 0')
-  expect(await listening(port)).toBe(false)
+  expect(await refused(port)).toBe(true)
 })
 
 it('refuses to bind admin to a non-loopback host without a token', async () => {

@@ -1,9 +1,10 @@
 import { readFile, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { Agent, request } from 'undici'
 import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
+import { refused } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
+import { startLoad } from './helpers/load.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
 import { freePort } from './helpers/redis.js'
 
@@ -29,47 +30,21 @@ async function reload(p: ProxyProcess, change: (c: Record<string, unknown>) => v
   })
 }
 
-function refused(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1')
-    s.once('connect', () => {
-      s.destroy()
-      resolve(false)
-    })
-    s.once('error', () => resolve(true))
-  })
-}
-
 it('SIGHUP moves the proxy to a new port in place: the new one listens first, open connections are served to the end', async () => {
   const p = await setup()
   const agent = new Agent({ connections: 4 })
   onTestFinished(() => agent.close())
-  const results: (number | string)[] = []
-  let running = true
-  const deadline = Date.now() + 20_000
-  const loops = Array.from({ length: 4 }, async () => {
-    while (running && Date.now() < deadline) {
-      try {
-        const res = await request(p.url + '/', { dispatcher: agent })
-        await res.body.dump()
-        results.push(res.statusCode)
-      } catch (err) {
-        results.push((err as Error).message)
-      }
-    }
-  })
-  await eventually(() => expect(results.length).toBeGreaterThan(100))
+  const load = startLoad(p.url, { workers: 4, dispatcher: agent })
+  await eventually(() => expect(load.count()).toBeGreaterThan(100))
   const oldPort = Number(new URL(p.url).port)
   const newPort = await freePort()
   const out = await reload(p, (c) => (c['listen'] = { host: '127.0.0.1', port: newPort }))
   expect(out).toContain(`proxy now listens on http://127.0.0.1:${newPort}`)
   expect((await request(`http://127.0.0.1:${newPort}/`)).statusCode).toBe(200)
-  const atReload = results.length
-  await eventually(() => expect(results.length).toBeGreaterThan(atReload + 100))
-  running = false
-  await Promise.all(loops)
+  const atReload = load.count()
+  await eventually(() => expect(load.count()).toBeGreaterThan(atReload + 100))
   // the kept-alive connections to the old port were never cut
-  expect(results.filter((r) => r !== 200)).toEqual([])
+  expect((await load.stop()).filter((r) => r !== 200)).toEqual([])
   expect(await refused(oldPort)).toBe(true)
 })
 

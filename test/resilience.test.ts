@@ -2,32 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startBackend, spawnBackend, type Backend } from './helpers/backend.js'
 import { hit } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
+import { startLoad } from './helpers/load.js'
 import { startDataplane, type Seed } from './helpers/dataplane.js'
-
-/** Runs `workers` loops of requests until `stop()`; collects every status (or error) seen. */
-function load(url: string, workers: number, opts: { path?: () => string } = {}) {
-  const results: (number | string)[] = []
-  let running = true
-  const deadline = Date.now() + 20_000 // a bound on every loop, whatever happens
-  const loops = Array.from({ length: workers }, async () => {
-    while (running && Date.now() < deadline) {
-      try {
-        results.push((await hit(url + (opts.path?.() ?? '/'))).status)
-      } catch (err) {
-        results.push(String((err as Error).message))
-      }
-    }
-  })
-  return {
-    results,
-    count: () => results.length,
-    async stop() {
-      running = false
-      await Promise.all(loops)
-      return results
-    },
-  }
-}
 
 describe('zero failed requests', () => {
   it('a backend SIGKILLed under GET load fails no GET', async () => {
@@ -39,7 +15,7 @@ describe('zero failed requests', () => {
     try {
       // slow responses keep requests in flight on the victim when it dies (resets before headers)
       let i = 0
-      const l = load(p.url, 32, { path: () => (i++ % 2 ? '/delay?ms=20' : '/') })
+      const l = startLoad(p.url, { workers: 32, path: () => (i++ % 2 ? '/delay?ms=20' : '/') })
       await eventually(() => expect(l.count()).toBeGreaterThan(300), { timeoutMs: 10_000 })
       await eventually(() => expect(p.inflight('v1', k2.id)).toBeGreaterThan(0), { timeoutMs: 5_000, intervalMs: 1 })
       await k2.kill('SIGKILL')
@@ -79,7 +55,7 @@ describe('zero failed requests', () => {
     try {
       let n = 0
       const swapper = setInterval(() => p.apply(seeds[++n % seeds.length]!), 10)
-      const l = load(p.url, 32, { path: () => (n % 2 ? '/delay?ms=5' : '/?v=2') })
+      const l = startLoad(p.url, { workers: 32, path: () => (n % 2 ? '/delay?ms=5' : '/?v=2') })
       await eventually(() => expect(n).toBeGreaterThan(150), { timeoutMs: 15_000 })
       clearInterval(swapper)
       const results = await l.stop()

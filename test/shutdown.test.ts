@@ -1,21 +1,9 @@
-import { connect } from 'node:net'
 import { request } from 'undici'
 import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
+import { refused } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { spawnProxy } from './helpers/proxy-process.js'
-
-function refused(url: string): Promise<boolean> {
-  const { port } = new URL(url)
-  return new Promise((resolve) => {
-    const s = connect(Number(port), '127.0.0.1')
-    s.once('connect', () => {
-      s.destroy()
-      resolve(false)
-    })
-    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
-  })
-}
 
 async function setup(shutdownTimeoutMs: number) {
   const b = await startBackend('slow')
@@ -31,7 +19,7 @@ it('SIGTERM: stops accepting at once, finishes in-flight requests with Connectio
   const inflight = request(p.url + '/delay?ms=800')
   await eventually(() => expect(b.state.requests).toBe(before + 1))
   const exit = p.stop('SIGTERM')
-  await eventually(async () => expect(await refused(p.url)).toBe(true), { timeoutMs: 3000 })
+  await eventually(async () => expect(await refused(Number(new URL(p.url).port))).toBe(true), { timeoutMs: 3000 })
   const res = await inflight
   expect(res.statusCode).toBe(200)
   expect(res.headers.connection).toBe('close')

@@ -3,6 +3,7 @@ import { Agent, request } from 'undici'
 import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
 import { eventually } from './helpers/eventually.js'
+import { startLoad } from './helpers/load.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
 
 interface Instance {
@@ -60,28 +61,13 @@ it('SIGHUP replaces the workers one by one under keep-alive load: no request fai
   const { revision } = (await put.body.json()) as { revision: number }
   const agent = new Agent({ connections: 8 })
   onTestFinished(() => agent.close())
-  const results: (number | string)[] = []
-  let running = true
-  const deadline = Date.now() + 30_000
-  const loops = Array.from({ length: 8 }, async () => {
-    while (running && Date.now() < deadline) {
-      try {
-        const res = await request(p.url + '/', { dispatcher: agent })
-        await res.body.dump()
-        results.push(res.statusCode)
-      } catch (err) {
-        results.push(String((err as Error).message))
-      }
-    }
-  })
-  await eventually(() => expect(results.length).toBeGreaterThan(200), { timeoutMs: 10_000 })
+  const load = startLoad(p.url, { workers: 8, dispatcher: agent, maxMs: 30_000 })
+  await eventually(() => expect(load.count()).toBeGreaterThan(200), { timeoutMs: 10_000 })
   p.child.kill('SIGHUP')
   await eventually(() => expect(p.stdout()).toContain('reload done'), { timeoutMs: 25_000, intervalMs: 50 })
-  const atReload = results.length
-  await eventually(() => expect(results.length).toBeGreaterThan(atReload + 200), { timeoutMs: 10_000 })
-  running = false
-  await Promise.all(loops)
-  expect(results.filter((r) => r !== 200)).toEqual([])
+  const atReload = load.count()
+  await eventually(() => expect(load.count()).toBeGreaterThan(atReload + 200), { timeoutMs: 10_000 })
+  expect((await load.stop()).filter((r) => r !== 200)).toEqual([])
   const after = await eventually(async () => {
     const list = await instances(p)
     expect(list).toHaveLength(2)

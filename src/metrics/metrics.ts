@@ -15,7 +15,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
-import { LATENCY_BOUNDS_MS } from '../dataplane/stats.js'
+import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
 
 /** What the metrics read at scrape time: the live counters and the applied state. */
 export interface MetricsDeps {
@@ -105,32 +105,23 @@ export class Metrics {
     const eachTarget = (fn: (upstream: string, id: string, state: TargetState) => void) => {
       for (const [upstream, u] of Object.entries(control.state.upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
     }
-    new Gauge({
-      name: `${PREFIX}upstream_inflight`,
-      help: 'Requests in flight to a target, in this instance.',
-      labelNames: ['upstream', 'target'],
-      registers,
-      collect() {
-        this.reset()
-        eachTarget((upstream, target) => {
-          const rt = resources.targets.get(`${upstream}/${target}`)
-          if (rt) this.set({ upstream, target }, rt.inflight)
-        })
-      },
-    })
-    new Gauge({
-      name: `${PREFIX}target_healthy`,
-      help: '1 while the target passes its health checks (active or passive), else 0.',
-      labelNames: ['upstream', 'target'],
-      registers,
-      collect() {
-        this.reset()
-        eachTarget((upstream, target) => {
-          const rt = resources.targets.get(`${upstream}/${target}`)
-          if (rt) this.set({ upstream, target }, rt.healthy ? 1 : 0)
-        })
-      },
-    })
+    /** A gauge with one series per target of the applied state, read from its runtime. */
+    const targetGauge = (name: string, help: string, value: (rt: TargetRuntime) => number) =>
+      new Gauge({
+        name: `${PREFIX}${name}`,
+        help,
+        labelNames: ['upstream', 'target'],
+        registers,
+        collect() {
+          this.reset()
+          eachTarget((upstream, target) => {
+            const rt = resources.targets.get(`${upstream}/${target}`)
+            if (rt) this.set({ upstream, target }, value(rt))
+          })
+        },
+      })
+    targetGauge('upstream_inflight', 'Requests in flight to a target, in this instance.', (rt) => rt.inflight)
+    targetGauge('target_healthy', '1 while the target passes its health checks (active or passive), else 0.', (rt) => (rt.healthy ? 1 : 0))
     new Gauge({
       name: `${PREFIX}target_state`,
       help: "1 for the target's administrative state (active, draining, disabled), 0 for the others.",

@@ -61,3 +61,15 @@ export function rawHttp(port: number, head: string[], body = ''): Promise<string
     socket.on('close', () => resolve(out))
   })
 }
+
+/** True when nothing listens on 127.0.0.1:`port` (the connection is refused). */
+export function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1')
+    s.once('connect', () => {
+      s.destroy()
+      resolve(false)
+    })
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+  })
+}
