@@ -5,6 +5,7 @@ import { startBackend } from './helpers/backend.js'
 import { eventually } from './helpers/eventually.js'
 import { startLoad } from './helpers/load.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
+import { startRedis } from './helpers/redis.js'
 
 interface Instance {
   id: string
@@ -113,4 +114,31 @@ it('a worker that dies is replaced', { timeout: 45_000 }, async () => {
     // the replacement starts after 1 s; the dead worker leaves the registry when its 5 s TTL ends
     { timeoutMs: 25_000, intervalMs: 100 },
   )
+})
+
+it('--workers 2 with Redis: each worker follows Redis and registers in the fleet', async () => {
+  const redis = await startRedis()
+  onTestFinished(() => redis.stop())
+  const b = await startBackend('w')
+  onTestFinished(() => b.close())
+  const p = await spawnProxy(
+    {
+      store: { type: 'redis', url: redis.url, prefix: 'workers-test' },
+      upstreams: { v1: { targets: [{ url: b.url }] }, v2: { targets: [{ url: b.url }] } },
+      routes: [{ name: 'r', split: { v1: 1 } }],
+    },
+    ['--workers', '2'],
+  )
+  onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
+  expect(p.stdout()).toContain('store redis workers 2')
+  await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
+  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ v2: 1 }),
+  })
+  expect(put.statusCode).toBe(200)
+  const { revision } = (await put.body.json()) as { revision: number }
+  for (const i of await instances(p)) expect(i.appliedRevision).toBe(revision)
+  expect(await p.stop('SIGTERM')).toBe(0)
 })
