@@ -60,6 +60,13 @@ function urlOf(host: string, port: number): string {
   return `http://${h}:${port}`
 }
 
+/** Listens the admin server; resolves with its URL (port 0 → the port the OS chose). */
+async function listenAdmin(admin: FastifyInstance, host: string, port: number): Promise<string> {
+  await admin.listen({ port, host })
+  const addr = admin.server.address()
+  return urlOf(host, typeof addr === 'object' && addr ? addr.port : port)
+}
+
 export function adminTokens(config: ConfigFile): { name: string; token: string }[] {
   const out: { name: string; token: string }[] = []
   if (config.admin?.token) out.push({ name: 'token', token: config.admin.token })
@@ -94,11 +101,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     const listen = { ...DEFAULTS.listen, ...config.listen }
     const adminListen = { ...DEFAULTS.admin, ...config.admin }
     const proxyAddr = await dataplane.listen(listen.port, listen.host)
-    await admin.listen({ port: adminListen.port, host: adminListen.host })
-    const adminAddr = admin.server.address()
-    const adminPort = typeof adminAddr === 'object' && adminAddr ? adminAddr.port : adminListen.port
+    let adminUrl = await listenAdmin(admin, adminListen.host, adminListen.port)
     let proxyUrl = urlOf(listen.host, proxyAddr.port)
-    let adminUrl = urlOf(adminListen.host, adminPort)
     return {
       dataplane,
       control,
@@ -136,16 +140,16 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         const [a0, a1] = [{ ...DEFAULTS.admin, ...current.admin }, { ...DEFAULTS.admin, ...next.admin }]
         if (a0.host !== a1.host || a0.port !== a1.port) {
           const fresh = await createAdminServer(deps)
+          let freshUrl: string
           try {
-            await fresh.listen({ port: a1.port, host: a1.host })
+            freshUrl = await listenAdmin(fresh, a1.host, a1.port)
           } catch (err) {
             await fresh.close()
             throw new Error(`admin: cannot listen on ${a1.host}:${a1.port} (${(err as Error).message}); ${changes.length > 0 ? `applied so far: ${changes.join(', ')}` : 'nothing changed'}`)
           }
           const old = admin
           admin = fresh
-          const addr = fresh.server.address()
-          adminUrl = urlOf(a1.host, typeof addr === 'object' && addr ? addr.port : a1.port)
+          adminUrl = freshUrl
           void old.close().catch(() => {})
           changes.push(`admin now listens on ${adminUrl}`)
         }

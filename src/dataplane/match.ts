@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'
-import { anyRawHeader, clientIp, rawHeader } from './headers.js'
+import { anyRawHeader, clientIp, rawHeader, requestHead, type RequestHead } from './headers.js'
 import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type RoutingTable } from './table.js'
 
 /** Host header without port, lowercase; `[::1]:80` → `[::1]`. */
@@ -123,4 +123,25 @@ export function flagsValue(table: RoutingTable, facts: RequestFacts): string {
     out += (i === 0 ? '' : ',') + f.name + (on ? '=on' : '=off')
   }
   return out
+}
+
+export interface Routed {
+  readonly path: string
+  readonly head: RequestHead
+  /** undefined: no route matches (404 NO_ROUTE) */
+  readonly choice: Choice | undefined
+}
+
+/**
+ * The one routing decision, shared by plain requests and upgrades: the upstream request's
+ * headers (flags included) and the route's choice of upstream, all from the table captured at
+ * entry. `keepUpgrade` keeps Connection/Upgrade for a WebSocket handshake.
+ */
+export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgrade: boolean): Routed {
+  const path = pathOf(req.url ?? '/')
+  const facts = new RequestFacts(req, path)
+  const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
+  const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, keepUpgrade)
+  const route = findRoute(table, head.host, path, req.method ?? 'GET')
+  return { path, head, choice: route === undefined ? undefined : chooseUpstream(route, facts) }
 }

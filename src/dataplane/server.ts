@@ -7,8 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
-import { clientIp, requestHead } from './headers.js'
-import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './match.js'
+import { routeRequest } from './match.js'
 import { Resources } from './resources.js'
 import { liveKeys, type RoutingTable } from './table.js'
 import { proxyUpgrade } from './ws.js'
@@ -92,17 +91,12 @@ export class Dataplane {
     const t0 = performance.now()
     const table = this.current
     this.open++
-    const path = pathOf(req.url!)
-    const facts = new RequestFacts(req, path)
-    const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
-    const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags)
-    const route = findRoute(table, head.host, path, req.method!)
-    if (route === undefined) {
+    const { path, head, choice } = routeRequest(table, req, false)
+    if (choice === undefined) {
       this.resources.noRoute++
       res.once('close', this.onClose)
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
     }
-    const choice = chooseUpstream(route, facts)
     new Exchange(this.ctx, req, res, choice, path, head.headers, head.hasBody, t0).start()
   }
 

@@ -7,8 +7,7 @@ import type { IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
-import { clientIp, requestHead } from './headers.js'
-import { RequestFacts, chooseUpstream, findRoute, flagsValue, pathOf } from './match.js'
+import { routeRequest } from './match.js'
 import type { Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
 import type { CTarget, RoutingTable } from './table.js'
@@ -22,13 +21,8 @@ function rawError(socket: Socket, code: ErrorCode): void {
 
 export function proxyUpgrade(table: RoutingTable, resources: Resources, req: IncomingMessage, client: Socket, head: Buffer): void {
   client.on('error', () => client.destroy())
-  const path = pathOf(req.url ?? '/')
-  const facts = new RequestFacts(req, path)
-  const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
-  const reqHead = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, true)
-  const route = findRoute(table, reqHead.host, path, req.method ?? 'GET')
-  if (route === undefined) return rawError(client, 'NO_ROUTE')
-  const choice = chooseUpstream(route, facts)
+  const { path, head: reqHead, choice } = routeRequest(table, req, true)
+  if (choice === undefined) return rawError(client, 'NO_ROUTE')
   const upstream = choice.upstream
   const t0 = performance.now()
   let lines = `${req.method} ${path} HTTP/1.1\r\n`
