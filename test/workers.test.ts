@@ -19,6 +19,24 @@ async function instances(p: ProxyProcess): Promise<Instance[]> {
   return ((await res.body.json()) as { instances: Instance[] }).instances
 }
 
+/** Waits until both workers are registered in the fleet; resolves with them. */
+function twoInstances(p: ProxyProcess): Promise<Instance[]> {
+  return eventually(async () => {
+    const list = await instances(p)
+    expect(list).toHaveLength(2)
+    return list
+  })
+}
+
+/** PUT route r's split through whichever worker answers, waiting until the fleet applied it. */
+function putSplit(p: ProxyProcess, split: Record<string, number>) {
+  return request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(split),
+  })
+}
+
 async function cluster(workers = 2) {
   const b = await startBackend('w')
   onTestFinished(() => b.close())
@@ -35,11 +53,7 @@ it('--workers 2 with the memory store: two instances share the ports and one sta
   await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
   expect(p.stdout()).toContain('workers 2')
   // a write through whichever worker answers is applied by both (the primary holds the state)
-  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ v1: 0, v2: 1 }),
-  })
+  const put = await putSplit(p, { v1: 0, v2: 1 })
   expect(put.statusCode).toBe(200)
   const { revision } = (await put.body.json()) as { revision: number }
   for (const i of await instances(p)) expect(i.appliedRevision).toBe(revision)
@@ -49,16 +63,8 @@ it('--workers 2 with the memory store: two instances share the ports and one sta
 
 it('SIGHUP replaces the workers one by one under keep-alive load: no request fails, the state stays', async () => {
   const { p } = await cluster(2)
-  const before = await eventually(async () => {
-    const list = await instances(p)
-    expect(list).toHaveLength(2)
-    return list
-  })
-  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ v1: 1, v2: 1 }),
-  })
+  const before = await twoInstances(p)
+  const put = await putSplit(p, { v1: 1, v2: 1 })
   const { revision } = (await put.body.json()) as { revision: number }
   const agent = new Agent({ connections: 8 })
   onTestFinished(() => agent.close())
@@ -69,11 +75,7 @@ it('SIGHUP replaces the workers one by one under keep-alive load: no request fai
   const atReload = load.count()
   await eventually(() => expect(load.count()).toBeGreaterThan(atReload + 200), { timeoutMs: 10_000 })
   expect((await load.stop()).filter((r) => r !== 200)).toEqual([])
-  const after = await eventually(async () => {
-    const list = await instances(p)
-    expect(list).toHaveLength(2)
-    return list
-  })
+  const after = await twoInstances(p)
   const oldPids = new Set(before.map((i) => i.pid))
   for (const i of after) {
     expect(oldPids.has(i.pid)).toBe(false)
@@ -83,11 +85,7 @@ it('SIGHUP replaces the workers one by one under keep-alive load: no request fai
 
 it('SIGHUP with a broken config changes nothing', async () => {
   const { p } = await cluster(2)
-  const before = await eventually(async () => {
-    const list = await instances(p)
-    expect(list).toHaveLength(2)
-    return list
-  })
+  const before = await twoInstances(p)
   await writeFile(p.configFile, '{"routes": [{"name": "r", "split": {"v9": 1}}], "upstreams": {}}')
   p.child.kill('SIGHUP')
   await eventually(() => expect(p.stdout()).toContain('nothing changed'))
@@ -99,11 +97,7 @@ it('SIGHUP with a broken config changes nothing', async () => {
 
 it('a worker that dies is replaced', { timeout: 45_000 }, async () => {
   const { p } = await cluster(2)
-  const before = await eventually(async () => {
-    const list = await instances(p)
-    expect(list).toHaveLength(2)
-    return list
-  })
+  const before = await twoInstances(p)
   process.kill(before[0]!.pid, 'SIGKILL')
   await eventually(
     async () => {
@@ -132,11 +126,7 @@ it('--workers 2 with Redis: each worker follows Redis and registers in the fleet
   onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
   expect(p.stdout()).toContain('store redis workers 2')
   await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
-  const put = await request(p.adminUrl + '/api/routes/r/split?waitApplied=3000', {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ v2: 1 }),
-  })
+  const put = await putSplit(p, { v2: 1 })
   expect(put.statusCode).toBe(200)
   const { revision } = (await put.body.json()) as { revision: number }
   for (const i of await instances(p)) expect(i.appliedRevision).toBe(revision)
