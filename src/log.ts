@@ -1,0 +1,37 @@
+/**
+ * The one logger of a process: pino, JSON lines with `time` (ISO 8601) and `level`, made once
+ * at start (`cli/start.ts`) and passed down to whatever runs on the control side. The data
+ * plane never logs: faults it sees are published on `node:diagnostics_channel` and logged by
+ * a control-side listener, so the request path never formats or writes a line.
+ *
+ * Lines are written synchronously: control-plane events are rare (a state change, a Redis
+ * reconnect, an ejection), and a line written just before `process.exit` must not be lost.
+ */
+import { pino, type DestinationStream, type Logger } from 'pino'
+
+export type { Logger }
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export interface LoggerOptions {
+  /** default `info` */
+  level?: LogLevel
+  /** default: stdout */
+  destination?: DestinationStream
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  return pino(
+    {
+      level: opts.level ?? 'info',
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    opts.destination ?? pino.destination({ fd: 1, sync: true }),
+  )
+}
+
+/** Writes nothing: the default for instances run in-process (tests, the demo's embedded parts). */
+export const silentLogger: Logger = pino({ level: 'silent' })
