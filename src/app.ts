@@ -9,6 +9,7 @@ import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
 import { HealthChecker } from './control/health.js'
 import { Dataplane } from './dataplane/server.js'
+import { silentLogger, type Logger } from './log.js'
 import { MemoryStore } from './store/memory.js'
 import type { Store } from './store/store.js'
 
@@ -19,12 +20,15 @@ export interface AppOptions {
   resyncMs?: number
   heartbeatMs?: number
   instanceTtlMs?: number
+  /** Where control-side events are logged; default: nowhere (in-process instances in tests). */
+  logger?: Logger
 }
 
 export interface App {
   readonly dataplane: Dataplane
   readonly control: ControlPlane
   readonly admin: FastifyInstance
+  readonly log: Logger
   readonly proxyUrl: string
   readonly adminUrl: string
   /**
@@ -75,6 +79,7 @@ export function adminTokens(config: ConfigFile): { name: string; token: string }
 }
 
 export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {}): Promise<App> {
+  const log = opts.logger ?? silentLogger
   const dataplane = new Dataplane()
   const health = new HealthChecker(dataplane.resources)
   const store = opts.store ?? (await storeFor(config))
@@ -106,6 +111,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     return {
       dataplane,
       control,
+      log,
       get admin() {
         return admin
       },

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os'
 import { startSwitchyard, type App } from '../app.js'
 import { loadConfigFile } from '../config/load.js'
 import { formatProblem } from '../errors.js'
+import { createLogger } from '../log.js'
 import { IpcStore } from '../store/ipc.js'
 import { parseArgs, UsageError } from './args.js'
 import { runPrimary, type ReadyMessage } from './cluster.js'
@@ -50,7 +51,7 @@ export async function start(args: string[]): Promise<number> {
   try {
     // A worker with the memory store reaches the primary's state over IPC.
     const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
-    app = await startSwitchyard(config, { store })
+    app = await startSwitchyard(config, { store, logger: createLogger() })
   } catch (err) {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     return 1
