@@ -20,6 +20,8 @@ export interface AppOptions {
   resyncMs?: number
   heartbeatMs?: number
   instanceTtlMs?: number
+  /** How long an instance may stay behind the store before it is reported (default 5 s). */
+  behindAlertMs?: number
   /** Where control-side events are logged; default: nowhere (in-process instances in tests). */
   logger?: Logger
 }
@@ -87,11 +89,13 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     store,
     dataplane,
     seed: seedState(config),
+    log,
     resyncMs: opts.resyncMs,
     heartbeatMs: opts.heartbeatMs,
     instanceTtlMs: opts.instanceTtlMs,
-    onApplied: (state) => health.sync(state),
+    behindAlertMs: opts.behindAlertMs,
   })
+  control.follower.onApplied((state) => health.sync(state))
   const deps = { control, dataplane, tokens: adminTokens(config) }
   let admin = await createAdminServer(deps)
   let current = config

@@ -163,6 +163,8 @@ describe('admin API', () => {
         host: expect.any(String),
         pid: process.pid,
         appliedRevision: 1,
+        behindMs: 0,
+        laggard: false,
         lastSeen: expect.any(String),
         inflight: expect.objectContaining({ [`v1/${v1.id}`]: 0 }),
       },

@@ -201,11 +201,15 @@ describe('GET /metrics', () => {
       flags: {},
       rollouts: {},
     }
-    const metrics = new Metrics({ dataplane: { resources }, control: { state, store: { connected: false } } })
+    const follower = { behindMs: () => 2_500, applyFailures: 1, behindAlerts: 3 }
+    const metrics = new Metrics({ dataplane: { resources }, control: { state, store: { connected: false }, follower } })
     // A second instance in the same process does not clash with the first ("already registered").
-    const other = new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true } } })
+    const other = new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true }, follower } })
     const m = parse(await metrics.render())
     expect(value(parse(await other.render()), 'switchyard_store_connected')).toBe(1)
+    expect(value(m, 'switchyard_state_behind_seconds')).toBe(2.5)
+    expect(value(m, 'switchyard_state_apply_failures_total')).toBe(1)
+    expect(value(m, 'switchyard_state_behind_alerts_total')).toBe(3)
 
     expect(m.text).toContain('route="we\\"ird\\\\route\\nname"')
     const h = histogram(m, route, 'v1')

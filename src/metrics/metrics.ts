@@ -20,7 +20,11 @@ import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
 /** What the metrics read at scrape time: the live counters and the applied state. */
 export interface MetricsDeps {
   dataplane: { readonly resources: Resources }
-  control: { readonly state: State; readonly store: { readonly connected: boolean } }
+  control: {
+    readonly state: State
+    readonly store: { readonly connected: boolean }
+    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number }
+  }
 }
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -140,6 +144,32 @@ export class Metrics {
       registers,
       collect() {
         this.set(control.state.revision)
+      },
+    })
+    new Gauge({
+      name: `${PREFIX}state_behind_seconds`,
+      help: "How long this instance's applied revision has been behind the store's (0 when it is not). Above 5 s it is not following: see its log.",
+      registers,
+      collect() {
+        this.set(control.follower.behindMs() / 1000)
+      },
+    })
+    new Counter({
+      name: `${PREFIX}state_behind_alerts_total`,
+      help: 'Times this instance stayed behind the store for more than 5 s (each logged as a warning).',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(control.follower.behindAlerts)
+      },
+    })
+    new Counter({
+      name: `${PREFIX}state_apply_failures_total`,
+      help: 'States from the store that this instance could not compile (each revision once; logged as an error).',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(control.follower.applyFailures)
       },
     })
     new Gauge({

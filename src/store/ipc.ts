@@ -11,7 +11,7 @@ import { SwitchyardError } from '../errors.js'
 import type { MemoryStore } from './memory.js'
 import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
 
-type Op = 'load' | 'revision' | 'commit' | 'seed' | 'events' | 'register' | 'unregister' | 'instances'
+type Op = 'load' | 'revision' | 'commit' | 'seed' | 'events' | 'register' | 'unregister' | 'instances' | 'lease' | 'releaseLease' | 'leaseHolder'
 
 interface CallMessage {
   sy: 'store-call'
@@ -134,6 +134,15 @@ export class IpcStore implements Store {
   }
   instances(): Promise<InstanceInfo[]> {
     return this.call('instances')
+  }
+  lease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.call('lease', name, holder, ttlMs)
+  }
+  releaseLease(name: string, holder: string): Promise<boolean> {
+    return this.call('releaseLease', name, holder)
+  }
+  leaseHolder(name: string): Promise<string | null> {
+    return this.call('leaseHolder', name)
   }
   async close(): Promise<void> {
     this.closed = true

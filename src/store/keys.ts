@@ -17,6 +17,7 @@
  * - `{p}:changes`   the pub/sub channel; each message is the new revision as a decimal string.
  * - `{p}:instance:<id>`  one key per proxy instance (JSON `InstanceInfo`) with a PX TTL.
  * - `{p}:instances` a set of registered ids: the index used to list them.
+ * - `{p}:lease:<name>`  who holds the lease `name` (e.g. the rollout driver), with a PX TTL.
  *
  * Why one key per instance with PX rather than a sorted set of expiry scores: Redis itself
  * expires a dead instance, judged by the Redis clock alone (no clock skew between proxy
@@ -39,6 +40,7 @@ export interface StoreKeys {
   /** Prefix of the per-instance keys; the id follows it. */
   readonly instancePrefix: string
   instance(id: string): string
+  lease(name: string): string
 }
 
 /** The key names for `prefix`; the same prefix always gives the same names. */
@@ -54,5 +56,6 @@ export function storeKeys(prefix: string = DEFAULTS.redisPrefix): StoreKeys {
     instances: `${tag}:instances`,
     instancePrefix,
     instance: (id) => `${instancePrefix}${id}`,
+    lease: (name) => `${tag}:lease:${name}`,
   }
 }

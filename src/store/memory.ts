@@ -25,6 +25,7 @@ export class MemoryBacking {
   /** JSON events, newest first, at most EVENTS_CAP. */
   readonly events: string[] = []
   readonly instances = new Map<string, { json: string; expiresAt: number }>()
+  readonly leases = new Map<string, { holder: string; expiresAt: number }>()
   readonly stores = new Set<MemoryStore>()
 
   /** Tells every attached, open handle (the writer included, as Redis pub/sub does). */
@@ -129,6 +130,36 @@ export class MemoryStore implements Store {
       else live.push(JSON.parse(entry.json) as InstanceInfo)
     }
     return live.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  }
+
+  async lease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    this.ensureOpen()
+    const current = this.liveLease(name)
+    if (current !== undefined && current.holder !== holder) return false
+    this.backing.leases.set(name, { holder, expiresAt: Date.now() + Math.max(1, Math.ceil(ttlMs)) })
+    return true
+  }
+
+  async releaseLease(name: string, holder: string): Promise<boolean> {
+    this.ensureOpen()
+    if (this.liveLease(name)?.holder !== holder) return false
+    this.backing.leases.delete(name)
+    return true
+  }
+
+  async leaseHolder(name: string): Promise<string | null> {
+    this.ensureOpen()
+    return this.liveLease(name)?.holder ?? null
+  }
+
+  /** Expiry judged lazily by timestamp, like instances: no timer. */
+  private liveLease(name: string): { holder: string; expiresAt: number } | undefined {
+    const lease = this.backing.leases.get(name)
+    if (lease !== undefined && lease.expiresAt <= Date.now()) {
+      this.backing.leases.delete(name)
+      return undefined
+    }
+    return lease
   }
 
   async close(): Promise<void> {

@@ -76,3 +76,21 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out
 `)
+
+/** KEYS: lease. ARGV: holder, ttl ms. Extends the lease iff `holder` holds it; 1 when it did. */
+export const RENEW_LEASE = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+/** KEYS: lease. ARGV: holder. Deletes the lease iff `holder` holds it; 1 when it did. */
+export const RELEASE_LEASE = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`)

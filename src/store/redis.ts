@@ -23,7 +23,7 @@ import { EVENTS_CAP, storeKeys } from './keys.js'
 import type { StoreKeys } from './keys.js'
 import { RedisConnections } from './redis-connection.js'
 import type { RedisClient } from './redis-connection.js'
-import { COMMIT, INSTANCES, REGISTER, SEED } from './redis-scripts.js'
+import { COMMIT, INSTANCES, REGISTER, RELEASE_LEASE, RENEW_LEASE, SEED } from './redis-scripts.js'
 import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
 
 export interface RedisStoreOptions {
@@ -160,6 +160,23 @@ export class RedisStore implements Store {
     const k = this.keys
     const list = (await this.call(() => INSTANCES.run(this.cmd, [k.instances], [k.instancePrefix]))) as string[]
     return list.map((json) => parseJson<InstanceInfo>(json, 'instance')).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  }
+
+  /** `SET NX PX` takes a free lease; the renew script extends one `holder` already holds. */
+  async lease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const key = this.keys.lease(name)
+    const ttl = Math.max(1, Math.ceil(ttlMs))
+    const taken = await this.call(() => this.cmd.set(key, holder, 'PX', ttl, 'NX'))
+    if (taken === 'OK') return true
+    return (await this.call(() => RENEW_LEASE.run(this.cmd, [key], [holder, ttl]))) === 1
+  }
+
+  async releaseLease(name: string, holder: string): Promise<boolean> {
+    return (await this.call(() => RELEASE_LEASE.run(this.cmd, [this.keys.lease(name)], [holder]))) === 1
+  }
+
+  async leaseHolder(name: string): Promise<string | null> {
+    return this.call(() => this.cmd.get(this.keys.lease(name)))
   }
 
   /** Quits both connections (or drops them when Redis is down); leaves no socket or reconnect timer. */

@@ -23,6 +23,8 @@ export interface InstanceInfo {
   host: string
   pid: number
   appliedRevision: number
+  /** how long its applied revision has been behind the store's, in ms, by its own account (0: not behind) */
+  behindMs?: number
   lastSeen: string // ISO 8601, set by the store on register
   /** in-flight requests per `upstream/targetId` */
   inflight: Record<string, number>
@@ -65,5 +67,16 @@ export interface Store {
   unregister(id: string): Promise<void>
   /** The live instances (registered within their TTL). */
   instances(): Promise<InstanceInfo[]>
+  /**
+   * Acquires or renews the lease `name` for `holder` for `ttlMs`: true when `holder` holds it
+   * now (it was free, expired, or already `holder`'s), false when someone else does. Expiry is
+   * judged by the store's clock alone, so holders on different hosts need no synchronised
+   * clocks. A holder that stops renewing loses the lease after `ttlMs`.
+   */
+  lease(name: string, holder: string, ttlMs: number): Promise<boolean>
+  /** Gives the lease up at once if `holder` holds it; true when it did. */
+  releaseLease(name: string, holder: string): Promise<boolean>
+  /** Who holds the lease now, or null when nobody does. */
+  leaseHolder(name: string): Promise<string | null>
   close(): Promise<void>
 }

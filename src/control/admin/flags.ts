@@ -1,20 +1,14 @@
 /** Feature flags: `GET /api/flags`, `GET|PUT|DELETE /api/flags/{name}`. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { FlagSpec, Name, type State } from '../../config/schema.js'
-import { SwitchyardError } from '../../errors.js'
+import { FlagSpec, Name } from '../../config/schema.js'
+import { deleteFlag, flagOf, putFlag } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
 import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit } from './write.js'
 
 const FlagParams = Type.Object({ name: Name })
 const FlagView = { name: Name, ...FlagSpec.properties }
-
-function flagOf(state: State, name: string): FlagSpec {
-  const flag = Object.hasOwn(state.flags, name) ? state.flags[name] : undefined
-  if (flag === undefined) throw new SwitchyardError('NOT_FOUND', `no flag ${JSON.stringify(name)}`)
-  return flag
-}
 
 export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control } = deps
@@ -54,14 +48,8 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
     async (req, reply) => {
       const { name } = req.params
       const flag = req.body
-      let created = false
-      const { revision } = await commit(control, req, (draft) => {
-        const before = Object.hasOwn(draft.flags, name) ? draft.flags[name] : undefined
-        created = before === undefined
-        draft.flags[name] = structuredClone(flag)
-        return { action: 'flag.put', target: `flags/${name}`, before: before ?? null, after: flag, result: null }
-      })
-      return answerWrite(control, reply, created ? 201 : 200, revision, { name, ...flag }, req.query.waitApplied)
+      const { revision, result } = await commit(control, req, putFlag(name, flag))
+      return answerWrite(control, reply, result.created ? 201 : 200, revision, { name, ...flag }, req.query.waitApplied)
     },
   )
 
@@ -70,11 +58,7 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
     { schema: { tags, summary: 'remove a flag', params: FlagParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) } },
     async (req, reply) => {
       const { name } = req.params
-      const { revision } = await commit(control, req, (draft) => {
-        const before = flagOf(draft, name)
-        delete draft.flags[name]
-        return { action: 'flag.delete', target: `flags/${name}`, before, after: null, result: null }
-      })
+      const { revision } = await commit(control, req, deleteFlag(name))
       return answerWrite(control, reply, 200, revision, { name }, req.query.waitApplied)
     },
   )

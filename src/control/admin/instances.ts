@@ -1,4 +1,7 @@
-/** `GET /api/instances`: the live proxy instances of the fleet, from the registry (SPEC §7). */
+/**
+ * `GET /api/instances`: the live proxy instances of the fleet, from the registry, each marked
+ * `laggard` when it has stayed behind the store's revision for more than 5 s.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import type { AdminDeps } from './deps.js'
@@ -9,6 +12,8 @@ export const InstanceSchema = Type.Object({
   host: Type.String(),
   pid: Type.Integer(),
   appliedRevision: Type.Integer(),
+  behindMs: Type.Optional(Type.Integer({ minimum: 0, description: 'how long its applied revision has been behind the store, by its own account (0: not behind)' })),
+  laggard: Type.Boolean({ description: 'behind the store for more than 5 s: it is not following; look at its log' }),
   lastSeen: Type.String({ description: 'ISO 8601 time of its last heartbeat' }),
   inflight: Type.Record(Type.String(), Type.Integer({ minimum: 0 }), { description: 'per `upstream/targetId`, as of lastSeen' }),
 })
@@ -17,6 +22,6 @@ export const instancesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
   app.get(
     '/api/instances',
     { schema: { tags: ['instances'], summary: 'live instances of the fleet', response: readResponses({ instances: Type.Array(InstanceSchema) }) } },
-    async () => ({ instances: await deps.control.store.instances() }),
+    async () => ({ instances: await deps.control.fleet.instances() }),
   )
 }

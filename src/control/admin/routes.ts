@@ -1,9 +1,9 @@
 /** Routes: `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { Name, RouteSpec, Split, type RouteSpec as Route, type State } from '../../config/schema.js'
+import { Name, RouteSpec, Split, type RouteSpec as Route } from '../../config/schema.js'
 import { normalizeState } from '../../config/validate.js'
-import { SwitchyardError } from '../../errors.js'
+import { deleteRoute, indexOfRoute, putRoute, setSplit } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
 import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit, validationError } from './write.js'
@@ -12,12 +12,6 @@ const RouteParams = Type.Object({ name: Name })
 
 /** A route body: the route without its name, or with the same name as the path. */
 const RouteBody = Type.Object({ ...RouteSpec.properties, name: Type.Optional(Name) }, { additionalProperties: false })
-
-function indexOfRoute(state: State, name: string): number {
-  const i = state.routes.findIndex((r) => r.name === name)
-  if (i < 0) throw new SwitchyardError('NOT_FOUND', `no route ${JSON.stringify(name)}`)
-  return i
-}
 
 export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control } = deps
@@ -52,16 +46,8 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
       }
       // Lowercases rule header names, as the config loader does.
       const route = normalizeState({ upstreams: {}, routes: [{ ...req.body, name }] }).routes[0] as Route
-      let created = false
-      const { revision } = await commit(control, req, (draft) => {
-        const i = draft.routes.findIndex((r) => r.name === name)
-        created = i < 0
-        const before = created ? null : draft.routes[i]
-        if (created) draft.routes.push(route)
-        else draft.routes[i] = route
-        return { action: 'route.put', target: `routes/${name}`, before, after: route, result: null }
-      })
-      return answerWrite(control, reply, created ? 201 : 200, revision, route, req.query.waitApplied)
+      const { revision, result } = await commit(control, req, putRoute(route))
+      return answerWrite(control, reply, result.created ? 201 : 200, revision, route, req.query.waitApplied)
     },
   )
 
@@ -72,10 +58,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     },
     async (req, reply) => {
       const { name } = req.params
-      const { revision } = await commit(control, req, (draft) => {
-        const [before] = draft.routes.splice(indexOfRoute(draft, name), 1)
-        return { action: 'route.delete', target: `routes/${name}`, before, after: null, result: null }
-      })
+      const { revision } = await commit(control, req, deleteRoute(name))
       return answerWrite(control, reply, 200, revision, { name }, req.query.waitApplied)
     },
   )
@@ -96,12 +79,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     async (req, reply) => {
       const { name } = req.params
       const split = req.body
-      const { revision } = await commit(control, req, (draft) => {
-        const route = draft.routes[indexOfRoute(draft, name)]!
-        const before = route.split
-        route.split = { ...split }
-        return { action: 'split.put', target: `routes/${name}/split`, before, after: split, result: null }
-      })
+      const { revision } = await commit(control, req, setSplit(name, split))
       return answerWrite(control, reply, 200, revision, { route: name, split }, req.query.waitApplied)
     },
   )

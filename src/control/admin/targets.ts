@@ -4,24 +4,13 @@
  * still has a request in flight to the target (SPEC §4).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
 import Type from 'typebox'
-import { Name, TargetSpec, TargetState, type State, type Target } from '../../config/schema.js'
-import { SwitchyardError } from '../../errors.js'
-import type { ControlPlane } from '../control-plane.js'
+import { Name, TargetSpec, TargetState } from '../../config/schema.js'
+import { addTarget, removeTarget, setTargetState, targetOf } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
-import { fleetInflight, waitDrained } from './fleet.js'
 import { DrainQuery, Laggard, readResponses, Revision, StoredTarget, TargetParams, UpstreamParams, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
-import { normalizeUpstream, upstreamOf } from './upstreams.js'
+import { normalizeUpstream } from './upstreams.js'
 import { answerWrite, commit } from './write.js'
-
-function targetOf(state: State, upstream: string, id: string): Target {
-  const target = upstreamOf(state, upstream).targets.find((t) => t.id === id)
-  if (target === undefined) throw new SwitchyardError('NOT_FOUND', `upstream ${JSON.stringify(upstream)} has no target ${JSON.stringify(id)}`)
-  return target
-}
-
-const where = (upstream: string, id: string) => `upstreams/${upstream}/targets/${id}`
 const TargetView = { upstream: Name, ...StoredTarget.properties }
 const DrainView = {
   ...TargetView,
@@ -40,21 +29,6 @@ const drainResponses = {
   }),
 }
 
-/** Sets a target's state in one write. */
-async function setState(control: ControlPlane, req: FastifyRequest, upstream: string, id: string, state: Target['state'], action: string, ifMatch = true) {
-  return commit(
-    control,
-    req,
-    (draft) => {
-      const target = targetOf(draft, upstream, id)
-      const before = { ...target }
-      target.state = state
-      return { action, target: where(upstream, id), before, after: { ...target }, result: { ...target } }
-    },
-    { ifMatch },
-  )
-}
-
 export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control, dataplane } = deps
   const tags = ['targets']
@@ -67,14 +41,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       // Checks the url and fills in the default id (host:port) and state (active).
       const [target] = normalizeUpstream(name, { targets: [req.body] }).targets
       if (target === undefined) throw new Error('normalizeUpstream lost a target')
-      const { revision } = await commit(control, req, (draft) => {
-        const upstream = upstreamOf(draft, name)
-        if (upstream.targets.some((t) => t.id === target.id)) {
-          throw new SwitchyardError('CONFLICT', `upstream ${JSON.stringify(name)} already has a target ${JSON.stringify(target.id)}`)
-        }
-        upstream.targets.push(target)
-        return { action: 'target.add', target: where(name, target.id), before: null, after: target, result: null }
-      })
+      const { revision } = await commit(control, req, addTarget(name, target))
       return answerWrite(control, reply, 201, revision, { upstream: name, ...target }, req.query.waitApplied)
     },
   )
@@ -93,7 +60,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       const { name, id } = req.params
       const state = control.state
       const target = targetOf(state, name, id)
-      const { inflight } = await fleetInflight(control, `${name}/${id}`)
+      const { inflight } = await control.fleet.targetInflight(`${name}/${id}`)
       // Health is this instance's view (its own active and passive checks).
       const healthy = dataplane.resources.targets.get(`${name}/${id}`)?.healthy ?? false
       return { revision: state.revision, upstream: name, ...target, healthy, inflight }
@@ -115,7 +82,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     },
     async (req, reply) => {
       const { name, id } = req.params
-      const { revision, result } = await setState(control, req, name, id, req.body.state, 'target.patch')
+      const { revision, result } = await commit(control, req, setTargetState(name, id, req.body.state, 'target.patch'))
       return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, req.query.waitApplied)
     },
   )
@@ -135,9 +102,9 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     async (req, reply) => {
       const { name, id } = req.params
       const { waitMs, waitApplied } = req.query
-      const { revision, result } = await setState(control, req, name, id, 'draining', 'target.drain')
+      const { revision, result } = await commit(control, req, setTargetState(name, id, 'draining', 'target.drain'))
       if (waitMs === undefined) return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, waitApplied)
-      const { drained, inflight } = await waitDrained(control, `${name}/${id}`, revision, waitMs)
+      const { drained, inflight } = await control.fleet.waitDrained(`${name}/${id}`, revision, waitMs)
       if (!drained) {
         reply.header('etag', `"${revision}"`)
         return reply.code(202).send({ revision, upstream: name, ...result, drained, inflight })
@@ -166,23 +133,13 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       if (waitMs !== undefined) {
         let revision = control.state.revision
         if (targetOf(control.state, name, id).state === 'active') {
-          revision = (await setState(control, req, name, id, 'draining', 'target.drain')).revision
+          revision = (await commit(control, req, setTargetState(name, id, 'draining', 'target.drain'))).revision
           // If-Match guarded the drain; the removal follows it whatever else was written meanwhile.
           ifMatch = false
         }
-        outcome = await waitDrained(control, `${name}/${id}`, revision, waitMs)
+        outcome = await control.fleet.waitDrained(`${name}/${id}`, revision, waitMs)
       }
-      const { revision, result } = await commit(
-        control,
-        req,
-        (draft) => {
-          const upstream = upstreamOf(draft, name)
-          const before = targetOf(draft, name, id)
-          upstream.targets = upstream.targets.filter((t) => t.id !== id)
-          return { action: 'target.remove', target: where(name, id), before, after: null, result: before }
-        },
-        { ifMatch },
-      )
+      const { revision, result } = await commit(control, req, removeTarget(name, id), { ifMatch })
       return answerWrite(control, reply, 200, revision, { upstream: name, ...result, ...outcome }, waitApplied)
     },
   )

@@ -1,13 +1,14 @@
 /**
  * The one path every admin write takes: If-Match and reason from the headers, the actor from
- * auth, `control.write` (validate, compare-and-set, apply), then the answer with its ETag and,
- * with `?waitApplied`, the fleet's confirmation. Handlers only describe the mutation.
+ * auth, the writer (validate, compare-and-set, audit, apply), then the answer with its ETag and,
+ * with `?waitApplied`, the fleet's confirmation. Handlers only pick the mutation (mutations.ts).
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Problem } from '../../errors.js'
 import { SwitchyardError, formatProblem } from '../../errors.js'
 import type { InstanceInfo } from '../../store/store.js'
-import type { ControlPlane, Mutation } from '../control-plane.js'
+import type { ControlPlane } from '../control-plane.js'
+import type { Mutation } from '../mutations.js'
 
 /** `5` or `"5"` → 5; absent → undefined. The header schema already refused other forms. */
 export function parseIfMatch(value: string | string[] | undefined): number | undefined {
@@ -37,7 +38,7 @@ export async function commit<T>(
   const header = req.headers['x-switchyard-reason']
   const reason = typeof header === 'string' && header !== '' ? header : undefined
   const ifMatch = opts.ifMatch === false ? undefined : parseIfMatch(req.headers['if-match'])
-  const { revision, change } = await control.write(mutation, { ifMatch, actor: req.actor, reason })
+  const { revision, change } = await control.writer.write(mutation, { ifMatch, actor: req.actor, reason })
   return { revision, result: change.result }
 }
 
@@ -48,7 +49,7 @@ export async function commit<T>(
  */
 export async function laggardsAfter(control: ControlPlane, revision: number, ms: number): Promise<InstanceInfo[] | null> {
   try {
-    return await control.waitApplied(revision, ms)
+    return await control.fleet.waitApplied(revision, ms)
   } catch {
     return null
   }

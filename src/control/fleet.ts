@@ -1,0 +1,155 @@
+/**
+ * This instance's place in the fleet: it registers itself in the store's instance registry
+ * (id, applied revision, in-flight per target, how far behind it is) with a short TTL, and it
+ * answers fleet-wide questions from that registry: who is live and who lags, has every
+ * instance applied a revision (`waitApplied`), how many requests are in flight to a target
+ * anywhere (drains).
+ */
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Dataplane } from '../dataplane/server.js'
+import type { InstanceInfo, Store } from '../store/store.js'
+import type { Follower } from './follower.js'
+
+export interface FleetOptions {
+  store: Store
+  dataplane: Dataplane
+  follower: Follower
+  /** Registry heartbeat interval. Default 1 s. */
+  heartbeatMs?: number
+  /** Registry TTL: an instance silent for this long leaves the fleet. Default 5 s. */
+  instanceTtlMs?: number
+  /** Lag beyond which an instance is marked a laggard. Default 5 s. */
+  behindAlertMs?: number
+}
+
+/** A registry entry as the admin API shows it. */
+export interface FleetInstance extends InstanceInfo {
+  /** behind the store's revision for longer than the alert threshold */
+  laggard: boolean
+}
+
+/** How often waits re-read the registry: fast enough to answer within ms, light on the store. */
+const POLL_MS = 5
+const DRAIN_POLL_MS = 10
+
+export class Fleet {
+  readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+
+  constructor(private readonly opts: FleetOptions) {}
+
+  private get alertMs(): number {
+    return this.opts.behindAlertMs ?? 5_000
+  }
+
+  /** Registers now, again after every applied state (so waitApplied answers within ms), and on a timer. */
+  async start(): Promise<void> {
+    this.opts.follower.onApplied(() => void this.heartbeat())
+    await this.heartbeat()
+    this.timer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? 1_000)
+    this.timer.unref()
+  }
+
+  /** In-flight requests per `upstream/target` in this process. */
+  inflight(): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const [key, rt] of this.opts.dataplane.resources.targets) out[key] = rt.inflight
+    return out
+  }
+
+  /** Never rejects: a registry write that fails is retried by the next heartbeat. */
+  async heartbeat(): Promise<void> {
+    const { store, follower } = this.opts
+    if (this.closed || !store.connected) return
+    const info: Omit<InstanceInfo, 'lastSeen'> = {
+      id: this.instanceId,
+      host: hostname(),
+      pid: process.pid,
+      appliedRevision: follower.state.revision,
+      behindMs: follower.behindMs(),
+      inflight: this.inflight(),
+    }
+    await store.register(info, this.opts.instanceTtlMs ?? 5_000).catch(() => {})
+  }
+
+  /**
+   * The live instances, each marked `laggard` when its applied revision has been below the
+   * store's for longer than the alert threshold: by its own report, or by how long this
+   * instance has known of a newer revision (so an instance that stopped reporting honestly
+   * is still caught).
+   */
+  async instances(): Promise<FleetInstance[]> {
+    const { store, follower } = this.opts
+    const [list, storeRevision] = await Promise.all([store.instances(), store.revision().catch(() => null)])
+    const current = storeRevision ?? follower.state.revision
+    const now = Date.now()
+    return list.map((i) => {
+      const since = follower.newerKnownSince(i.appliedRevision)
+      const behind = i.appliedRevision < current
+      const laggard = behind && ((i.behindMs ?? 0) > this.alertMs || (since !== null && now - since > this.alertMs))
+      return { ...i, laggard }
+    })
+  }
+
+  /**
+   * Waits until every live instance has applied `revision`; resolves with the laggards
+   * (empty when all applied) at the deadline.
+   */
+  async waitApplied(revision: number, timeoutMs: number): Promise<InstanceInfo[]> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const laggards = (await this.opts.store.instances()).filter((i) => i.appliedRevision < revision)
+      if (laggards.length === 0 || Date.now() >= deadline) return laggards
+      await new Promise((r) => setTimeout(r, Math.min(POLL_MS, Math.max(0, deadline - Date.now()))))
+    }
+  }
+
+  /**
+   * In-flight requests to one target (`upstream/id`), summed over the fleet: this instance's
+   * count live, the others' as of their last heartbeat. `settled` is false while another
+   * instance has not yet reported `minRevision`: its count may predate the change (a request
+   * it started just before it applied a drain).
+   */
+  async targetInflight(key: string, minRevision = 0): Promise<{ inflight: number; settled: boolean }> {
+    const local = this.inflight()[key] ?? 0
+    let instances
+    try {
+      instances = await this.opts.store.instances()
+    } catch {
+      // Store unreachable: the local count is all we can know.
+      return { inflight: local, settled: true }
+    }
+    let inflight = local
+    let settled = true
+    for (const i of instances) {
+      if (i.id === this.instanceId) continue
+      inflight += i.inflight[key] ?? 0
+      if (i.appliedRevision < minRevision) settled = false
+    }
+    return { inflight, settled }
+  }
+
+  /**
+   * Waits until no live instance has a request in flight to `key` and every instance applied
+   * `revision` (the drain), or until `waitMs` passed.
+   */
+  async waitDrained(key: string, revision: number, waitMs: number): Promise<{ drained: boolean; inflight: number }> {
+    const deadline = Date.now() + waitMs
+    for (;;) {
+      const f = await this.targetInflight(key, revision)
+      if (f.inflight === 0 && f.settled) return { drained: true, inflight: 0 }
+      if (Date.now() >= deadline) return { drained: false, inflight: f.inflight }
+      await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, Math.max(1, deadline - Date.now()))))
+    }
+  }
+
+  /** Stops the heartbeat and leaves the registry (a dead instance would leave by TTL). */
+  async close(): Promise<void> {
+    this.closed = true
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    await this.opts.store.unregister(this.instanceId).catch(() => {})
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * The follower: keeps this instance's applied state equal to the store's, and swaps the data
+ * plane's table whenever it moves. It hears of changes three ways, so that none can be lost
+ * for long: the store's change notices (pub/sub), its reconnects, and a periodic re-read of
+ * the store's revision.
+ *
+ * Divergence is never silent. The periodic check runs apart from the sync it triggers, so a
+ * wedged or failing sync still shows: an instance whose applied revision stays behind the
+ * store's for more than `behindAlertMs` logs it, `behindMs()` feeds the
+ * `switchyard_state_behind_seconds` gauge and the instance registry, and a state that fails
+ * to compile is logged and counted (`applyFailures`), never swallowed.
+ */
+import type { State } from '../config/schema.js'
+import type { Dataplane } from '../dataplane/server.js'
+import { compileTable } from '../dataplane/table.js'
+import type { Logger } from '../log.js'
+import type { Store } from '../store/store.js'
+
+export interface FollowerOptions {
+  store: Store
+  dataplane: Dataplane
+  /** The config file's state: seeds an empty store; its targets start healthy. */
+  seed: State
+  log: Logger
+  /** Interval of the periodic revision check (the self-healing re-read). Default 1 s. */
+  resyncMs?: number
+  /** How long the applied revision may stay behind the store's before it is reported. Default 5 s. */
+  behindAlertMs?: number
+}
+
+const RESYNC_MS = 1_000
+const BEHIND_ALERT_MS = 5_000
+/** While still behind, the warning is repeated this often. */
+const BEHIND_REPEAT_MS = 60_000
+/** Revisions remembered with the time they were first seen, to judge other instances' lag. */
+const SEEN_CAP = 256
+
+export class Follower {
+  private applied: State
+  private ready = false
+  private closed = false
+  private timer: NodeJS.Timeout | undefined
+  /**
+   * Single flight: `running` is the only guard. (A promise used as the guard once wedged this:
+   * a flight that ended before its first await cleared the guard before it was even stored.)
+   */
+  private running = false
+  private again = false
+  private flight: Promise<void> = Promise.resolve()
+  /** the store's revision as last observed (notice or read); 0 until known */
+  private storeRevision = 0
+  private behindSince: number | null = null
+  private lastWarning = 0
+  private readonly firstSeen: { revision: number; at: number }[] = []
+  private failedRevision = -1
+  private failures = 0
+  private alerts = 0
+  private readonly listeners = new Set<(state: State) => void>()
+  /** targets from the config file start healthy; those added later wait for their first check */
+  private readonly seedTargets: Set<string>
+
+  constructor(private readonly opts: FollowerOptions) {
+    this.applied = opts.seed
+    this.seedTargets = new Set(
+      Object.entries(opts.seed.upstreams).flatMap(([u, up]) => up.targets.map((t) => `${u}/${t.id}`)),
+    )
+  }
+
+  /** The state this instance applied: what its data plane routes by. */
+  get state(): State {
+    return this.applied
+  }
+
+  get isReady(): boolean {
+    return this.ready
+  }
+
+  /** States the store held that failed to compile here (each revision counted once). */
+  get applyFailures(): number {
+    return this.failures
+  }
+
+  /** Times the applied state stayed behind the store for more than `behindAlertMs` (one per episode). */
+  get behindAlerts(): number {
+    return this.alerts
+  }
+
+  /** Called after every table swap, with the state now in force. */
+  onApplied(listener: (state: State) => void): void {
+    this.listeners.add(listener)
+  }
+
+  /**
+   * Opens the store, loads its state (seeding an empty store with the config's), applies it and
+   * starts following. Throws when the store is unreachable or its state cannot be compiled:
+   * an instance that cannot know the fleet's state must not serve.
+   */
+  async start(): Promise<void> {
+    const { store, log } = this.opts
+    store.onChange((revision) => {
+      this.observe(revision)
+      void this.sync()
+    })
+    store.onConnectionChange((up) => {
+      log.info({ connected: up }, up ? 'store connected' : 'store disconnected')
+      if (up) void this.sync()
+    })
+    await store.open()
+    let state = await store.load()
+    if (state === null) {
+      await store.seed(this.opts.seed)
+      log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
+      state = (await store.load()) ?? this.opts.seed
+    }
+    this.observe(state.revision)
+    if (!this.apply(state, true)) throw new Error(`the store's state (revision ${state.revision}) cannot be applied; see the log`)
+    this.ready = true
+    this.timer = setInterval(() => void this.check(), this.opts.resyncMs ?? RESYNC_MS)
+    this.timer.unref()
+  }
+
+  /**
+   * Brings the applied state up to the store's. Calls during a sync make it run once more
+   * after it (so a notice that arrives mid-sync is never lost); the promise settles when no
+   * more runs are pending. Never rejects: a store fault leaves the last state in force, and
+   * the next notice, reconnect or check retries.
+   */
+  sync(): Promise<void> {
+    this.again = true
+    if (!this.running) this.flight = this.fly()
+    return this.flight
+  }
+
+  /** Applies a state known to be committed (this instance's own write), if it is newer. */
+  offer(state: State): void {
+    this.observe(state.revision)
+    if (state.revision > this.applied.revision) this.apply(state)
+  }
+
+  /** How long the applied revision has been behind the store's, in ms (0 when it is not). */
+  behindMs(): number {
+    return this.behindSince === null ? 0 : Date.now() - this.behindSince
+  }
+
+  /**
+   * For another instance at `appliedRevision`: since when (epoch ms) this instance has known
+   * that the store held a newer revision, or null when it knows of none.
+   */
+  newerKnownSince(appliedRevision: number): number | null {
+    for (const seen of this.firstSeen) if (seen.revision > appliedRevision) return seen.at
+    return null
+  }
+
+  close(): void {
+    this.closed = true
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  private async fly(): Promise<void> {
+    this.running = true
+    try {
+      while (this.again && !this.closed) {
+        this.again = false
+        try {
+          await this.syncOnce()
+        } catch (err) {
+          // Store unreachable: keep proxying on the last state; a reconnect or the next check retries.
+          this.opts.log.debug({ err }, 'sync failed; will retry')
+        }
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  private async syncOnce(): Promise<void> {
+    const { store, log } = this.opts
+    if (!store.connected) return
+    const revision = await store.revision()
+    this.observe(revision)
+    // The common case of the periodic check: nothing changed, so the document is not fetched.
+    if (revision === this.applied.revision) return
+    let state = await store.load()
+    if (state === null || state.revision < this.applied.revision) {
+      // Redis came back empty (or older): give it the highest state this instance knows.
+      if (await store.seed(this.applied)) {
+        log.warn({ revision: this.applied.revision, found: state?.revision ?? null }, 're-seeded the store with the last state this instance applied')
+      }
+      state = await store.load()
+    }
+    if (state === null) return
+    this.observe(state.revision)
+    if (state.revision > this.applied.revision) this.apply(state)
+  }
+
+  /**
+   * The periodic check, apart from the sync's single flight: reads the store's revision,
+   * records divergence, and starts a sync when the revisions differ.
+   */
+  private async check(): Promise<void> {
+    if (this.closed) return
+    if (this.opts.store.connected) {
+      try {
+        const revision = await this.opts.store.revision()
+        this.observe(revision)
+        if (revision !== this.applied.revision) void this.sync()
+      } catch {
+        // unreachable: `store_connected` says so; the reconnect syncs
+      }
+    }
+    this.report()
+  }
+
+  /** Records the store's revision as seen now (a notice of -1 means "reload", not a revision). */
+  private observe(revision: number | null): void {
+    if (revision === null || revision < 0) return
+    if (revision !== this.storeRevision) {
+      this.storeRevision = revision
+      // A store that went back (restarted, re-seeded lower) invalidates what was seen above it.
+      while (this.firstSeen.length > 0 && this.firstSeen[this.firstSeen.length - 1]!.revision >= revision) this.firstSeen.pop()
+      this.firstSeen.push({ revision, at: Date.now() })
+      if (this.firstSeen.length > SEEN_CAP) this.firstSeen.shift()
+    }
+    this.updateBehind()
+  }
+
+  private updateBehind(): void {
+    if (this.storeRevision > this.applied.revision) {
+      this.behindSince ??= Date.now()
+      return
+    }
+    if (this.behindSince !== null && this.lastWarning !== 0) {
+      this.opts.log.info({ revision: this.applied.revision, behindMs: this.behindMs() }, 'caught up with the store')
+    }
+    this.behindSince = null
+    this.lastWarning = 0
+  }
+
+  private report(): void {
+    const behind = this.behindMs()
+    const alertMs = this.opts.behindAlertMs ?? BEHIND_ALERT_MS
+    if (behind <= alertMs) return
+    const now = Date.now()
+    if (this.lastWarning !== 0 && now - this.lastWarning < BEHIND_REPEAT_MS) return
+    if (this.lastWarning === 0) this.alerts++
+    this.lastWarning = now
+    this.opts.log.warn(
+      { appliedRevision: this.applied.revision, storeRevision: this.storeRevision, behindMs: behind, connected: this.opts.store.connected },
+      'the applied state is behind the store',
+    )
+  }
+
+  /** Compiles and swaps in `state`; false (logged and counted once per revision) when it cannot. */
+  private apply(state: State, starting = false): boolean {
+    if (!starting && state.revision <= this.applied.revision) return true
+    let table
+    try {
+      table = compileTable(state, this.opts.dataplane.resources, {
+        initiallyHealthy: (u, id) => this.seedTargets.has(`${u}/${id}`) || state.upstreams[u]?.healthCheck === undefined,
+      })
+    } catch (err) {
+      if (state.revision !== this.failedRevision) {
+        this.failedRevision = state.revision
+        this.failures++
+        this.opts.log.error({ err, revision: state.revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
+      }
+      return false
+    }
+    this.opts.dataplane.setTable(table)
+    this.applied = state
+    this.updateBehind()
+    this.opts.log.info({ revision: state.revision }, 'applied state')
+    for (const listener of this.listeners) {
+      try {
+        listener(state)
+      } catch (err) {
+        this.opts.log.error({ err, revision: state.revision }, 'a listener of applied states failed')
+      }
+    }
+    return true
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * The one way to change the state: a revisioned, audited write. The admin API and the rollout
+ * driver both come here with a pure mutation (mutations.ts) and an actor, so every change is
+ * validated, compare-and-set in the store, recorded in the audit log and applied the same way.
+ */
+import { validateState } from '../config/validate.js'
+import { SwitchyardError } from '../errors.js'
+import type { AuditEvent, Store } from '../store/store.js'
+import type { Follower } from './follower.js'
+import type { Change, Mutation } from './mutations.js'
+
+export interface WriteOptions {
+  /** If-Match: the write applies only at this revision (412 otherwise) */
+  ifMatch?: number | undefined
+  /** who asks: a token name, `anonymous`, `rollout:<id>` ... (audit log) */
+  actor: string
+  reason?: string | null | undefined
+}
+
+export interface Written<T> {
+  revision: number
+  change: Change<T>
+}
+
+const MAX_WRITE_ATTEMPTS = 8
+
+export class Writer {
+  constructor(
+    private readonly store: Store,
+    private readonly follower: Follower,
+  ) {}
+
+  /**
+   * Reads the store's current state, applies `mutation` to a copy, validates the result, and
+   * commits it with compare-and-set. Without If-Match a concurrent writer makes it re-read and
+   * re-apply (optimistic concurrency); with If-Match it gets 412. A rejected write changes
+   * nothing, revision included. Never starts from an empty (or older) store while this
+   * instance holds a state: it re-seeds the store with that state first.
+   */
+  async write<T>(mutation: Mutation<T>, opts: WriteOptions): Promise<Written<T>> {
+    const { store } = this
+    if (!store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      let current = await store.load()
+      const applied = this.follower.state
+      if (current === null || current.revision < applied.revision) {
+        await store.seed(applied)
+        current = await store.load()
+        if (current === null) throw new SwitchyardError('STORE_UNAVAILABLE', 'the store could not be seeded')
+      }
+      if (opts.ifMatch !== undefined && opts.ifMatch !== current.revision) {
+        throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
+      }
+      const draft = structuredClone(current)
+      const change = mutation(draft)
+      const problems = validateState(draft)
+      if (problems.length > 0) {
+        throw new SwitchyardError('VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), {
+          details: problems,
+        })
+      }
+      draft.revision = current.revision + 1
+      const event: AuditEvent = {
+        revision: draft.revision,
+        at: new Date().toISOString(),
+        actor: opts.actor,
+        reason: opts.reason ?? null,
+        action: change.action,
+        target: change.target,
+        before: change.before,
+        after: change.after,
+      }
+      const result = await store.commit(draft, event, current.revision)
+      if (result.ok) {
+        // Applied here at once, so this instance's next read shows its own write.
+        this.follower.offer(draft)
+        return { revision: draft.revision, change }
+      }
+      if (result.reason === 'revision-mismatch' && opts.ifMatch !== undefined) {
+        throw new SwitchyardError('REVISION_MISMATCH', `the revision moved to ${result.currentRevision}`)
+      }
+      // Lost a race (or the store emptied under us): read again and retry.
+    }
+    throw new SwitchyardError('CONFLICT', 'too many concurrent writes; try again')
+  }
+}
