@@ -222,6 +222,38 @@ describe.each([memory, redisHarness])('$kind store contract', (harness) => {
     expect(await a.instances()).toEqual([])
   })
 
+  it('leases: one holder at a time; its holder renews it; another takes it once it expired or was released', async () => {
+    const world = harness.world()
+    const [a, b] = [await world.open(), await world.open()]
+    const t0 = performance.now()
+    expect(await a.lease('driver', 'A', 400)).toBe(true)
+    expect(await b.lease('driver', 'B', 400)).toBe(false)
+    expect(await b.leaseHolder('driver')).toBe('A')
+    expect(await b.lease('other', 'B', 400)).toBe(true) // names are independent
+    // A renewal extends it from now: still A's past its first TTL.
+    await new Promise((r) => setTimeout(r, 250))
+    expect(await a.lease('driver', 'A', 400)).toBe(true)
+    await new Promise((r) => setTimeout(r, 250))
+    expect(performance.now() - t0).toBeGreaterThan(400)
+    expect(await b.lease('driver', 'B', 400)).toBe(false)
+    // Not renewed: it expires (by the store's clock) and B takes it.
+    await eventually(async () => expect(await b.lease('driver', 'B', 30_000)).toBe(true), { timeoutMs: 3_000, intervalMs: 20 })
+    expect(await a.lease('driver', 'A', 400)).toBe(false)
+    expect(await a.releaseLease('driver', 'A')).toBe(false) // only the holder can release
+    expect(await a.leaseHolder('driver')).toBe('B')
+    expect(await b.releaseLease('driver', 'B')).toBe(true)
+    expect(await a.leaseHolder('driver')).toBeNull()
+    expect(await a.lease('driver', 'A', 400)).toBe(true)
+  })
+
+  it('concurrent attempts on a free lease: exactly one wins', async () => {
+    const world = harness.world()
+    const stores = [await world.open(), await world.open(), await world.open()]
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => stores[i % 3]!.lease('race', `h${i}`, 10_000)))
+    expect(results.filter(Boolean)).toHaveLength(1)
+    expect(await stores[0]!.leaseHolder('race')).toBe(`h${results.indexOf(true)}`)
+  })
+
   it('close() stops notifications, fails later calls, and leaves no socket or timer', async () => {
     const world = harness.world()
     const a = await world.open(false)
