@@ -13,6 +13,7 @@
 import type { State } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
 import { compileTable } from '../dataplane/table.js'
+import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Store } from '../store/store.js'
 
@@ -165,8 +166,10 @@ export class Follower {
         try {
           await this.syncOnce()
         } catch (err) {
-          // Store unreachable: keep proxying on the last state; a reconnect or the next check retries.
-          this.opts.log.debug({ err }, 'sync failed; will retry')
+          // Store unreachable: keep proxying on the last state; a reconnect or the next check
+          // retries. Anything else (a document that does not parse...) is worth a warning.
+          const unreachable = err instanceof SwitchyardError && err.code === 'STORE_UNAVAILABLE'
+          this.opts.log[unreachable ? 'debug' : 'warn']({ err }, 'sync with the store failed; will retry')
         }
       }
     } finally {
