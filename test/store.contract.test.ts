@@ -12,6 +12,7 @@ import { MemoryBacking, MemoryStore } from '../src/store/memory.js'
 import { RedisStore } from '../src/store/redis.js'
 import type { AuditEvent, Store } from '../src/store/store.js'
 import { eventually } from './helpers/eventually.js'
+import { IpcWorld } from './helpers/ipc-store.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
 
 interface World {
@@ -110,7 +111,25 @@ async function expectCode(promise: Promise<unknown>, code: string): Promise<void
   expect((err as SwitchyardError).code).toBe(code)
 }
 
-describe.each([memory, redisHarness])('$kind store contract', (harness) => {
+/** The IPC store of `--workers` with the memory store: each opened store is a worker-like child process. */
+const ipcHarness: Harness = {
+  kind: 'memory',
+  setup: async () => {},
+  teardown: async () => {},
+  world() {
+    const world = new IpcWorld()
+    return {
+      open: async (autoClose = true) => opened(await world.open(), autoClose),
+      assertNoConnections: async () => expect(world.children.size).toBe(0),
+    }
+  },
+}
+
+describe.each([
+  { name: 'memory', harness: memory },
+  { name: 'redis', harness: redisHarness },
+  { name: 'ipc (workers)', harness: ipcHarness },
+])('$name store contract', ({ harness }) => {
   beforeAll(() => harness.setup())
   afterAll(() => harness.teardown())
 
