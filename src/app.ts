@@ -97,6 +97,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   })
   control.follower.onApplied((state) => health.sync(state))
   const deps = { control, dataplane, tokens: adminTokens(config) }
+  // The proxy port strips these from Authorization, so they never reach an upstream.
+  dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
   let admin = await createAdminServer(deps)
   let current = config
   const cleanup = async () => {
@@ -145,6 +147,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         const tokens = adminTokens(next)
         if (!same(tokens, deps.tokens)) {
           deps.tokens.splice(0, deps.tokens.length, ...tokens)
+          dataplane.adminTokens = new Set(tokens.map((t) => t.token))
           changes.push('admin tokens')
         }
         const [a0, a1] = [{ ...DEFAULTS.admin, ...current.admin }, { ...DEFAULTS.admin, ...next.admin }]

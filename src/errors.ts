@@ -9,6 +9,9 @@ export const ERRORS = {
   NO_HEALTHY_TARGET: { status: 503, message: 'no healthy target is available for this upstream' },
   UPSTREAM_ERROR: { status: 502, message: 'the upstream failed to answer' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'the upstream did not answer in time' },
+  // requests the proxy refuses itself, never sent upstream (a client cannot hurt an upstream's record)
+  BAD_REQUEST: { status: 400, message: 'the request is malformed and was not forwarded' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'this method is not supported by the proxy' },
   // admin API (SPEC §5, §8)
   VALIDATION_FAILED: { status: 400, message: 'the request is invalid' },
   UNAUTHORIZED: { status: 401, message: 'a valid bearer token is required' },

@@ -116,6 +116,11 @@ export const RouteSpec = Type.Object(
     rules: Type.Optional(Type.Array(Rule, { maxItems: 256 })),
     split: Split,
     sticky: Type.Optional(Sticky),
+    /**
+     * Forward the request path exactly as the client sent it. By default the upstream gets the
+     * normalized path (dot segments resolved); route matching uses the normalized path either way.
+     */
+    preservePath: Type.Optional(Type.Boolean({ description: 'forward the path as sent (dot segments not resolved); matching still uses the normalized path' })),
   },
   { additionalProperties: false },
 )

@@ -165,6 +165,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     const fault = classify(err, this.sent)
+    if (fault === 'client') return this.refuse()
     if (fault === 'connect') this.ctx.res.markFailed(target.rt)
     const retryable =
       fault === 'connect' ||
@@ -190,6 +191,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     this.target!.rt.inflight--
+  }
+
+  /**
+   * undici refused the request for what the client sent: 400 from the proxy, counted apart
+   * (`rejected.unsendable`), never in the route's or upstream's outcomes.
+   */
+  private refuse(): void {
+    this.done = true
+    this.ctx.res.rejected.unsendable++
+    sendError(this.res, 'BAD_REQUEST', true)
   }
 
   private fail(code: ProxyErrorCode): void {

@@ -2,6 +2,7 @@
  * Header handling for the hot path. Works on Node's flat `rawHeaders` arrays, so there is no
  * per-request header object and repeated headers keep their order.
  */
+import { validHost, type RejectReason } from './request-checks.js'
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1: Connection and the fields it names, Proxy-Connection,
@@ -30,6 +31,22 @@ export interface RequestHead {
   headers: string[]
   host: string
   hasBody: boolean
+  /** set when the request must be refused with 400 and not forwarded (its Host is unusable) */
+  reject: RejectReason | null
+}
+
+/** No admin token configured: nothing to look for. */
+export const NO_TOKENS: ReadonlySet<string> = new Set()
+
+/**
+ * True when an Authorization value is `Bearer <one of the admin tokens>`, read the way the
+ * admin API reads it (scheme case-insensitive, RFC 6750 §2.1; spaces around the token ignored),
+ * so that every value the admin API would accept is caught.
+ */
+function isAdminToken(value: string, tokens: ReadonlySet<string>): boolean {
+  if (value.length < 8 || value.charCodeAt(6) !== 32 /* space */) return false
+  if (value.slice(0, 6).toLowerCase() !== 'bearer') return false
+  return tokens.has(value.slice(7).trim())
 }
 
 /** Names listed in `Connection` (other than close/keep-alive) are hop-by-hop too. */
@@ -56,16 +73,21 @@ export function clientIp(addr: string | undefined): string {
  * Builds the upstream request headers: hop-by-hop and internal headers removed, X-Forwarded-For
  * appended to, X-Forwarded-Proto and X-Forwarded-Host set to what this proxy saw, the flags
  * header added. `keepUpgrade` keeps Connection/Upgrade for WebSocket handshakes.
+ * An `Authorization: Bearer <admin token>` is dropped (SPEC §4: the admin token never reaches
+ * an upstream, even from a ctl pointed at the wrong port); any other Authorization passes.
+ * More than one Host, or a Host that is not `host[:port]`, sets `reject` (RFC 9112 §3.2).
  */
 export function requestHead(
   raw: string[],
   ip: string,
   proto: string,
   flags: string | null,
+  adminTokens: ReadonlySet<string> = NO_TOKENS,
   keepUpgrade = false,
 ): RequestHead {
   const out: string[] = []
   let host = ''
+  let hosts = 0
   let hasBody = false
   let xff: string | null = null
   let extra: Set<string> | null = null
@@ -92,8 +114,11 @@ export function requestHead(
       }
     } else if (lower === 'host') {
       host = value
+      hosts++
     } else if (lower === 'content-length') {
       if (value !== '0') hasBody = true
+    } else if (lower === 'authorization') {
+      if (adminTokens.size > 0 && isAdminToken(value, adminTokens)) continue
     }
     out.push(name, value)
   }
@@ -101,7 +126,8 @@ export function requestHead(
   out.push('x-forwarded-for', xff === null ? ip : `${xff}, ${ip}`, 'x-forwarded-proto', proto)
   if (host !== '') out.push('x-forwarded-host', host)
   if (flags !== null && flags !== '') out.push(FLAGS_HEADER, flags)
-  return { headers: out, host, hasBody }
+  const reject = hosts > 1 ? 'host_repeated' : host !== '' && !validHost(host) ? 'host_invalid' : null
+  return { headers: out, host, hasBody, reject }
 }
 
 function removeNamed(out: string[], names: Set<string>, keepUpgrade: boolean): void {

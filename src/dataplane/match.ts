@@ -5,6 +5,8 @@
 import type { IncomingMessage } from 'node:http'
 import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'
 import { anyRawHeader, clientIp, rawHeader, requestHead, type RequestHead } from './headers.js'
+import { normalizePath } from './normalize-path.js'
+import type { RejectReason } from './request-checks.js'
 import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type RoutingTable } from './table.js'
 
 /** Host header without port, lowercase; `[::1]:80` → `[::1]`. */
@@ -13,15 +15,19 @@ function hostOnly(host: string): string {
   return (end > 0 ? host.slice(0, end) : host).toLowerCase()
 }
 
-/** The path of a request target, for origin-form (`/a?b`) and absolute-form (`http://h/a`). */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/
+
+/**
+ * The path of a request target as sent, for origin-form (`/a?b`) and absolute-form
+ * (`http://h/a/../b` → `/a/../b`, RFC 9112 §3.2.2), so both go through the same normalization.
+ * Any other form (`*`, an authority) is returned as is: no route prefix matches it.
+ */
 export function pathOf(url: string): string {
   if (url.charCodeAt(0) === 47 /* / */) return url
-  try {
-    const u = new URL(url)
-    return u.pathname + u.search
-  } catch {
-    return url
-  }
+  const m = ABSOLUTE_FORM.exec(url)
+  if (m === null) return url
+  const rest = url.slice(m[0].length)
+  return rest.charCodeAt(0) === 47 ? rest : `/${rest}`
 }
 
 export function findRoute(table: RoutingTable, host: string, path: string, method: string): CRoute | undefined {
@@ -126,22 +132,30 @@ export function flagsValue(table: RoutingTable, facts: RequestFacts): string {
 }
 
 export interface Routed {
+  /** the path (and query) to send upstream: normalized, or as sent for a `preservePath` route */
   readonly path: string
   readonly head: RequestHead
-  /** undefined: no route matches (404 NO_ROUTE) */
+  /** undefined: no route matches (404 NO_ROUTE), or the request is refused (`reject`) */
   readonly choice: Choice | undefined
+  /** set when the proxy refuses the request itself (400): it is not routed */
+  readonly reject: RejectReason | null
 }
 
 /**
  * The one routing decision, shared by plain requests and upgrades: the upstream request's
  * headers (flags included) and the route's choice of upstream, all from the table captured at
- * entry. `keepUpgrade` keeps Connection/Upgrade for a WebSocket handshake.
+ * entry. Routes match the normalized path (dot segments resolved), so `/public/../internal` is
+ * `/internal`'s. `keepUpgrade` keeps Connection/Upgrade for a WebSocket handshake;
+ * `adminTokens` are stripped from Authorization.
  */
-export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgrade: boolean): Routed {
-  const path = pathOf(req.url ?? '/')
+export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgrade: boolean, adminTokens?: ReadonlySet<string>): Routed {
+  const raw = pathOf(req.url ?? '/')
+  const path = normalizePath(raw)
   const facts = new RequestFacts(req, path)
   const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
-  const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, keepUpgrade)
+  const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, adminTokens, keepUpgrade)
+  if (head.reject !== null) return { path, head, choice: undefined, reject: head.reject }
   const route = findRoute(table, head.host, path, req.method ?? 'GET')
-  return { path, head, choice: route === undefined ? undefined : chooseUpstream(route, facts) }
+  if (route === undefined) return { path, head, choice: undefined, reject: null }
+  return { path: route.preservePath ? raw : path, head, choice: chooseUpstream(route, facts), reject: null }
 }

@@ -5,6 +5,7 @@
  */
 import { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
+import { rejectCounters } from './request-checks.js'
 import { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface PoolOptions {
@@ -18,6 +19,8 @@ export class Resources {
   readonly upstreams = new Map<string, UpstreamCounters>()
   /** Requests that matched no route (404 NO_ROUTE); not attributable to a route or upstream. */
   noRoute = 0
+  /** Requests the proxy refused itself for what the client sent (request-checks.ts); never charged to an upstream. */
+  readonly rejected = rejectCounters()
   /** How long a passively failed target stays out when no active health check will bring it back. */
   passiveEjectMs: number = DEFAULTS.passiveEjectMs
 

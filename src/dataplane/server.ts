@@ -7,7 +7,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
+import { NO_TOKENS } from './headers.js'
 import { routeRequest } from './match.js'
+import { refuseConnect } from './request-checks.js'
 import { Resources } from './resources.js'
 import { liveKeys, type RoutingTable } from './table.js'
 import { proxyUpgrade } from './ws.js'
@@ -36,6 +38,11 @@ export class Dataplane {
   private http: Server
   private retired: Server[] = []
   private current: RoutingTable = EMPTY_TABLE
+  /**
+   * The admin tokens (static config, set at start and replaced on reload): a request on the
+   * proxy port carrying `Authorization: Bearer <one of them>` is forwarded without it.
+   */
+  adminTokens: ReadonlySet<string> = NO_TOKENS
   private readonly ctx: ExchangeContext = { res: this.resources, closing: false, requestClosed: () => this.onClose() }
   /** requests received and not yet answered in full (for graceful shutdown) */
   private open = 0
@@ -57,7 +64,12 @@ export class Dataplane {
     )
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (this.ctx.closing) return socket.destroy()
-      proxyUpgrade(this.current, this.resources, req, socket, head)
+      proxyUpgrade(this.current, this.resources, req, socket, head, this.adminTokens)
+    })
+    // Without a listener node:http closes a CONNECT's socket without a word; answer it instead.
+    server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+      this.resources.rejected.connect++
+      refuseConnect(socket)
     })
     return server
   }
@@ -91,10 +103,15 @@ export class Dataplane {
     const t0 = performance.now()
     const table = this.current
     this.open++
-    const { path, head, choice } = routeRequest(table, req, false)
+    const { path, head, choice, reject } = routeRequest(table, req, false, this.adminTokens)
     if (choice === undefined) {
-      this.resources.noRoute++
       res.once('close', this.onClose)
+      if (reject !== null) {
+        // Refused before routing: no route or upstream is charged with it.
+        this.resources.rejected[reject]++
+        return sendError(res, 'BAD_REQUEST', true)
+      }
+      this.resources.noRoute++
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
     }
     new Exchange(this.ctx, req, res, choice, path, head.headers, head.hasBody, t0).start()

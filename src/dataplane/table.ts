@@ -76,6 +76,8 @@ export interface CRoute {
   readonly single: number
   readonly stickyKind: number
   readonly stickyName: string // lowercase header name, or cookie name
+  /** forward the path as the client sent it instead of the normalized one (matching is the same) */
+  readonly preservePath: boolean
 }
 
 export interface CFlag {
@@ -224,6 +226,7 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
       single: positive === 1 ? weights.findIndex((w) => w > 0) : -1,
       stickyKind: r.sticky ? stickyKindOf(r.sticky.by) : -1,
       stickyName: r.sticky?.by === 'header' ? (r.sticky.name ?? '').toLowerCase() : (r.sticky?.name ?? ''),
+      preservePath: r.preservePath === true,
     })
   })
 

@@ -29,7 +29,30 @@ export type Fault =
   | 'pool-gone' // retry on another target, nothing to mark
   | 'reset' // sent, then reset before headers: retry only if idempotent and body untouched
   | 'headers-timeout'
+  | 'client' // undici refused the request for what the client sent: 400, never the upstream's fault
   | 'other'
+
+/**
+ * What undici says when it refuses a request because of its method, path or headers, all of
+ * which come from the client (Request's argument checks: `invalid request path`, `duplicate
+ * host header`, `invalid x-foo header`, `invalid header key`...). Its complaints about our own
+ * options (`invalid headersTimeout`, `invalid bodyTimeout`...) do not match: those are ours.
+ */
+const CLIENT_INPUT = /^(?:(?:invalid|duplicate) [^ ]+ header|invalid header key|invalid request (?:path|method)|path must be .*|headers must be .*)$/
+
+/**
+ * True when undici refused to send the request because of what the client sent, judged by the
+ * error's code and what it complains about, not by where it was thrown:
+ * - `UND_ERR_INVALID_ARG` about the method, path or a header (see CLIENT_INPUT);
+ * - `UND_ERR_NOT_SUPPORTED` (a header undici will not send, such as Expect);
+ * - `UND_ERR_REQ_CONTENT_LENGTH_MISMATCH` (the request body does not match its Content-Length).
+ */
+export function refusedForClientInput(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null
+  const code = e?.code
+  if (code === 'UND_ERR_INVALID_ARG') return typeof e!.message === 'string' && CLIENT_INPUT.test(e!.message)
+  return code === 'UND_ERR_NOT_SUPPORTED' || code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'
+}
 
 function codeOf(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } } | null
@@ -40,6 +63,7 @@ function codeOf(err: unknown): string {
 export function classify(err: unknown, sent: boolean): Fault {
   const code = codeOf(err)
   if (POOL_GONE.has(code)) return 'pool-gone'
+  if (refusedForClientInput(err)) return 'client'
   if (!sent && CONNECT_FAILURES.has(code)) return 'connect'
   if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'headers-timeout'
   if (sent && RESETS.has(code)) return 'reset'

@@ -19,9 +19,20 @@ function rawError(socket: Socket, code: ErrorCode): void {
   )
 }
 
-export function proxyUpgrade(table: RoutingTable, resources: Resources, req: IncomingMessage, client: Socket, head: Buffer): void {
+export function proxyUpgrade(
+  table: RoutingTable,
+  resources: Resources,
+  req: IncomingMessage,
+  client: Socket,
+  head: Buffer,
+  adminTokens?: ReadonlySet<string>,
+): void {
   client.on('error', () => client.destroy())
-  const { path, head: reqHead, choice } = routeRequest(table, req, true)
+  const { path, head: reqHead, choice, reject } = routeRequest(table, req, true, adminTokens)
+  if (reject !== null) {
+    resources.rejected[reject]++
+    return rawError(client, 'BAD_REQUEST')
+  }
   if (choice === undefined) return rawError(client, 'NO_ROUTE')
   const upstream = choice.upstream
   const t0 = performance.now()

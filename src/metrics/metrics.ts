@@ -15,6 +15,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
+import { REJECT_REASONS } from '../dataplane/request-checks.js'
 import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
 
 /** What the metrics read at scrape time: the live counters and the applied state. */
@@ -92,6 +93,16 @@ export class Metrics {
       collect() {
         this.reset()
         this.inc(resources.noRoute)
+      },
+    })
+    new Counter({
+      name: `${PREFIX}bad_requests_total`,
+      help: 'Requests the proxy refused itself for what the client sent (400, 405 for CONNECT), by reason; never sent upstream nor counted in requests_total.',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset()
+        for (const reason of REJECT_REASONS) this.inc({ reason }, resources.rejected[reason])
       },
     })
     new Counter({
