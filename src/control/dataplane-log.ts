@@ -1,0 +1,32 @@
+/**
+ * Logs the data plane's rare events (published on `node:diagnostics_channel`, since the data
+ * plane never logs) with the process logger. Several instances may run in one process (tests,
+ * the demo): each listener logs only the events of its own data plane's resources.
+ */
+import diagnostics from 'node:diagnostics_channel'
+import { TARGET_EJECTED, TARGET_RETURNED, type TargetEjectedEvent, type TargetReturnedEvent } from '../dataplane/events.js'
+import type { Logger } from '../log.js'
+
+/** Subscribes; the returned function unsubscribes (call it when the instance closes). */
+export function logDataplaneEvents(scope: object, log: Logger): () => void {
+  const onEjected = (message: unknown): void => {
+    const e = message as TargetEjectedEvent
+    if (e.scope !== scope) return
+    const reason = e.reason === 'consecutive_5xx' ? '5xx' : 'gateway failures'
+    log.warn(
+      { upstream: e.upstream, target: e.target, reason: e.reason, consecutive: e.consecutive, ejectionMs: e.durationMs, until: new Date(e.until).toISOString() },
+      `target ${e.upstream}/${e.target} ejected for ${e.durationMs} ms: ${e.consecutive} consecutive ${reason}`,
+    )
+  }
+  const onReturned = (message: unknown): void => {
+    const e = message as TargetReturnedEvent
+    if (e.scope !== scope) return
+    log.info({ upstream: e.upstream, target: e.target, ejectedMs: e.ejectedMs }, `target ${e.upstream}/${e.target} back after its ejection`)
+  }
+  diagnostics.subscribe(TARGET_EJECTED, onEjected)
+  diagnostics.subscribe(TARGET_RETURNED, onReturned)
+  return () => {
+    diagnostics.unsubscribe(TARGET_EJECTED, onEjected)
+    diagnostics.unsubscribe(TARGET_RETURNED, onReturned)
+  }
+}
