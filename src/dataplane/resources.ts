@@ -139,8 +139,12 @@ export class Staging {
   private readonly traffic = new Map<string, TrafficStats>()
   private readonly upstreams = new Map<string, UpstreamCounters>()
   private readonly effects: (() => void)[] = []
+  /** whether this is the first table of the process (its targets start together) */
+  readonly firstTable: boolean
 
-  constructor(private readonly res: Resources) {}
+  constructor(private readonly res: Resources) {
+    this.firstTable = res.compiled === 0
+  }
 
   pool(origin: string, opts: PoolOptions): Pool {
     const key = poolKey(origin, opts.connectTimeoutMs)

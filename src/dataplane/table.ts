@@ -160,7 +160,7 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
   const stage = res.stage()
   const upstreams = new Map<string, CUpstream>()
   for (const [name, u] of Object.entries(state.upstreams)) {
-    upstreams.set(name, compileUpstream(name, u, stage, healthyAtStart, res))
+    upstreams.set(name, compileUpstream(name, u, stage, healthyAtStart))
   }
 
   const upstreamOf = (route: string, name: string): CUpstream => {
@@ -234,7 +234,6 @@ function compileUpstream(
   u: Upstream,
   stage: Staging,
   healthyAtStart: (upstream: string, id: string) => boolean,
-  res: Resources,
 ): CUpstream {
   const connectTimeoutMs = u.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
   const hasCheck = u.healthCheck !== undefined
@@ -250,7 +249,7 @@ function compileUpstream(
       if (outlier === null) release(rt)
       // Joining a running upstream (new, or back to active) starts the slow-start ramp; targets
       // of the first table all start together, and an unhealthy one ramps when it passes.
-      if (active && !rt.wasActive && rt.healthy && !(isNew && res.compiled === 0)) rt.startRamp()
+      if (active && !rt.wasActive && rt.healthy && !(isNew && stage.firstTable)) rt.startRamp()
       rt.wasActive = active
     })
     return Object.freeze({
