@@ -38,11 +38,6 @@ export class Resources {
   /** Tables compiled so far: targets new after the first one are joining a running upstream. */
   compiled = 0
 
-  /** One keep-alive pool per origin and connect timeout, shared by every upstream naming it. */
-  pool(origin: string, opts: PoolOptions): Pool {
-    return getOrMake(this.pools, poolKey(origin, opts.connectTimeoutMs), () => newPool(origin, opts))
-  }
-
   target(upstream: string, id: string, initiallyHealthy: boolean): TargetRuntime {
     return getOrMake(this.targets, `${upstream}/${id}`, () => new TargetRuntime(upstream, id, initiallyHealthy, this.counters(upstream)))
   }
@@ -146,6 +141,7 @@ export class Staging {
     this.firstTable = res.compiled === 0
   }
 
+  /** One keep-alive pool per origin and connect timeout, shared by every upstream naming it. */
   pool(origin: string, opts: PoolOptions): Pool {
     const key = poolKey(origin, opts.connectTimeoutMs)
     return this.res.pools.get(key) ?? getOrMake(this.pools, key, () => newPool(origin, opts))
