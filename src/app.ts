@@ -7,6 +7,7 @@ import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
 import { normalizeState } from './config/validate.js'
 import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
+import { logDataplaneEvents } from './control/dataplane-log.js'
 import { HealthChecker } from './control/health.js'
 import { Dataplane } from './dataplane/server.js'
 import { silentLogger, type Logger } from './log.js'
@@ -83,6 +84,7 @@ export function adminTokens(config: ConfigFile): { name: string; token: string }
 export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? silentLogger
   const dataplane = new Dataplane()
+  const stopEventLog = logDataplaneEvents(dataplane.resources, log)
   const health = new HealthChecker(dataplane.resources)
   const store = opts.store ?? (await storeFor(config))
   const control = new ControlPlane({
@@ -102,6 +104,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   let admin = await createAdminServer(deps)
   let current = config
   const cleanup = async () => {
+    stopEventLog()
     health.stop()
     await control.close().catch(() => {})
     await store.close().catch(() => {})

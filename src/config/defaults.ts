@@ -12,6 +12,19 @@ export const DEFAULTS = {
   bodyTimeoutMs: 60_000,
   drainTimeoutMs: 30_000, // 30 s, Envoy's default drain time
   passiveEjectMs: 5_000, // without an active health check a failed target comes back after this
+  /**
+   * Outlier detection, used for an upstream that has `outlierDetection` (off without it, as in
+   * Envoy). Envoy's defaults, except maxEjectionPercent: 50 rather than Envoy's 10, which would
+   * never eject anything in an upstream of fewer than 10 targets.
+   */
+  outlierDetection: {
+    consecutive5xx: 5,
+    consecutiveGatewayFailure: 5,
+    baseEjectionMs: 30_000, // 30 s, Envoy's base_ejection_time
+    maxEjectionMs: 300_000, // 300 s, Envoy's max_ejection_time
+    maxEjectionPercent: 50,
+  },
+  slowStartMs: 0, // off: a target that joins or comes back gets its full share at once
   healthCheck: { intervalMs: 2_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 2 },
   redisPrefix: 'switchyard',
 } as const

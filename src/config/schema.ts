@@ -37,6 +37,29 @@ export const HealthCheck = Type.Object(
 )
 export type HealthCheck = Static<typeof HealthCheck>
 
+/**
+ * Passive outlier detection (Envoy's consecutive_5xx and consecutive_gateway_failure): a target
+ * answering too many errors in a row is taken out of the balancing for a while. Every field is
+ * optional; `outlierDetection: {}` turns it on with the defaults.
+ */
+export const OutlierDetection = Type.Object(
+  {
+    consecutive5xx: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 10_000, description: '5xx answers in a row (the proxy\'s own 502/504 included) that eject a target; 0 = never; default 5' }),
+    ),
+    consecutiveGatewayFailure: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 10_000, description: '502/503/504 answers or connect, reset and timeout failures in a row that eject a target; 0 = never; default 5' }),
+    ),
+    baseEjectionMs: Type.Optional(Ms('an ejection lasts this × the number of ejections in a row; default 30000')),
+    maxEjectionMs: Type.Optional(Ms('upper bound of one ejection; default 300000')),
+    maxEjectionPercent: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 100, description: 'at most this share of the active targets is ejected at once; default 50' }),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type OutlierDetection = Static<typeof OutlierDetection>
+
 export const Balance = Type.Union([Type.Literal('least-request'), Type.Literal('p2c')])
 
 export const UpstreamSpec = Type.Object(
@@ -49,6 +72,8 @@ export const UpstreamSpec = Type.Object(
     headersTimeoutMs: Type.Optional(Ms('time to response headers')),
     bodyTimeoutMs: Type.Optional(Ms('idle time between body chunks')),
     drainTimeoutMs: Type.Optional(Ms('how long a WebSocket may outlive its draining target', 0)),
+    outlierDetection: Type.Optional(OutlierDetection),
+    slowStartMs: Type.Optional(Ms('a target that joins or comes back ramps up to its full share over this time; 0 = off', 0)),
   },
   { additionalProperties: false },
 )

@@ -10,6 +10,7 @@ import type { Dispatcher } from 'undici'
 import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
 import { responseHeaders } from './headers.js'
+import { recordFault, recordResponse } from './outlier.js'
 import type { Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
 import type { Choice, CTarget } from './table.js'
@@ -146,6 +147,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     this.settle()
+    recordResponse(this.choice.upstream, this.target!.rt, this.res.statusCode)
     this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
     if (!this.res.writableEnded) this.res.end()
   }
@@ -161,11 +163,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // Mid-body failure: the only honest signal left is to cut the client's response too.
       this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
+      recordResponse(this.choice.upstream, target.rt, this.res.statusCode)
       this.res.destroy(err)
       return
     }
     const fault = classify(err, this.sent)
     if (fault === 'client') return this.refuse()
+    // A request body the client broke off is not the target's failure.
+    if (this.req.errored === null) recordFault(this.choice.upstream, target.rt, fault)
     if (fault === 'connect') this.ctx.res.markFailed(target.rt)
     const retryable =
       fault === 'connect' ||

@@ -1,7 +1,8 @@
 /**
  * Long-lived data-plane resources that outlive any one routing table: connection pools per
  * origin, target runtimes (in-flight, health) and traffic counters. A compiled table points at
- * them; `prune()` releases what the newest table no longer names.
+ * them; `prune()` releases what the newest table no longer names, so deleted routes, upstreams
+ * and targets leave no memory and no `/metrics` series behind.
  */
 import { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
@@ -10,6 +11,20 @@ import { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface PoolOptions {
   connectTimeoutMs: number
+}
+
+/** What a table keeps alive (see `liveKeys()` in table.ts). */
+export interface LiveKeys {
+  pools: ReadonlySet<string>
+  /** `upstream/id` */
+  targets: ReadonlySet<string>
+  /** `statsKey(route, upstream)` */
+  traffic: ReadonlySet<string>
+  upstreams: ReadonlySet<string>
+}
+
+export function statsKey(route: string, upstream: string): string {
+  return `${route}\u0000${upstream}`
 }
 
 export class Resources {
@@ -23,54 +38,24 @@ export class Resources {
   readonly rejected = rejectCounters()
   /** How long a passively failed target stays out when no active health check will bring it back. */
   passiveEjectMs: number = DEFAULTS.passiveEjectMs
-
-  /** One keep-alive pool per origin and connect timeout, shared by every upstream naming it. */
-  pool(origin: string, opts: PoolOptions): Pool {
-    const key = poolKey(origin, opts.connectTimeoutMs)
-    let pool = this.pools.get(key)
-    if (!pool) {
-      pool = new Pool(origin, {
-        connect: { timeout: opts.connectTimeoutMs },
-        // undici's defaults: 4 s idle keep-alive, honouring a shorter `Keep-Alive: timeout` from
-        // the upstream (minus 1 s), so we do not reuse a socket the upstream is about to close.
-        keepAliveTimeout: 4_000,
-        keepAliveMaxTimeout: 600_000,
-        pipelining: 1,
-      })
-      // A pool error without a request to report it to must not crash the process.
-      pool.on('connectionError', () => {})
-      this.pools.set(key, pool)
-    }
-    return pool
-  }
+  /** Tables compiled so far: targets new after the first one are joining a running upstream. */
+  compiled = 0
 
   target(upstream: string, id: string, initiallyHealthy: boolean): TargetRuntime {
-    const key = `${upstream}/${id}`
-    let rt = this.targets.get(key)
-    if (!rt) {
-      rt = new TargetRuntime(upstream, id, initiallyHealthy)
-      this.targets.set(key, rt)
-    }
-    return rt
+    return getOrMake(this.targets, `${upstream}/${id}`, () => new TargetRuntime(upstream, id, initiallyHealthy, this.counters(upstream)))
   }
 
   stats(route: string, upstream: string): TrafficStats {
-    const key = `${route}\u0000${upstream}`
-    let s = this.traffic.get(key)
-    if (!s) {
-      s = new TrafficStats(route, upstream)
-      this.traffic.set(key, s)
-    }
-    return s
+    return getOrMake(this.traffic, statsKey(route, upstream), () => new TrafficStats(route, upstream))
   }
 
   counters(upstream: string): UpstreamCounters {
-    let c = this.upstreams.get(upstream)
-    if (!c) {
-      c = new UpstreamCounters(upstream)
-      this.upstreams.set(upstream, c)
-    }
-    return c
+    return getOrMake(this.upstreams, upstream, () => new UpstreamCounters(upstream, this))
+  }
+
+  /** A staging view for compiling a table: see `Staging`. */
+  stage(): Staging {
+    return new Staging(this)
   }
 
   /**
@@ -80,43 +65,138 @@ export class Resources {
    */
   markFailed(rt: TargetRuntime): void {
     rt.healthy = false
+    rt.downReason = 'connect failed'
     if (rt.activeCheck || rt.ejectTimer) return
+    rt.passiveUntil = Date.now() + this.passiveEjectMs
     rt.ejectTimer = setTimeout(() => {
       rt.ejectTimer = undefined
+      rt.passiveUntil = 0
       if (!rt.activeCheck) rt.healthy = true
     }, this.passiveEjectMs)
     rt.ejectTimer.unref()
   }
 
   /**
-   * Releases pools and runtimes the live table no longer uses. Pools are closed gracefully:
-   * requests still running on them (on an older table) finish first.
+   * Releases what the live table no longer uses. Pools are closed gracefully: requests still
+   * running on them (on an older table) finish first. A removed target's runtime stays while it
+   * has requests or WebSockets open (a later swap prunes it), and so do its upstream's counters,
+   * which the runtime points at. Counters of a removed route (or upstream) go at once: requests
+   * still finishing on an older table count into an object nobody reads any more.
    */
-  prune(livePools: ReadonlySet<string>, liveTargets: ReadonlySet<string>): void {
+  prune(live: LiveKeys): void {
     for (const [key, pool] of this.pools) {
-      if (!livePools.has(key)) {
+      if (!live.pools.has(key)) {
         this.pools.delete(key)
         void pool.close().catch(() => {})
       }
     }
+    const upstreamsInUse = new Set(live.upstreams)
     for (const [key, rt] of this.targets) {
-      if (!liveTargets.has(key) && rt.inflight === 0 && rt.websockets.size === 0) {
-        if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
-        if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
+      if (!live.targets.has(key) && rt.inflight === 0 && rt.websockets.size === 0) {
+        clearTimers(rt)
         this.targets.delete(key)
-      }
+      } else upstreamsInUse.add(rt.upstream)
     }
+    for (const key of this.traffic.keys()) if (!live.traffic.has(key)) this.traffic.delete(key)
+    for (const name of this.upstreams.keys()) if (!upstreamsInUse.has(name)) this.upstreams.delete(name)
   }
 
   async close(): Promise<void> {
     const pools = [...this.pools.values()]
     this.pools.clear()
-    for (const rt of this.targets.values()) {
-      if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
-      if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
-    }
+    for (const rt of this.targets.values()) clearTimers(rt)
     await Promise.all(pools.map((p) => p.destroy().catch(() => {})))
   }
+}
+
+/** No I/O: an undici Pool connects on its first dispatch. */
+function newPool(origin: string, opts: PoolOptions): Pool {
+  const pool = new Pool(origin, {
+    connect: { timeout: opts.connectTimeoutMs },
+    // undici's defaults: 4 s idle keep-alive, honouring a shorter `Keep-Alive: timeout` from
+    // the upstream (minus 1 s), so we do not reuse a socket the upstream is about to close.
+    keepAliveTimeout: 4_000,
+    keepAliveMaxTimeout: 600_000,
+    pipelining: 1,
+  })
+  // A pool error without a request to report it to must not crash the process.
+  pool.on('connectionError', () => {})
+  return pool
+}
+
+/**
+ * What compiling a table needs from the resources, without touching them: existing pools,
+ * runtimes and counters are handed out as they are; new ones are made aside; changes to live
+ * runtimes are queued. `commit()` registers the new objects and runs the queued changes in one
+ * go, once the whole table is built, so a state that fails to compile leaves everything as it
+ * was. Nothing in `commit()` throws.
+ */
+export class Staging {
+  private readonly pools = new Map<string, Pool>()
+  private readonly targets = new Map<string, TargetRuntime>()
+  private readonly traffic = new Map<string, TrafficStats>()
+  private readonly upstreams = new Map<string, UpstreamCounters>()
+  private readonly effects: (() => void)[] = []
+  /** whether this is the first table of the process (its targets start together) */
+  readonly firstTable: boolean
+
+  constructor(private readonly res: Resources) {
+    this.firstTable = res.compiled === 0
+  }
+
+  /** One keep-alive pool per origin and connect timeout, shared by every upstream naming it. */
+  pool(origin: string, opts: PoolOptions): Pool {
+    const key = poolKey(origin, opts.connectTimeoutMs)
+    return this.res.pools.get(key) ?? getOrMake(this.pools, key, () => newPool(origin, opts))
+  }
+
+  /** The target's runtime; `isNew` when this process has none yet. */
+  target(upstream: string, id: string, initiallyHealthy: boolean): { rt: TargetRuntime; isNew: boolean } {
+    const key = `${upstream}/${id}`
+    const rt = this.res.targets.get(key)
+    if (rt) return { rt, isNew: false }
+    return { rt: getOrMake(this.targets, key, () => new TargetRuntime(upstream, id, initiallyHealthy, this.counters(upstream))), isNew: true }
+  }
+
+  stats(route: string, upstream: string): TrafficStats {
+    const key = statsKey(route, upstream)
+    return this.res.traffic.get(key) ?? getOrMake(this.traffic, key, () => new TrafficStats(route, upstream))
+  }
+
+  counters(upstream: string): UpstreamCounters {
+    return this.res.upstreams.get(upstream) ?? getOrMake(this.upstreams, upstream, () => new UpstreamCounters(upstream, this.res))
+  }
+
+  /** Queues a change to live state for `commit()`. */
+  later(effect: () => void): void {
+    this.effects.push(effect)
+  }
+
+  /** Applies everything at once; `res.compiled` counts the tables made. */
+  commit(): void {
+    const res = this.res
+    for (const [k, v] of this.pools) res.pools.set(k, v)
+    for (const [k, v] of this.upstreams) res.upstreams.set(k, v)
+    for (const [k, v] of this.targets) res.targets.set(k, v)
+    for (const [k, v] of this.traffic) res.traffic.set(k, v)
+    for (const effect of this.effects) effect()
+    res.compiled++
+  }
+}
+
+function getOrMake<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+  let v = map.get(key)
+  if (v === undefined) {
+    v = make()
+    map.set(key, v)
+  }
+  return v
+}
+
+function clearTimers(rt: TargetRuntime): void {
+  if (rt.ejectTimer) clearTimeout(rt.ejectTimer)
+  if (rt.ejectionTimer) clearTimeout(rt.ejectionTimer)
+  if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
 }
 
 export function poolKey(origin: string, connectTimeoutMs: number): string {

@@ -85,8 +85,7 @@ export class Dataplane {
   /** Swaps the routing table in one reference write; in-flight requests keep the one they started with. */
   setTable(table: RoutingTable): void {
     this.current = table
-    const live = liveKeys(table)
-    this.resources.prune(live.pools, live.targets)
+    this.resources.prune(liveKeys(table))
     drainWebsockets(table, this.resources)
   }
 

@@ -50,19 +50,63 @@ export class TrafficStats {
   }
 }
 
+/** Why outlier detection ejected a target (the `reason` label of `switchyard_ejections_total`). */
+export type EjectionReason = 'consecutive_5xx' | 'consecutive_gateway_failure'
+
+/** A target's health as the admin API shows it; times are epoch ms. */
+export interface TargetHealth {
+  healthy: boolean
+  /** why it gets no requests, when it does not */
+  reason?: string
+  /** when it comes back by itself, when it will (an ejection, a passive failure without health check) */
+  until?: number
+}
+
 /**
  * Live, mutable facts about one target that must survive table swaps: its in-flight count,
- * its health, its open WebSockets. Keyed by `upstream/id`; the compiled table points at it.
+ * its health, outlier-detection and slow-start state, its open WebSockets. Keyed by
+ * `upstream/id`; the compiled table points at it.
  */
 export class TargetRuntime {
   inflight = 0
-  /** set by the active health check, and to false at once by a connect failure (passive) */
-  healthy: boolean
+  /**
+   * `healthy` and not ejected: the one flag the balancer reads. Kept in step by the `healthy`
+   * setter and by outlier detection, so a pick reads one field.
+   */
+  available: boolean
+  private healthyNow: boolean
   /** true while an active health check owns `healthy`; otherwise a passive ejection times out */
   activeCheck = false
   /** whether this target ever passed (or started healthy): a never-ready target enters on its first pass */
   everHealthy: boolean
   ejectTimer: NodeJS.Timeout | undefined = undefined
+  /** why `healthy` last went false */
+  downReason = 'health check failing'
+  /** epoch ms when a passive failure without active health check ends (0: none pending) */
+  passiveUntil = 0
+
+  // Outlier detection (outlier.ts). The counters are the only per-response cost.
+  consecutive5xx = 0
+  consecutiveGateway = 0
+  ejected = false
+  /** epoch ms when the current ejection began and when it ends */
+  ejectedSince = 0
+  ejectedUntil = 0
+  /** e.g. "5 consecutive 5xx" */
+  ejectDetail = ''
+  /** ejections in a row: the ejection time multiplier; decays while the target stays in */
+  ejectionLevel = 0
+  /** epoch ms of the last return from an ejection */
+  returnedAt = 0
+  ejectionTimer: NodeJS.Timeout | undefined = undefined
+  /** ejections so far, by reason (a monotonic counter for metrics) */
+  readonly ejections: Record<EjectionReason, number> = { consecutive_5xx: 0, consecutive_gateway_failure: 0 }
+
+  /** performance.now() when the current slow-start ramp began; -1 when not ramping */
+  rampStart = -1
+  /** whether the target was `active` in the last compiled table (a return to active ramps up) */
+  wasActive = false
+
   readonly websockets = new Set<Socket>()
   /** set while this target's WebSockets wait out `drainTimeoutMs` before being closed */
   wsDrainTimer: NodeJS.Timeout | undefined = undefined
@@ -71,20 +115,62 @@ export class TargetRuntime {
     readonly upstream: string,
     readonly id: string,
     healthy: boolean,
+    /** the upstream's counters: its slow-start flag, and the scope of published events */
+    readonly counters: UpstreamCounters,
   ) {
-    this.healthy = healthy
+    this.healthyNow = healthy
+    this.available = healthy
     this.everHealthy = healthy
   }
 
   get key(): string {
     return `${this.upstream}/${this.id}`
   }
+
+  /** Set by the active health check, by a passive failure and its timeout. */
+  get healthy(): boolean {
+    return this.healthyNow
+  }
+
+  set healthy(v: boolean) {
+    if (v === this.healthyNow) return
+    this.healthyNow = v
+    this.available = v && !this.ejected
+    if (v) {
+      this.passiveUntil = 0
+      this.startRamp()
+    } else this.downReason = 'health check failing'
+  }
+
+  /** A target that joins or comes back starts its slow-start ramp now (a time read, on a rare event). */
+  startRamp(): void {
+    const now = performance.now()
+    this.rampStart = now
+    this.counters.lastRampStart = now
+  }
+
+  /** What the admin API shows: healthy or not, why not, and until when. */
+  health(): TargetHealth {
+    if (this.ejected) return { healthy: false, reason: `ejected: ${this.ejectDetail}`, until: this.ejectedUntil }
+    if (this.healthyNow) return { healthy: true }
+    if (!this.everHealthy) return { healthy: false, reason: 'waiting for its first passing health check' }
+    return this.passiveUntil > 0 ? { healthy: false, reason: this.downReason, until: this.passiveUntil } : { healthy: false, reason: this.downReason }
+  }
 }
 
-/** Per-upstream counters that are not per route. */
+/** Per-upstream counters and state that are not per route. */
 export class UpstreamCounters {
   retries = 0
   /** rotating start for least-request ties */
   cursor = 0
-  constructor(readonly upstream: string) {}
+  /**
+   * performance.now() when the upstream's latest slow-start ramp began, -1 when none is under way:
+   * the balancer reads the clock only while this is set and less than `slowStartMs` ago.
+   */
+  lastRampStart = -1
+  constructor(
+    readonly upstream: string,
+    /** the Resources this belongs to: tells one instance's events from another's in one process */
+    readonly scope: object,
+  ) {}
 }

@@ -1,13 +1,15 @@
 /**
  * The compiled routing table: an immutable, pre-digested form of the state that the hot path
  * reads without allocating. `compileTable()` runs on the control plane; it throws on a state it
- * cannot compile, so the table in force stays live (SPEC: a rejected change changes nothing).
+ * cannot compile, so the table in force stays live (SPEC: a rejected change changes nothing),
+ * and it touches no live resource before the whole table is built.
  */
 import type { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
-import type { FlagSpec, State, StringMatch } from '../config/schema.js'
+import type { FlagSpec, State, StringMatch, Upstream } from '../config/schema.js'
 import { seedOf } from './bucket.js'
-import { poolKey, type Resources } from './resources.js'
+import { outlierPolicy, release, type OutlierPolicy } from './outlier.js'
+import { poolKey, statsKey, type LiveKeys, type Resources, type Staging } from './resources.js'
 import type { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface CTarget {
@@ -36,11 +38,16 @@ export interface CUpstream {
   readonly active: readonly CTarget[]
   readonly byId: ReadonlyMap<string, CTarget>
   readonly retries: number
+  readonly connectTimeoutMs: number
   readonly headersTimeoutMs: number
   readonly bodyTimeoutMs: number
   readonly drainTimeoutMs: number
   readonly p2c: boolean
   readonly counters: UpstreamCounters
+  /** null: outlier detection is off */
+  readonly outlier: OutlierPolicy | null
+  /** 0: off */
+  readonly slowStartMs: number
 }
 
 /** A route's way to one upstream, with the counters for that pair. */
@@ -146,47 +153,16 @@ function ordered(routes: CRoute[]): readonly CRoute[] {
 
 /**
  * Builds the table for `state`. Pools, target runtimes and stats come from `res` so they survive
- * the swap; the caller calls `res.prune()` with `liveKeys()` once the table is in force.
+ * the swap; the caller calls `res.prune()` with `liveKeys()` once the table is in force. Every
+ * change to `res` (new runtimes, pools and counters, health and slow-start changes) is staged
+ * and applied only after the last thing that can throw.
  */
 export function compileTable(state: State, res: Resources, opts: CompileOptions = {}): RoutingTable {
   const healthyAtStart = opts.initiallyHealthy ?? (() => true)
+  const stage = res.stage()
   const upstreams = new Map<string, CUpstream>()
   for (const [name, u] of Object.entries(state.upstreams)) {
-    const connectTimeoutMs = u.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
-    const targets = u.targets.map((t): CTarget => {
-      const url = new URL(t.url)
-      const rt = res.target(name, t.id, healthyAtStart(name, t.id))
-      const hasCheck = u.healthCheck !== undefined
-      // The health check was removed: nothing would ever bring a target it took out back.
-      if (rt.activeCheck && !hasCheck) rt.healthy = true
-      rt.activeCheck = hasCheck
-      return Object.freeze({
-        id: t.id,
-        url: t.url,
-        upstream: name,
-        pool: t.state === 'active' ? res.pool(url.origin, { connectTimeoutMs }) : null,
-        poolKey: poolKey(url.origin, connectTimeoutMs),
-        rt,
-        active: t.state === 'active',
-        host: url.hostname.replace(/^\[|\]$/g, ''),
-        port: url.port === '' ? 80 : Number(url.port),
-      })
-    })
-    upstreams.set(
-      name,
-      Object.freeze({
-        name,
-        targets: Object.freeze(targets),
-        active: Object.freeze(targets.filter((t) => t.active)),
-        byId: new Map(targets.map((t) => [t.id, t])),
-        retries: u.retries ?? DEFAULTS.retries,
-        headersTimeoutMs: u.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs,
-        bodyTimeoutMs: u.bodyTimeoutMs ?? DEFAULTS.bodyTimeoutMs,
-        drainTimeoutMs: u.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
-        p2c: u.balance === 'p2c',
-        counters: res.counters(name),
-      }),
-    )
+    upstreams.set(name, compileUpstream(name, u, stage, healthyAtStart))
   }
 
   const upstreamOf = (route: string, name: string): CUpstream => {
@@ -196,7 +172,7 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
   }
 
   const routes = state.routes.map((r): CRoute => {
-    const choice = (name: string): Choice => Object.freeze({ upstream: upstreamOf(r.name, name), stats: res.stats(r.name, name) })
+    const choice = (name: string): Choice => Object.freeze({ upstream: upstreamOf(r.name, name), stats: stage.stats(r.name, name) })
     // Canonical order (by name) so that the same split always compiles the same way.
     const names = Object.keys(r.split).sort()
     const weights = names.map((n) => r.split[n]!)
@@ -241,6 +217,7 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
     ? flags.map((f) => `${f.name}=${f.mode === 1 ? 'on' : 'off'}`).join(',')
     : null
 
+  stage.commit()
   return Object.freeze({
     revision: state.revision,
     byHost,
@@ -251,15 +228,77 @@ export function compileTable(state: State, res: Resources, opts: CompileOptions 
   })
 }
 
+/**
+ * One upstream's part of the table. Changes to live runtimes go through `stage.later()`: they
+ * run only once the whole table compiled.
+ */
+function compileUpstream(
+  name: string,
+  u: Upstream,
+  stage: Staging,
+  healthyAtStart: (upstream: string, id: string) => boolean,
+): CUpstream {
+  const connectTimeoutMs = u.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+  const hasCheck = u.healthCheck !== undefined
+  const outlier = outlierPolicy(u.outlierDetection)
+  const targets = u.targets.map((t): CTarget => {
+    const url = new URL(t.url)
+    const active = t.state === 'active'
+    const { rt, isNew } = stage.target(name, t.id, healthyAtStart(name, t.id))
+    stage.later(() => {
+      // The health check was removed: nothing would ever bring a target it took out back.
+      if (rt.activeCheck && !hasCheck) rt.healthy = true
+      rt.activeCheck = hasCheck
+      if (outlier === null) release(rt)
+      // Joining a running upstream (new, or back to active) starts the slow-start ramp; targets
+      // of the first table all start together, and an unhealthy one ramps when it passes.
+      if (active && !rt.wasActive && rt.healthy && !(isNew && stage.firstTable)) rt.startRamp()
+      rt.wasActive = active
+    })
+    return Object.freeze({
+      id: t.id,
+      url: t.url,
+      upstream: name,
+      pool: active ? stage.pool(url.origin, { connectTimeoutMs }) : null,
+      poolKey: poolKey(url.origin, connectTimeoutMs),
+      rt,
+      active,
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port === '' ? 80 : Number(url.port),
+    })
+  })
+  return Object.freeze({
+    name,
+    targets: Object.freeze(targets),
+    active: Object.freeze(targets.filter((t) => t.active)),
+    byId: new Map(targets.map((t) => [t.id, t])),
+    retries: u.retries ?? DEFAULTS.retries,
+    connectTimeoutMs,
+    headersTimeoutMs: u.headersTimeoutMs ?? DEFAULTS.headersTimeoutMs,
+    bodyTimeoutMs: u.bodyTimeoutMs ?? DEFAULTS.bodyTimeoutMs,
+    drainTimeoutMs: u.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs,
+    p2c: u.balance === 'p2c',
+    counters: stage.counters(name),
+    outlier,
+    slowStartMs: u.slowStartMs ?? DEFAULTS.slowStartMs,
+  })
+}
+
 /** What a table keeps alive, for `Resources.prune()`. */
-export function liveKeys(table: RoutingTable): { pools: Set<string>; targets: Set<string> } {
+export function liveKeys(table: RoutingTable): LiveKeys {
   const pools = new Set<string>()
   const targets = new Set<string>()
+  const traffic = new Set<string>()
   for (const u of table.upstreams.values()) {
     for (const t of u.targets) {
       targets.add(t.rt.key)
       if (t.pool !== null) pools.add(t.poolKey)
     }
   }
-  return { pools, targets }
+  const routes = new Set([...table.wildcard, ...[...table.byHost.values()].flat()])
+  for (const r of routes) {
+    for (const c of r.split) traffic.add(statsKey(r.name, c.upstream.name))
+    for (const rule of r.rules) traffic.add(statsKey(r.name, rule.choice.upstream.name))
+  }
+  return { pools, targets, traffic, upstreams: new Set(table.upstreams.keys()) }
 }

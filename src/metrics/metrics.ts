@@ -136,7 +136,25 @@ export class Metrics {
         },
       })
     targetGauge('upstream_inflight', 'Requests in flight to a target, in this instance.', (rt) => rt.inflight)
-    targetGauge('target_healthy', '1 while the target passes its health checks (active or passive), else 0.', (rt) => (rt.healthy ? 1 : 0))
+    targetGauge(
+      'target_healthy',
+      '1 while the target passes its health checks (active or passive) and is not ejected by outlier detection, else 0.',
+      (rt) => (rt.available ? 1 : 0),
+    )
+    targetGauge('target_ejected', '1 while outlier detection keeps the target out, else 0.', (rt) => (rt.ejected ? 1 : 0))
+    new Counter({
+      name: `${PREFIX}ejections_total`,
+      help: 'Ejections of a target by outlier detection, by reason (consecutive_5xx, consecutive_gateway_failure).',
+      labelNames: ['upstream', 'target', 'reason'],
+      registers,
+      collect() {
+        this.reset()
+        eachTarget((upstream, target) => {
+          const rt = resources.targets.get(`${upstream}/${target}`)
+          if (rt) for (const [reason, n] of Object.entries(rt.ejections)) this.inc({ upstream, target, reason }, n)
+        })
+      },
+    })
     new Gauge({
       name: `${PREFIX}target_state`,
       help: "1 for the target's administrative state (active, draining, disabled), 0 for the others.",

@@ -53,7 +53,16 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
         tags,
         summary: 'a target with its health and in-flight requests summed over every instance',
         params: TargetParams,
-        response: readResponses({ revision: Revision, ...TargetView, healthy: Type.Boolean(), inflight: Type.Integer({ minimum: 0 }) }),
+        response: readResponses({
+          revision: Revision,
+          ...TargetView,
+          healthy: Type.Boolean({ description: 'gets new requests as far as health goes: passes its checks and is not ejected' }),
+          reason: Type.Optional(
+            Type.String({ description: 'why it is not healthy: "ejected: 5 consecutive 5xx", "health check failing", "connect failed", ...' }),
+          ),
+          until: Type.Optional(Type.String({ format: 'date-time', description: 'when it comes back by itself (an ejection, a passive failure)' })),
+          inflight: Type.Integer({ minimum: 0 }),
+        }),
       },
     },
     async (req) => {
@@ -61,9 +70,11 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       const state = control.state
       const target = targetOf(state, name, id)
       const { inflight } = await control.fleet.targetInflight(`${name}/${id}`)
-      // Health is this instance's view (its own active and passive checks).
-      const healthy = dataplane.resources.targets.get(`${name}/${id}`)?.healthy ?? false
-      return { revision: state.revision, upstream: name, ...target, healthy, inflight }
+      // Health is this instance's view (its own active and passive checks, its own ejections).
+      const rt = dataplane.resources.targets.get(`${name}/${id}`)
+      const { healthy, reason, until } = rt?.health() ?? { healthy: false, reason: 'not applied on this instance yet' }
+      const when = until === undefined ? {} : { until: new Date(until).toISOString() }
+      return { revision: state.revision, upstream: name, ...target, healthy, ...(reason === undefined ? {} : { reason }), ...when, inflight }
     },
   )
 
