@@ -13,5 +13,7 @@ export const DEFAULTS = {
   drainTimeoutMs: 30_000, // 30 s, Envoy's default drain time
   passiveEjectMs: 5_000, // without an active health check a failed target comes back after this
   healthCheck: { intervalMs: 2_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 2 },
+  // DNS discovery: Envoy's dns_refresh_rate is 5 s; record TTLs are not followed (Envoy's respect_dns_ttl: false)
+  discovery: { type: 'A', refreshMs: 5_000, timeoutMs: 5_000 },
   redisPrefix: 'switchyard',
 } as const
