@@ -139,12 +139,8 @@ export class DnsProvider implements TargetProvider {
     const timeoutMs = spec.timeoutMs ?? DEFAULTS.discovery.timeoutMs
     // Two tries per query within the lookup's time (c-ares doubles the timeout on the retry).
     const resolver = new Resolver({ timeout: Math.max(1, Math.floor(timeoutMs / 3)), tries: 2 })
-    if (spec.servers !== undefined) {
-      resolver.setServers(spec.servers.map((s) => {
-        const { host, port } = parseServer(s)!
-        return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
-      }))
-    }
+    // Validated already; written out in the one form node accepts for both families ([ip6]:port).
+    if (spec.servers !== undefined) resolver.setServers(spec.servers.map(serverAddress))
     watch.resolver = resolver
     watch.first = this.run(watch, watch.generation)
   }
@@ -272,4 +268,9 @@ export class DnsProvider implements TargetProvider {
       if (!this.closed) this.opts.onChange()
     })
   }
+}
+
+function serverAddress(server: string): string {
+  const { host, port } = parseServer(server) ?? { host: server, port: 53 }
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
