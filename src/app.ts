@@ -9,6 +9,7 @@ import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
 import { logDataplaneEvents } from './control/dataplane-log.js'
 import { HealthChecker } from './control/health.js'
+import { DnsProvider } from './control/providers/dns.js'
 import { Dataplane } from './dataplane/server.js'
 import { silentLogger, type Logger } from './log.js'
 import { MemoryStore } from './store/memory.js'
@@ -97,14 +98,23 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     instanceTtlMs: opts.instanceTtlMs,
     behindAlertMs: opts.behindAlertMs,
   })
+  // DNS discovery feeds the follower's compile; it follows the applied upstreams' `discovery`.
+  const dns = new DnsProvider({
+    log,
+    inflight: (upstream, id) => dataplane.resources.targets.get(`${upstream}/${id}`)?.inflight ?? 0,
+    onChange: () => control.follower.refresh(),
+  })
+  control.follower.use(dns)
+  control.follower.onApplied((state) => dns.follow(state))
   control.follower.onApplied((state) => health.sync(state))
-  const deps = { control, dataplane, tokens: adminTokens(config) }
+  const deps = { control, dataplane, tokens: adminTokens(config), discovery: dns }
   // The proxy port strips these from Authorization, so they never reach an upstream.
   dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
   let admin = await createAdminServer(deps)
   let current = config
   const cleanup = async () => {
     stopEventLog()
+    dns.close()
     health.stop()
     await control.close().catch(() => {})
     await store.close().catch(() => {})
@@ -112,6 +122,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   }
   try {
     await control.start()
+    // Like a cluster warming in Envoy: discovered upstreams have their first answer (or failure) before serving.
+    await dns.settled()
     const listen = { ...DEFAULTS.listen, ...config.listen }
     const adminListen = { ...DEFAULTS.admin, ...config.admin }
     const proxyAddr = await dataplane.listen(listen.port, listen.host)

@@ -286,7 +286,7 @@ describe('environment variables', () => {
     ])
     const ok = parseConfigText(JSON.stringify(c), { V2_HOST: '10.1.2.3' })
     expect(ok.problems).toEqual([])
-    expect(ok.config.upstreams['v2']?.targets[0]?.url).toBe('http://10.1.2.3:3003')
+    expect(ok.config.upstreams['v2']?.targets?.[0]?.url).toBe('http://10.1.2.3:3003')
   })
 
   it.each<[string, NodeJS.ProcessEnv, string]>([

@@ -35,8 +35,8 @@ async function stores(kind: 'memory' | 'redis', n: number): Promise<Store[]> {
   return out
 }
 
-function keeper(store: Store, holder: string, changes: string[] = []): LeaseKeeper {
-  const k = new LeaseKeeper({ store, name: 'driver', holder, ttlMs: TTL, log: silentLogger, onChange: (held) => changes.push(`${holder}:${held}`) })
+function keeper(store: Store, holder: string, changes: string[] = [], ttlMs = TTL): LeaseKeeper {
+  const k = new LeaseKeeper({ store, name: 'driver', holder, ttlMs, log: silentLogger, onChange: (held) => changes.push(`${holder}:${held}`) })
   onTestFinished(() => k.stop())
   return k
 }
@@ -75,17 +75,19 @@ describe.each(['memory', 'redis'] as const)('LeaseKeeper on the %s store', (kind
     expect(changes).toEqual(['A:true', 'A:false', 'B:true'])
   })
 
-  it('a holder that gives the lease up is replaced at the next attempt', async () => {
+  it('a holder that gives the lease up is replaced at the next attempt, long before the lease would expire', async () => {
+    // A long TTL, so "at the next attempt" (every TTL/3) and "at expiry" are far apart.
+    const ttl = 3_000
     const [s1, s2] = await stores(kind, 2)
-    const a = keeper(s1!, 'A')
+    const a = keeper(s1!, 'A', [], ttl)
     a.start()
     await eventually(() => expect(a.held).toBe(true))
-    const b = keeper(s2!, 'B')
+    const b = keeper(s2!, 'B', [], ttl)
     b.start()
     await a.stop(true)
     expect(await s2!.leaseHolder('driver')).toBeNull()
-    const took = await neverBoth(a, b, () => b.held, TTL)
-    expect(took).toBeLessThan(TTL / 3 + 150)
+    const took = await neverBoth(a, b, () => b.held, ttl)
+    expect(took).toBeLessThan(ttl / 3 + 1_000)
   })
 })
 

@@ -26,5 +26,7 @@ export const DEFAULTS = {
   },
   slowStartMs: 0, // off: a target that joins or comes back gets its full share at once
   healthCheck: { intervalMs: 2_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 2 },
+  // DNS discovery: Envoy's dns_refresh_rate is 5 s; record TTLs are not followed (Envoy's respect_dns_ttl: false)
+  discovery: { type: 'A', refreshMs: 5_000, timeoutMs: 5_000 },
   redisPrefix: 'switchyard',
 } as const

@@ -62,9 +62,38 @@ export type OutlierDetection = Static<typeof OutlierDetection>
 
 export const Balance = Type.Union([Type.Literal('least-request'), Type.Literal('p2c')])
 
+/**
+ * DNS target discovery: the addresses a name resolves to become targets of the upstream, on
+ * every instance by its own lookups, outside the revisioned state (README "DNS discovery").
+ * The name and servers are checked in `validate.ts`.
+ */
+export const DnsDiscovery = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 254, description: 'DNS name to resolve, e.g. api.internal or _http._tcp.api.internal for SRV' }),
+    type: Type.Optional(Type.Union([Type.Literal('A'), Type.Literal('AAAA'), Type.Literal('SRV')])),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'port of the targets (A, AAAA); SRV records carry their own' })),
+    refreshMs: Type.Optional(Ms('time between lookups', 50)),
+    timeoutMs: Type.Optional(Ms('how long one lookup may take before it counts as failed', 10)),
+    servers: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+        minItems: 1,
+        maxItems: 8,
+        description: 'DNS servers to ask, as ip or ip:port ([ip6]:port); default: the system resolver configuration',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
+export type DnsDiscovery = Static<typeof DnsDiscovery>
+
+export const Discovery = Type.Object({ dns: DnsDiscovery }, { additionalProperties: false })
+export type Discovery = Static<typeof Discovery>
+
 export const UpstreamSpec = Type.Object(
   {
-    targets: Type.Array(TargetSpec, { maxItems: 1000 }),
+    /** May be left out when `discovery` provides the targets. */
+    targets: Type.Optional(Type.Array(TargetSpec, { maxItems: 1000 })),
+    discovery: Type.Optional(Discovery),
     healthCheck: Type.Optional(HealthCheck),
     balance: Type.Optional(Balance),
     retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),

@@ -10,6 +10,7 @@ import type { Problem } from '../errors.js'
 import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
 import type { FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
 import { formatPath, type PathSegment } from './shape.js'
+import { discoveryProblems } from './validate-discovery.js'
 
 /** What `validateState` and `normalizeState` read: the config file's state part or a State. */
 export interface StateSpec {
@@ -60,7 +61,14 @@ export function validateState(s: StateSpec): Problem[] {
 
   for (const [name, upstream] of Object.entries(s.upstreams)) {
     const ids = new Map<string, number>()
-    upstream.targets.forEach((target, i) => {
+    if (upstream.targets === undefined && upstream.discovery === undefined) {
+      report(['upstreams', name, 'targets'], 'is required (or set discovery to find the targets in DNS)')
+    }
+    if (upstream.discovery !== undefined) {
+      for (const p of discoveryProblems(upstream.discovery.dns)) report(['upstreams', name, 'discovery', 'dns', ...p.at], p.message)
+    }
+    const targets = upstream.targets ?? []
+    targets.forEach((target, i) => {
       const at = ['upstreams', name, 'targets', i]
       const urlProblem = targetUrlProblem(target.url)
       if (urlProblem !== undefined) {
@@ -174,7 +182,7 @@ export function normalizeState(spec: StateSpec): Omit<State, 'revision' | 'rollo
   const upstreams = Object.fromEntries(
     Object.entries(spec.upstreams).map(([name, upstream]): [string, Upstream] => {
       const copy = structuredClone(upstream)
-      const targets = copy.targets.map(
+      const targets = (copy.targets ?? []).map(
         (t): Target => ({ id: t.id ?? defaultTargetId(t.url), url: t.url, state: t.state ?? 'active' }),
       )
       return [name, { ...copy, targets }]

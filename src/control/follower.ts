@@ -16,6 +16,7 @@ import { compileTable } from '../dataplane/table.js'
 import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Store } from '../store/store.js'
+import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
 
 export interface FollowerOptions {
   store: Store
@@ -38,6 +39,9 @@ const SEEN_CAP = 256
 
 export class Follower {
   private applied: State
+  /** `applied` plus the providers' targets: what the table was compiled from */
+  private compiled: State
+  private readonly providers: TargetProvider[] = []
   private ready = false
   private closed = false
   private timer: NodeJS.Timeout | undefined
@@ -62,6 +66,7 @@ export class Follower {
 
   constructor(private readonly opts: FollowerOptions) {
     this.applied = opts.seed
+    this.compiled = opts.seed
     this.seedTargets = new Set(
       Object.entries(opts.seed.upstreams).flatMap(([u, up]) => up.targets.map((t) => `${u}/${t.id}`)),
     )
@@ -70,6 +75,30 @@ export class Follower {
   /** The state this instance applied: what its data plane routes by. */
   get state(): State {
     return this.applied
+  }
+
+  /**
+   * The state the data plane's table was compiled from: the applied state plus the targets of
+   * providers (DNS discovery), which carry a `source`. Same revision as `state`; applied-state
+   * listeners receive this one, so health checks and metrics cover discovered targets too.
+   */
+  get effective(): State {
+    return this.compiled
+  }
+
+  /** Adds a source of targets besides the store; read at every compile from then on. */
+  use(provider: TargetProvider): void {
+    this.providers.push(provider)
+  }
+
+  /**
+   * Recompiles the applied state with the providers' current targets and swaps the table: how
+   * a provider's change takes effect. No revision changes and nothing is written to the store.
+   * False when it could not compile (logged) or the follower is not running.
+   */
+  refresh(): boolean {
+    if (!this.ready || this.closed) return false
+    return this.apply(this.applied, 'refresh')
   }
 
   get isReady(): boolean {
@@ -86,7 +115,7 @@ export class Follower {
     return this.alerts
   }
 
-  /** Called after every table swap, with the state now in force. */
+  /** Called after every table swap, with the state now in force (`effective`: discovered targets included). */
   onApplied(listener: (state: State) => void): void {
     this.listeners.add(listener)
   }
@@ -114,7 +143,7 @@ export class Follower {
       state = (await store.load()) ?? this.opts.seed
     }
     this.observe(state.revision)
-    if (!this.apply(state, true)) throw new Error(`the store's state (revision ${state.revision}) cannot be applied; see the log`)
+    if (!this.apply(state, 'start')) throw new Error(`the store's state (revision ${state.revision}) cannot be applied; see the log`)
     this.ready = true
     this.timer = setInterval(() => void this.check(), this.opts.resyncMs ?? RESYNC_MS)
     this.timer.unref()
@@ -254,13 +283,23 @@ export class Follower {
     )
   }
 
-  /** Compiles and swaps in `state`; false (logged and counted once per revision) when it cannot. */
-  private apply(state: State, starting = false): boolean {
-    if (!starting && state.revision <= this.applied.revision) return true
+  /**
+   * Compiles and swaps in `state` (with the providers' targets); false (logged and counted once
+   * per revision) when it cannot. `start` and `refresh` apply a state that is not newer.
+   */
+  private apply(state: State, mode: 'new' | 'start' | 'refresh' = 'new'): boolean {
+    if (mode === 'new' && state.revision <= this.applied.revision) return true
+    const effective = effectiveState(state, this.providers)
+    const provided = new Set<string>()
+    if (effective !== state) {
+      for (const [u, up] of Object.entries(effective.upstreams)) for (const t of up.targets) if (isProvided(t)) provided.add(`${u}/${t.id}`)
+    }
     let table
     try {
-      table = compileTable(state, this.opts.dataplane.resources, {
-        initiallyHealthy: (u, id) => this.seedTargets.has(`${u}/${id}`) || state.upstreams[u]?.healthCheck === undefined,
+      table = compileTable(effective, this.opts.dataplane.resources, {
+        // Discovered targets join like targets added at run time: after their first passing check.
+        initiallyHealthy: (u, id) =>
+          effective.upstreams[u]?.healthCheck === undefined || (!provided.has(`${u}/${id}`) && this.seedTargets.has(`${u}/${id}`)),
       })
     } catch (err) {
       if (state.revision !== this.failedRevision) {
@@ -272,11 +311,13 @@ export class Follower {
     }
     this.opts.dataplane.setTable(table)
     this.applied = state
+    this.compiled = effective
     this.updateBehind()
-    this.opts.log.info({ revision: state.revision }, 'applied state')
+    if (mode === 'refresh') this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')
+    else this.opts.log.info({ revision: state.revision }, 'applied state')
     for (const listener of this.listeners) {
       try {
-        listener(state)
+        listener(effective)
       } catch (err) {
         this.opts.log.error({ err, revision: state.revision }, 'a listener of applied states failed')
       }

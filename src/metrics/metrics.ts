@@ -24,8 +24,11 @@ export interface MetricsDeps {
   control: {
     readonly state: State
     readonly store: { readonly connected: boolean }
-    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number }
+    /** `effective`: the applied state plus discovered targets, what target gauges iterate (default: `state`) */
+    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly effective?: State }
   }
+  /** DNS discovery's lookup counters per upstream, when it runs. */
+  discovery?: { stats(): readonly { upstream: string; lookups: number; failures: number }[] } | undefined
 }
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -116,9 +119,12 @@ export class Metrics {
       },
     })
 
-    /** Targets of the applied state only: runtimes of removed targets (still finishing requests) are left out. */
+    /**
+     * Targets in force (the applied state and discovered targets): runtimes of removed targets
+     * (still finishing requests) are left out.
+     */
     const eachTarget = (fn: (upstream: string, id: string, state: TargetState) => void) => {
-      for (const [upstream, u] of Object.entries(control.state.upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
+      for (const [upstream, u] of Object.entries((control.follower.effective ?? control.state).upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
     }
     /** A gauge with one series per target of the applied state, read from its runtime. */
     const targetGauge = (name: string, help: string, value: (rt: TargetRuntime) => number) =>
@@ -207,6 +213,20 @@ export class Metrics {
       registers,
       collect() {
         this.set(control.store.connected ? 1 : 0)
+      },
+    })
+    const discovery = deps.discovery
+    new Counter({
+      name: `${PREFIX}dns_lookups_total`,
+      help: 'DNS discovery lookups per upstream, by result (error: failed or no address; the last good targets stay).',
+      labelNames: ['upstream', 'result'],
+      registers,
+      collect() {
+        this.reset()
+        for (const s of discovery?.stats() ?? []) {
+          this.inc({ upstream: s.upstream, result: 'ok' }, s.lookups - s.failures)
+          this.inc({ upstream: s.upstream, result: 'error' }, s.failures)
+        }
       },
     })
     // No rollout exists yet: the metric is declared (HELP and TYPE lines) without samples.

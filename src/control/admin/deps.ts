@@ -1,5 +1,6 @@
 import type { Dataplane } from '../../dataplane/server.js'
 import type { ControlPlane } from '../control-plane.js'
+import type { DnsProvider } from '../providers/dns.js'
 
 /** What the admin API needs from the rest of the instance. */
 export interface AdminDeps {
@@ -7,4 +8,6 @@ export interface AdminDeps {
   dataplane: Dataplane
   /** `admin.token` (actor name `token`) and/or named tokens `admin.tokens` (actor = the name) */
   tokens: { name: string; token: string }[]
+  /** DNS target discovery, for its lookup metrics */
+  discovery?: DnsProvider
 }

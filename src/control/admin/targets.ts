@@ -6,7 +6,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { Name, TargetSpec, TargetState } from '../../config/schema.js'
+import { SwitchyardError } from '../../errors.js'
+import type { ControlPlane } from '../control-plane.js'
 import { addTarget, removeTarget, setTargetState, targetOf } from '../mutations.js'
+import { isProvided } from '../providers/provider.js'
 import type { AdminDeps } from './deps.js'
 import { DrainQuery, Laggard, readResponses, Revision, StoredTarget, TargetParams, UpstreamParams, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { normalizeUpstream } from './upstreams.js'
@@ -18,6 +21,21 @@ const DrainView = {
   inflight: Type.Optional(Type.Integer({ minimum: 0, description: 'requests still in flight, fleet-wide' })),
 }
 const headers = WriteHeaders
+
+/**
+ * A target that only DNS discovery holds is not in the store, so no write can change it: 409
+ * rather than a 404 that would deny what `GET` shows. (Adding a static target with its id takes
+ * it over: static targets win.)
+ */
+function refuseDiscovered(control: ControlPlane, upstream: string, id: string): void {
+  if (control.state.upstreams[upstream]?.targets.some((t) => t.id === id)) return
+  const found = control.follower.effective.upstreams[upstream]?.targets.find((t) => t.id === id)
+  if (found === undefined || !isProvided(found)) return
+  throw new SwitchyardError(
+    'CONFLICT',
+    `target ${JSON.stringify(id)} of upstream ${JSON.stringify(upstream)} is managed by DNS discovery: it follows the DNS answers and cannot be changed through the API`,
+  )
+}
 /** A drain answers 202 either because it ran out of waitMs (`drained: false`) or of waitApplied. */
 const drainResponses = {
   ...writeResponses(DrainView),
@@ -56,6 +74,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
         response: readResponses({
           revision: Revision,
           ...TargetView,
+          source: Type.Optional(Type.Literal('dns', { description: 'set on targets found by DNS discovery' })),
           healthy: Type.Boolean({ description: 'gets new requests as far as health goes: passes its checks and is not ejected' }),
           reason: Type.Optional(
             Type.String({ description: 'why it is not healthy: "ejected: 5 consecutive 5xx", "health check failing", "connect failed", ...' }),
@@ -68,7 +87,8 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     async (req) => {
       const { name, id } = req.params
       const state = control.state
-      const target = targetOf(state, name, id)
+      // The effective state: the store's targets and discovered ones (with `source: "dns"`).
+      const target = targetOf(control.follower.effective, name, id)
       const { inflight } = await control.fleet.targetInflight(`${name}/${id}`)
       // Health is this instance's view (its own active and passive checks, its own ejections).
       const rt = dataplane.resources.targets.get(`${name}/${id}`)
@@ -93,6 +113,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     },
     async (req, reply) => {
       const { name, id } = req.params
+      refuseDiscovered(control, name, id)
       const { revision, result } = await commit(control, req, setTargetState(name, id, req.body.state, 'target.patch'))
       return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, req.query.waitApplied)
     },
@@ -113,6 +134,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     async (req, reply) => {
       const { name, id } = req.params
       const { waitMs, waitApplied } = req.query
+      refuseDiscovered(control, name, id)
       const { revision, result } = await commit(control, req, setTargetState(name, id, 'draining', 'target.drain'))
       if (waitMs === undefined) return answerWrite(control, reply, 200, revision, { upstream: name, ...result }, waitApplied)
       const { drained, inflight } = await control.fleet.waitDrained(`${name}/${id}`, revision, waitMs)
@@ -139,6 +161,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     async (req, reply) => {
       const { name, id } = req.params
       const { waitMs, waitApplied } = req.query
+      refuseDiscovered(control, name, id)
       let outcome: { drained: boolean; inflight: number } | undefined
       let ifMatch = true
       if (waitMs !== undefined) {

@@ -1,12 +1,15 @@
 /** Upstreams: `GET|PUT|DELETE /api/upstreams/{name}`. Targets have their own plugin (targets.ts). */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
 import { Name, UpstreamSpec, type Upstream } from '../../config/schema.js'
 import { normalizeState, validateState } from '../../config/validate.js'
 import { deleteUpstream, putUpstream, upstreamOf } from '../mutations.js'
+import { isProvided } from '../providers/provider.js'
 import type { AdminDeps } from './deps.js'
 import {
   readResponses,
   Revision,
+  StoredTarget,
   StoredUpstream,
   UpstreamParams,
   WaitAppliedQuery,
@@ -30,15 +33,29 @@ export function normalizeUpstream(name: string, spec: UpstreamSpec): Upstream {
 
 const UpstreamView = { name: Name, ...StoredUpstream.properties }
 
+/** Targets found by DNS discovery: not in the store, so apart from `targets` (which a PUT replaces). */
+const Discovered = Type.Array(Type.Object({ ...StoredTarget.properties, source: Type.Literal('dns') }), {
+  description: 'targets found by DNS discovery on this instance (draining ones have vanished from DNS)',
+})
+
 export const upstreamsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control } = deps
 
   app.get(
     '/api/upstreams/:name',
-    { schema: { tags: ['upstreams'], params: UpstreamParams, response: readResponses({ revision: Revision, ...UpstreamView }) } },
+    {
+      schema: {
+        tags: ['upstreams'],
+        params: UpstreamParams,
+        response: readResponses({ revision: Revision, ...UpstreamView, discovered: Type.Optional(Discovered) }),
+      },
+    },
     async (req) => {
       const state = control.state
-      return { revision: state.revision, name: req.params.name, ...upstreamOf(state, req.params.name) }
+      const upstream = upstreamOf(state, req.params.name)
+      const discovered = (control.follower.effective.upstreams[req.params.name]?.targets ?? []).filter(isProvided)
+      const view = { revision: state.revision, name: req.params.name, ...upstream }
+      return upstream.discovery !== undefined || discovered.length > 0 ? { ...view, discovered } : view
     },
   )
 
