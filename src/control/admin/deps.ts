@@ -7,4 +7,6 @@ export interface AdminDeps {
   dataplane: Dataplane
   /** `admin.token` (actor name `token`) and/or named tokens `admin.tokens` (actor = the name) */
   tokens: { name: string; token: string }[]
+  /** set once the instance is stopping: /readyz answers 503 SHUTTING_DOWN while it still serves */
+  shuttingDown?: boolean
 }
