@@ -5,7 +5,7 @@
  * IPC (store/ipc.ts), with Redis each worker follows Redis.
  *
  * - A worker that dies is restarted after a backoff (1 s doubling to 30 s per slot; the delay
- *   resets once a worker stayed up 30 s). When every slot's worker failed at start (exited
+ *   resets once a worker stayed ready 30 s). When every slot's worker failed at start (exited
  *   before it was ready) 5 times in a row, the primary gives up and exits 1 with the last
  *   worker's reason, so an orchestrator sees the crash loop. At the very first start any
  *   worker failing exits 1 at once: nothing has served yet, and the fault is the config's.
@@ -36,14 +36,16 @@ function backoffBase(): number {
 
 /** One of the N places a worker runs in; its replacement takes the same slot. */
 interface Slot {
+  index: number
   worker: Worker
   /** whether `worker` told it listens */
   ready: boolean
   /** consecutive workers of this slot that exited before they were ready */
   failures: number
-  /** consecutive restarts, for the backoff; reset when a worker stayed up for the cap */
+  /** consecutive restarts, for the backoff; reset when a worker stayed ready for the cap */
   restarts: number
-  startedAt: number
+  /** when `worker` got ready */
+  readyAt: number
   reason?: string
   timer?: NodeJS.Timeout
 }
@@ -61,7 +63,7 @@ function whenReady(worker: Worker): Promise<ReadyMessage> {
     }
     const onExit = (code: number | null, signal: string | null) => {
       worker.off('message', onMessage)
-      reject(new Error(`worker ${worker.process.pid} ${reason ?? `exited before it was ready (${signal ?? code})`}`))
+      reject(new Error(`worker ${worker.process.pid}: ${reason ?? `exited before it was ready (${signal ?? code})`}`))
     }
     worker.on('message', onMessage)
     worker.once('exit', onExit)
@@ -96,12 +98,14 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
 
   /** Makes `w` the worker of `slot` and watches it: ready resets the failure count, an exit restarts it. */
   const watch = (slot: Slot, w: Worker, ready: boolean) => {
-    Object.assign(slot, { worker: w, ready, startedAt: performance.now() })
+    Object.assign(slot, { worker: w, ready, readyAt: performance.now() })
     if (ready) slot.failures = 0
     w.on('message', (m: unknown) => {
       if (isMessage<FailedMessage>(m, 'failed')) slot.reason = m.reason
       if (isMessage<ReadyMessage>(m, 'ready') && slot.worker === w) {
+        if (started) log.info({ slot: slot.index, worker: w.process.pid }, `worker ${w.process.pid} is ready`)
         slot.ready = true
+        slot.readyAt = performance.now()
         slot.failures = 0
         slot.reason = undefined
       }
@@ -112,7 +116,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       const ready = slot.ready
       slot.ready = false
       if (!ready) slot.failures++
-      if (performance.now() - slot.startedAt >= cap) slot.restarts = 0
+      if (ready && performance.now() - slot.readyAt >= cap) slot.restarts = 0
       if (slots.every((s) => s.failures >= MAX_START_FAILURES)) {
         const reason = slot.reason ?? `exited before it was ready (${how})`
         log.error({ reason }, `every worker failed at start ${MAX_START_FAILURES} times in a row; exiting`)
@@ -122,14 +126,14 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       const delayMs = Math.min(base * 2 ** slot.restarts, cap)
       slot.restarts++
       const what = ready ? 'died' : `failed at start (${slot.failures} in a row${slot.reason ? `: ${slot.reason}` : ''})`
-      log.warn({ worker: w.process.pid, exit: how, delayMs, failures: slot.failures }, `worker ${w.process.pid} ${what}; restarting in ${delayMs} ms`)
+      log.warn({ slot: slot.index, worker: w.process.pid, exit: how, delayMs, failures: slot.failures }, `worker ${w.process.pid} ${what}; restarting in ${delayMs} ms`)
       // Not unref'd: with every worker down this timer is what keeps the primary alive.
       slot.timer = setTimeout(() => run(slot), delayMs)
     })
   }
   const run = (slot: Slot) => watch(slot, fork(), false)
 
-  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: undefined as unknown as Worker, ready: false, failures: 0, restarts: 0, startedAt: 0 }))
+  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined as unknown as Worker, ready: false, failures: 0, restarts: 0, readyAt: 0 }))
   for (const slot of slots) run(slot)
   let ready: ReadyMessage[]
   try {
@@ -143,13 +147,17 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   }
   started = true
 
-  /** Stops every worker (SIGTERM: each drains) and settles with `code`, or 1 if one did not finish. */
+  /**
+   * Stops every worker (SIGTERM: each drains) and settles with `code`, or 1 if a serving worker
+   * cut requests. A worker still starting has served nothing: how it ends does not count.
+   */
   function stopAll(code: number) {
     stopping = true
     for (const s of slots) clearTimeout(s.timer)
+    const serving = new Set([...leaving, ...slots.filter((s) => s.ready).map((s) => s.worker)])
     const all = live()
     for (const w of all) w.process.kill('SIGTERM')
-    void Promise.all(all.map(whenExited)).then(async (codes) => {
+    void Promise.all(all.map((w) => whenExited(w).then((c) => (serving.has(w) ? c : 0)))).then(async (codes) => {
       await store?.close()
       finish(code === 0 && codes.every((c) => c === 0) ? 0 : 1)
     })

@@ -22,7 +22,7 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
     const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
     app = await startSwitchyard(config, { store, logger: log })
   } catch (err) {
-    return failedStart(`cannot start: ${(err as Error).message}`)
+    return failedStart((err as Error).message)
   }
   const running = app
   // Handlers go in before the ready line: whoever waits for that line may signal at once.
@@ -65,12 +65,13 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
 }
 
 /**
- * The instance cannot start: exit 1. A single process prints why on stderr; a worker sends the
- * reason to the primary (which logs it, and prints it if it gives up) and exits at once.
+ * The instance cannot start: exit 1. A single process prints `switchyard: cannot start: REASON`
+ * on stderr; a worker sends the reason to the primary (which logs it, and prints it if it gives
+ * up) and exits at once.
  */
 export function failedStart(reason: string): Promise<number> | number {
   if (!cluster.isWorker) {
-    process.stderr.write(`switchyard: ${reason}\n`)
+    process.stderr.write(`switchyard: cannot start: ${reason}\n`)
     return 1
   }
   if (!process.connected) return process.exit(1)
