@@ -61,10 +61,12 @@ function whenReady(worker: Worker): Promise<ReadyMessage> {
       worker.off('exit', onExit)
       resolve(m)
     }
-    const onExit = (code: number | null, signal: string | null) => {
-      worker.off('message', onMessage)
-      reject(new Error(`worker ${worker.process.pid}: ${reason ?? `exited before it was ready (${signal ?? code})`}`))
-    }
+    // A message the worker sent just before exiting may be read in the same turn as its exit.
+    const onExit = (code: number | null, signal: string | null) =>
+      setImmediate(() => {
+        worker.off('message', onMessage)
+        reject(new Error(`worker ${worker.process.pid}: ${reason ?? `exited before it was ready (${signal ?? code})`}`))
+      })
     worker.on('message', onMessage)
     worker.once('exit', onExit)
   })
@@ -110,7 +112,9 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
         slot.reason = undefined
       }
     })
-    w.once('exit', (code, signal) => {
+    // setImmediate: the reason the worker sent just before exiting may be read in the same turn.
+    w.once('exit', (code, signal) => setImmediate(() => onExit(code, signal)))
+    const onExit = (code: number | null, signal: string | null) => {
       if (!started || stopping || leaving.has(w) || slot.worker !== w) return
       const how = signal ?? `code ${code}`
       const ready = slot.ready
@@ -129,7 +133,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       log.warn({ slot: slot.index, worker: w.process.pid, exit: how, delayMs, failures: slot.failures }, `worker ${w.process.pid} ${what}; restarting in ${delayMs} ms`)
       // Not unref'd: with every worker down this timer is what keeps the primary alive.
       slot.timer = setTimeout(() => run(slot), delayMs)
-    })
+    }
   }
   const run = (slot: Slot) => watch(slot, fork(), false)
 
