@@ -27,7 +27,7 @@ options:
 durations: 500ms, 30s, 2m or a number of milliseconds`
 
 const STRING_OPTIONS = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie'] as const
-const SPEC: CommandSpec = {
+const COMMAND: CommandSpec = {
   name: 'ctl',
   usage: CTL_USAGE,
   options: {
@@ -50,11 +50,11 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
 }
 
 function usageError(message: string): number {
-  return usageErrorFor(SPEC, message)
+  return usageErrorFor(COMMAND, message)
 }
 
 export async function ctl(args: string[]): Promise<number> {
-  const parsed = parseCommand(args, SPEC)
+  const parsed = parseCommand(args, COMMAND)
   if (typeof parsed === 'number') return parsed
   const positional = parsed.positionals
   // What the commands read: every option given, flags as "true".

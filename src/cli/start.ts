@@ -13,7 +13,7 @@ import { runPrimary } from '../supervisor/cluster.js'
 import { failedStart, runInstance } from '../supervisor/instance.js'
 import { parseCommand, stringValue, usageError, type CommandSpec } from './args.js'
 
-const SPEC: CommandSpec = {
+const COMMAND: CommandSpec = {
   name: 'start',
   usage: `usage: switchyard start --config FILE [--workers N|auto] [--log-level LEVEL]
   --config FILE      the config file (YAML or JSON); may also be given as the only argument
@@ -23,17 +23,17 @@ const SPEC: CommandSpec = {
 }
 
 export async function start(args: string[]): Promise<number> {
-  const parsed = parseCommand(args, SPEC)
+  const parsed = parseCommand(args, COMMAND)
   if (typeof parsed === 'number') return parsed
   const workers = workerCount(stringValue(parsed, 'workers'))
-  if (typeof workers === 'string') return usageError(SPEC, workers)
+  if (typeof workers === 'string') return usageError(COMMAND, workers)
   const level = stringValue(parsed, 'log-level') ?? 'info'
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) return usageError(SPEC, `--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(level)}`)
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) return usageError(COMMAND, `--log-level must be one of ${LOG_LEVELS.join(', ')}, not ${JSON.stringify(level)}`)
   const option = stringValue(parsed, 'config')
   const { positionals } = parsed
-  if (positionals.length > (option === undefined ? 1 : 0)) return usageError(SPEC, `unexpected argument ${JSON.stringify(positionals.at(-1))}`)
+  if (positionals.length > (option === undefined ? 1 : 0)) return usageError(COMMAND, `unexpected argument ${JSON.stringify(positionals.at(-1))}`)
   const configPath = option ?? positionals[0]
-  if (configPath === undefined || configPath === '') return usageError(SPEC, 'no config file given')
+  if (configPath === undefined || configPath === '') return usageError(COMMAND, 'no config file given')
 
   const { config, problems } = await loadConfigFile(configPath)
   if (problems.length > 0) {
