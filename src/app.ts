@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify'
 import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
 import { normalizeState } from './config/validate.js'
+import type { AdminDeps } from './control/admin/deps.js'
 import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
 import { logDataplaneEvents } from './control/dataplane-log.js'
@@ -44,10 +45,13 @@ export interface App {
    */
   reload(next: ConfigFile): Promise<string[]>
   /**
-   * Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut.
+   * Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut. First
+   * `/readyz` answers 503 SHUTTING_DOWN while the proxy goes on accepting and serving for
+   * `shutdownDelayMs` (so a load balancer stops sending before the port closes), then it stops
+   * accepting and drains for up to `timeoutMs` (default `shutdownTimeoutMs`).
    * `closeIdle: false` leaves idle keep-alive connections to end by themselves (worker reload).
    */
-  close(timeoutMs?: number, opts?: { closeIdle?: boolean }): Promise<boolean>
+  close(timeoutMs?: number, opts?: { closeIdle?: boolean; delayMs?: number }): Promise<boolean>
 }
 
 /** The config file's state as revision 1: what an empty store is seeded with. */
@@ -107,7 +111,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   control.follower.use(dns)
   control.follower.onApplied((state) => dns.follow(state))
   control.follower.onApplied((state) => health.sync(state))
-  const deps = { control, dataplane, tokens: adminTokens(config), discovery: dns }
+  const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, shuttingDown: false }
   // The proxy port strips these from Authorization, so they never reach an upstream.
   dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
   let admin = await createAdminServer(deps)
@@ -182,10 +186,18 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
           changes.push(`admin now listens on ${adminUrl}`)
         }
         if (next.shutdownTimeoutMs !== current.shutdownTimeoutMs) changes.push(`shutdownTimeoutMs ${next.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs}`)
+        if (next.shutdownDelayMs !== current.shutdownDelayMs) changes.push(`shutdownDelayMs ${next.shutdownDelayMs ?? DEFAULTS.shutdownDelayMs}`)
         current = next
         return changes
       },
       async close(timeoutMs = current.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs, opts = {}) {
+        deps.shuttingDown = true
+        const delayMs = opts.delayMs ?? current.shutdownDelayMs ?? DEFAULTS.shutdownDelayMs
+        if (delayMs > 0) {
+          log.info({ delayMs }, 'shutting down: /readyz answers 503; still accepting and serving for shutdownDelayMs')
+          await new Promise((resolve) => setTimeout(resolve, delayMs))
+        }
+        log.info({ inflight: dataplane.openRequests, timeoutMs }, 'shutting down: stopped accepting; finishing in-flight requests')
         const finished = await dataplane.shutdown(timeoutMs, opts)
         await cleanup()
         return finished

@@ -1,14 +1,29 @@
 #!/usr/bin/env node
 /**
- * `switchyard <command>`: start | validate | demo | ctl. Each command lives in src/cli/.
- * Exit codes: 0 success, 1 failure (bad config, refused start), 2 usage error.
+ * `switchyard <command>`: start | validate | demo | demo-backend | ctl. Each command lives in
+ * src/cli/ and takes `--help`. Exit codes: 0 success, 1 failure (bad config, refused start,
+ * refused API call), 2 usage error (unknown command or option, missing argument).
  */
-const USAGE = `usage:
-  switchyard start --config FILE [--workers N|auto]
-  switchyard validate FILE
-  switchyard demo
-  switchyard demo-backend VERSION PORT   (one demo API instance, for docker-compose)
-  switchyard ctl ...            (see README)`
+import { readFileSync } from 'node:fs'
+
+const USAGE = `usage: switchyard COMMAND [options]
+  start --config FILE [--workers N|auto] [--log-level LEVEL]   run the proxy
+  validate FILE                                                 check a config file
+  demo                                                          the demo (npm start)
+  demo-backend VERSION PORT                                     one demo API instance (docker-compose)
+  ctl [options] COMMAND ...                                     drive a running proxy through its admin API
+  --help, -h                                                    this help; COMMAND --help for a command's
+  --version, -v                                                 the version
+exit codes: 0 done, 1 failed, 2 usage error`
+
+/**
+ * The package's version, read from package.json at run time: it sits one level above both
+ * dist/cli.js (an install, `npx switchyard`) and src/cli.ts (a checkout), so it cannot drift.
+ */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -28,8 +43,13 @@ async function main(argv: string[]): Promise<number> {
     case 'help':
       process.stdout.write(USAGE + '\n')
       return 0
+    case '-v':
+    case '--version':
+    case 'version':
+      process.stdout.write(version() + '\n')
+      return 0
     default:
-      process.stderr.write((command ? `unknown command "${command}"\n` : '') + USAGE + '\n')
+      process.stderr.write(`switchyard: ${command ? `unknown command "${command}"` : 'no command given'}\n${USAGE}\n`)
       return 2
   }
 }

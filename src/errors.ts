@@ -21,6 +21,7 @@ export const ERRORS = {
   PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'the request body must be application/json' },
   STORE_UNAVAILABLE: { status: 503, message: 'the state store is unavailable' },
+  SHUTTING_DOWN: { status: 503, message: 'this instance is shutting down' }, // /readyz after SIGTERM
   INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>
 

@@ -14,8 +14,8 @@ interface Run {
   stderr: string
 }
 
-function validate(file?: string, env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const args = [cli, 'validate', ...(file === undefined ? [] : [file])]
+function validate(file?: string, env: NodeJS.ProcessEnv = {}, command = 'validate'): Promise<Run> {
+  const args = [cli, command, ...(file === undefined ? [] : [file])]
   return new Promise((resolve) => {
     // A clean environment (plus PATH) so no variable of the developer's shell changes the outcome.
     execFile(process.execPath, args, { env: { PATH: process.env['PATH'], ...env } }, (err, stdout, stderr) => {
@@ -96,6 +96,24 @@ routes:
     const run = await validate(path)
     expect(run.code).toBe(1)
     expect(run.stderr).toBe('unknown property "foo"\nroutes[0].split.v1: must be >= 0\n')
+  })
+
+  it('shape and semantic problems come out together: both problems of a split, from validate and from start', async () => {
+    const path = await file(
+      'split.yaml',
+      `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+upstreams:
+  v1: { targets: [ { url: "http://127.0.0.1:3001" } ] }
+  v2: { targets: [ { url: "http://127.0.0.1:3002" } ] }
+routes:
+  - { name: api, split: { v1: -1, v3: 10 } }
+`,
+    )
+    const expected = 'routes[0].split.v1: must be >= 0\nroutes[0].split.v3: unknown upstream "v3"\n'
+    expect(await validate(path)).toEqual({ code: 1, stdout: '', stderr: expected })
+    // `start FILE` (positional) on the same file: the same problems, exit 1 before listening.
+    expect(await validate(path, {}, 'start')).toEqual({ code: 1, stdout: '', stderr: expected })
   })
 
   it('an unset environment variable', async () => {

@@ -203,10 +203,119 @@ describe('semantic errors (validateState and the loader’s cross-checks)', () =
     expect(validateState(normalizeState(config))).toEqual([])
   })
 
-  it('semantic checks are skipped while the shape is wrong', () => {
-    // The unknown upstream would be reported too if semantics ran on a mis-shaped config.
+  it('semantic checks run beside shape checks: every problem in one run', () => {
     const problems = problemsAfter((c) => ((c.routes[0].split.v3 = 1), (c.listen.port = 'x')))
-    expect(problems).toEqual([{ path: 'listen.port', message: 'must be an integer' }])
+    expect(problems).toEqual([
+      { path: 'listen.port', message: 'must be an integer' },
+      { path: 'routes[0].split.v3', message: 'unknown upstream "v3"' },
+    ])
+  })
+})
+
+describe('shape and semantic problems together', () => {
+  it.each<[string, (c: Json) => void, { path: string; message: string }[]]>([
+    [
+      'a negative weight beside an unknown upstream',
+      (c) => (c.routes[0].split = { v1: -1, v3: 10 }),
+      [
+        { path: 'routes[0].split.v1', message: 'must be >= 0' },
+        { path: 'routes[0].split.v3', message: 'unknown upstream "v3"' },
+      ],
+    ],
+    [
+      'no echo at the same path: a negative weight for an unknown upstream',
+      (c) => (c.routes[0].split = { v1: 1, v9: -1 }),
+      [{ path: 'routes[0].split.v9', message: 'must be >= 0' }],
+    ],
+    [
+      'a malformed weight does not make the others "all 0"',
+      (c) => (c.routes[0].split = { v1: 'x', v2: 0 }),
+      [{ path: 'routes[0].split.v1', message: 'must be an integer' }],
+    ],
+    [
+      'a bad interval is not compared with the timeout',
+      (c) => (c.upstreams.v1.healthCheck.intervalMs = 10),
+      [{ path: 'upstreams.v1.healthCheck.intervalMs', message: 'must be >= 50' }],
+    ],
+    [
+      'a malformed upstreams map: references are not judged against it',
+      (c) => ((c.upstreams = []), c.routes.push({ name: 'api', split: { v1: 1 }, match: { pathPrefix: '/b' } })),
+      [
+        { path: 'upstreams', message: 'must be an object' },
+        { path: 'routes[1].name', message: 'duplicate route "api"' },
+      ],
+    ],
+    [
+      'a malformed target next to a duplicate id',
+      (c) => (c.upstreams.v1.targets = [{ url: 5 }, { url: 'http://a:1' }, { url: 'http://a:1' }]),
+      [
+        { path: 'upstreams.v1.targets[0].url', message: 'must be a string' },
+        { path: 'upstreams.v1.targets[2].id', message: 'duplicate id "a:1" (same as targets[1])' },
+      ],
+    ],
+    [
+      'a malformed route beside a bad regex in another',
+      (c) => ((c.routes[0].rules[0].match.header['x-v'] = { regex: '(' }), c.routes.push({ name: 'b', match: { pathPrefix: '/b' }, split: 'v1' })),
+      [
+        { path: 'routes[1].split', message: 'must be an object' },
+        { path: 'routes[0].rules[0].match.header.x-v.regex', message: expect.stringContaining('invalid regular expression') },
+      ],
+    ],
+    [
+      'an unset variable beside a semantic problem elsewhere',
+      (c) => ((c.upstreams.v2.targets[0].url = 'http://${V2_HOST}:3003'), (c.routes[0].split.v3 = 1)),
+      [
+        { path: 'upstreams.v2.targets[0].url', message: 'environment variable V2_HOST is not set' },
+        { path: 'routes[0].split.v3', message: 'unknown upstream "v3"' },
+      ],
+    ],
+    [
+      'malformed static parts are not cross-checked',
+      (c) => ((c.admin = { host: 5, port: 'x' }), (c.listen = 'x')),
+      [
+        { path: 'listen', message: 'must be an object' },
+        { path: 'admin.host', message: 'must be a string' },
+        { path: 'admin.port', message: 'must be an integer' },
+      ],
+    ],
+  ])('%s', (_name, change, expected) => {
+    expect(problemsAfter(change)).toEqual(expected)
+  })
+
+  it('validateState never throws on malformed input', () => {
+    const garbage: unknown[] = [
+      null,
+      1,
+      'x',
+      [],
+      { upstreams: 1, routes: 'x', flags: [] },
+      { upstreams: { v1: null, v2: { targets: 'x', healthCheck: 1 }, v3: { targets: [null, 1, { url: 5 }, { id: 5 }, { url: 'x', id: {} }] } }, routes: [] },
+      {
+        upstreams: {},
+        routes: [null, 1, { split: [] }, { match: 'x', split: null }, { match: { methods: 'GET', host: 1 } }, { rules: [null, { match: 1, upstream: 2 }, { match: { header: [1], query: { a: null } } }] }, { sticky: 'x' }, { name: {}, sticky: { by: 1 } }],
+        flags: { x: null, y: { by: 'x', percent: 'y' }, z: { by: { header: 1, ip: 'yes' } } },
+      },
+    ]
+    for (const g of garbage) expect(() => validateState(g)).not.toThrow()
+  })
+
+  it('the loader never throws when any one value of a good config is replaced by a wrong one', () => {
+    const paths: (string | number)[][] = []
+    const walk = (node: unknown, at: (string | number)[]) => {
+      paths.push(at)
+      if (typeof node === 'object' && node !== null) for (const [k, v] of Object.entries(node)) walk(v, [...at, Array.isArray(node) ? Number(k) : k])
+    }
+    walk(base(), [])
+    for (const at of paths.slice(1)) {
+      for (const wrong of [null, -1, 'x', [], {}, true]) {
+        const c = base()
+        const parent = at.slice(0, -1).reduce((n, k) => n[k], c)
+        parent[at[at.length - 1]!] = wrong
+        const { problems } = parseConfigText(JSON.stringify(c), {})
+        const keys = problems.map((p) => `${p.path}: ${p.message}`)
+        expect(new Set(keys).size, `${at.join('.')} = ${JSON.stringify(wrong)}`).toBe(keys.length)
+      }
+    }
   })
 })
 

@@ -2,7 +2,7 @@
  * `switchyard ctl`: drives a running proxy through its admin API (SPEC §2, §5).
  * Exit codes: 0 done, 1 the API refused or could not be reached (or a wait ran out), 2 usage.
  */
-import { parseArgs, UsageError } from './args.js'
+import { parseCommand, usageError as usageErrorFor, UsageError, type CommandSpec } from './args.js'
 import { drain, flag, parseDuration, split, target } from './ctl-commands.js'
 import { ApiError, formatApiError, UnreachableError, type CtlOptions } from './ctl-http.js'
 import { status } from './ctl-status.js'
@@ -23,9 +23,19 @@ options:
   --if-match REV       the write only applies if the state is still at revision REV
   --wait-applied MS    answer once every instance applied the write (exit 1 if one has not)
   --json               print the API's JSON answer instead of the human form
+  -h, --help           this help
 durations: 500ms, 30s, 2m or a number of milliseconds`
 
-const VALUE_OPTIONS = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie'] as const
+const STRING_OPTIONS = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie'] as const
+const COMMAND: CommandSpec = {
+  name: 'ctl',
+  usage: CTL_USAGE,
+  options: {
+    ...Object.fromEntries(STRING_OPTIONS.map((name) => [name, { type: 'string' }])),
+    json: { type: 'boolean' },
+    'by-ip': { type: 'boolean' },
+  },
+}
 const GLOBAL = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'json']
 /** Options each command accepts besides the global ones: anything else is a typo, refused. */
 const COMMAND_OPTIONS: Record<string, string[]> = {
@@ -40,20 +50,16 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
 }
 
 function usageError(message: string): number {
-  process.stderr.write(`switchyard ctl: ${message}\n${CTL_USAGE}\n`)
-  return 2
+  return usageErrorFor(COMMAND, message)
 }
 
 export async function ctl(args: string[]): Promise<number> {
-  let parsed
-  try {
-    parsed = parseArgs(args, VALUE_OPTIONS)
-  } catch (err) {
-    if (err instanceof UsageError) return usageError(err.message)
-    throw err
-  }
-  const { positional, options } = parsed
-  if (options.has('help') || positional[0] === 'help' || args.includes('-h')) {
+  const parsed = parseCommand(args, COMMAND)
+  if (typeof parsed === 'number') return parsed
+  const positional = parsed.positionals
+  // What the commands read: every option given, flags as "true".
+  const options = new Map(Object.entries(parsed.values).map(([k, v]) => [k, String(v)]))
+  if (positional[0] === 'help') {
     process.stdout.write(CTL_USAGE + '\n')
     return 0
   }

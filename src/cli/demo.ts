@@ -8,10 +8,26 @@ import { startSwitchyard } from '../app.js'
 import { loadConfigFile } from '../config/load.js'
 import { startDemoBackend } from '../demo/backend.js'
 import { formatProblem } from '../errors.js'
+import { parseCommand, usageError, type CommandSpec } from './args.js'
 
 const DEMO_CONFIG = fileURLToPath(new URL('../../config/demo.yaml', import.meta.url))
 
-export async function demo(_args: string[]): Promise<number> {
+const DEMO: CommandSpec = {
+  name: 'demo',
+  usage: 'usage: switchyard demo\n  two demo API versions and the proxy on :8080 (admin on 127.0.0.1:9901); Ctrl-C stops it all',
+  options: {},
+}
+
+const BACKEND: CommandSpec = {
+  name: 'demo-backend',
+  usage: 'usage: switchyard demo-backend VERSION PORT\n  one demo API instance on 0.0.0.0:PORT answering as VERSION (for docker-compose)',
+  options: {},
+}
+
+export async function demo(args: string[]): Promise<number> {
+  const parsed = parseCommand(args, DEMO)
+  if (typeof parsed === 'number') return parsed
+  if (parsed.positionals.length > 0) return usageError(DEMO, `unexpected argument ${JSON.stringify(parsed.positionals[0])}`)
   const { config, problems } = await loadConfigFile(DEMO_CONFIG)
   if (problems.length > 0) {
     for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
@@ -62,12 +78,12 @@ export async function demo(_args: string[]): Promise<number> {
 
 /** `switchyard demo-backend VERSION PORT`: one demo API instance on 0.0.0.0 (docker-compose). */
 export async function demoBackend(args: string[]): Promise<number> {
-  const [version, portText] = args
+  const parsed = parseCommand(args, BACKEND)
+  if (typeof parsed === 'number') return parsed
+  const [version, portText, ...extra] = parsed.positionals
   const port = Number(portText)
-  if (!version || !Number.isInteger(port) || port <= 0 || port > 65535) {
-    process.stderr.write('usage: switchyard demo-backend VERSION PORT\n')
-    return 2
-  }
+  if (!version || extra.length > 0) return usageError(BACKEND, 'expected VERSION and PORT')
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) return usageError(BACKEND, `PORT must be a number from 1 to 65535, not ${JSON.stringify(portText)}`)
   const server = await startDemoBackend(version, port, '0.0.0.0')
   process.stdout.write(`demo API ${version} on :${port}\n`)
   return new Promise<number>((resolve) => {

@@ -4,15 +4,20 @@
  */
 import { loadConfigFile } from '../config/load.js'
 import { formatProblem } from '../errors.js'
+import { parseCommand, usageError, type CommandSpec } from './args.js'
 
-const USAGE = 'usage: switchyard validate FILE\n'
+const COMMAND: CommandSpec = {
+  name: 'validate',
+  usage: 'usage: switchyard validate FILE\n  checks a config file: "ok" and exit 0, or every problem with its path and exit 1',
+  options: {},
+}
 
 export async function validate(args: string[]): Promise<number> {
-  const [file, ...extra] = args
-  if (file === undefined || file === '' || extra.length > 0 || file.startsWith('-')) {
-    process.stderr.write(USAGE)
-    return 2
-  }
+  const parsed = parseCommand(args, COMMAND)
+  if (typeof parsed === 'number') return parsed
+  const [file, ...extra] = parsed.positionals
+  if (file === undefined || file === '') return usageError(COMMAND, 'no config file given')
+  if (extra.length > 0) return usageError(COMMAND, `unexpected argument ${JSON.stringify(extra[0])}`)
   const { problems } = await loadConfigFile(file)
   if (problems.length === 0) {
     process.stdout.write('ok\n')

@@ -1,7 +1,7 @@
 /**
  * Reads a config file (YAML or JSON: YAML 1.2 is a superset of JSON, so one parser serves
- * both), substitutes `${ENV_VAR}`, and checks it: shape, then semantics, then the
- * cross-field rules of the static part (admin exposure, port clash).
+ * both), substitutes `${ENV_VAR}`, and checks it in one pass: shape, semantics and the
+ * cross-field rules of the static part (admin exposure, port clash), every problem once.
  */
 import { readFile } from 'node:fs/promises'
 import { BlockList, isIP } from 'node:net'
@@ -9,6 +9,7 @@ import { LineCounter, parseDocument } from 'yaml'
 import type { Problem } from '../errors.js'
 import { DEFAULTS } from './schema.js'
 import type { ConfigFile } from './schema.js'
+import { markMalformed } from './malformed.js'
 import { checkConfigShape, formatPath, schemaErrors } from './shape.js'
 import type { PathSegment } from './shape.js'
 import { validateState } from './validate.js'
@@ -43,13 +44,17 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   const config = subst.value as ConfigFile
 
   // A value whose variable is unset still holds `${VAR}`: shape errors at it would only repeat
-  // the env problem, so they are left out, and semantics (which would trip over it in
-  // derived places, such as a target's default id) wait until the environment is complete.
+  // the env problem, so they are left out.
   const envPaths = subst.problems.map((p) => p.path)
   const unrelated = (p: Problem) => !envPaths.some((e) => p.path === e || p.path.startsWith(e + '.') || p.path.startsWith(e + '['))
-  const shape = checkConfigShape(config).filter(unrelated)
-  if (subst.problems.length > 0 || shape.length > 0) return { config, problems: [...subst.problems, ...shape] }
-  return { config, problems: [...validateState(config), ...crossCheck(config)] }
+  const errors = schemaErrors(config)
+  const shape = errors.length === 0 ? [] : checkConfigShape(config).filter(unrelated)
+  // Semantics run too, on a copy where what the shape check (or an unset variable) already
+  // condemned is hidden, so one run reports every problem and none twice.
+  const judged = errors.length === 0 && subst.unresolved.length === 0 ? config : markMalformed(config, errors, subst.unresolved)
+  const reported = new Set([...envPaths, ...shape.map((p) => p.path)])
+  const semantic = [...validateState(judged), ...crossCheck(judged)].filter((p) => !reported.has(p.path))
+  return { config, problems: [...subst.problems, ...shape, ...semantic] }
 }
 
 function emptyConfig(): ConfigFile {
@@ -84,6 +89,8 @@ interface Substituted {
   problems: Problem[]
   /** Values that were exactly one `${VAR}`: candidates for number coercion. */
   whole: { segments: PathSegment[]; pointer: string }[]
+  /** Values that still hold a reference (unset or malformed): not judged by the semantic pass. */
+  unresolved: PathSegment[][]
 }
 
 // `$${` is an escaped literal `${`; `${...}` is a reference, checked below.
@@ -97,7 +104,7 @@ const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s
  * Keys are not substituted.
  */
 function substituteEnv(root: unknown, env: NodeJS.ProcessEnv): Substituted {
-  const out: Substituted = { value: undefined, problems: [], whole: [] }
+  const out: Substituted = { value: undefined, problems: [], whole: [], unresolved: [] }
   const walk = (node: unknown, segments: PathSegment[]): unknown => {
     if (typeof node === 'string') return substituteString(node, segments, env, out)
     if (Array.isArray(node)) return node.map((v, i) => walk(v, [...segments, i]))
@@ -112,6 +119,7 @@ function substituteEnv(root: unknown, env: NodeJS.ProcessEnv): Substituted {
 
 function substituteString(s: string, segments: PathSegment[], env: NodeJS.ProcessEnv, out: Substituted): string {
   if (!s.includes('${')) return s
+  const before = out.problems.length
   const result = s.replace(REFERENCE, (match, inner: string | undefined) => {
     if (inner === undefined) return '${' // the `$${` escape
     const m = VARIABLE.exec(inner)
@@ -128,6 +136,7 @@ function substituteString(s: string, segments: PathSegment[], env: NodeJS.Proces
     }
     return value
   })
+  if (out.problems.length > before) out.unresolved.push(segments)
   if (/^\$\{[^}]*\}$/.test(s)) out.whole.push({ segments, pointer: toPointer(segments) })
   return result
 }
@@ -184,24 +193,40 @@ function hostsOverlap(a: string, b: string): boolean {
   return (a === 'localhost' && isLoopbackHost(b)) || (b === 'localhost' && isLoopbackHost(a))
 }
 
-function crossCheck(config: ConfigFile): Problem[] {
+/** Safe on malformed input like `validateState`: a value of the wrong type is not judged. */
+function crossCheck(raw: unknown): Problem[] {
   const problems: Problem[] = []
-  const admin = config.admin ?? {}
-  const adminHost = admin.host ?? DEFAULTS.admin.host
-  if (admin.token !== undefined && admin.tokens !== undefined) {
+  const config = isObj(raw) ? raw : {}
+  const admin = isObj(config['admin']) ? config['admin'] : {}
+  const listen = isObj(config['listen']) ? config['listen'] : {}
+  const { token, tokens } = admin
+  if (token !== undefined && tokens !== undefined) {
     problems.push({ path: 'admin', message: 'set either admin.token or admin.tokens, not both' })
   }
-  const hasToken = admin.token !== undefined || Object.keys(admin.tokens ?? {}).length > 0
+  const adminHost = admin['host'] ?? DEFAULTS.admin.host
+  // A token or tokens map that is there but malformed counts as present: the shape check says the rest.
+  const hasToken = token !== undefined || (tokens !== undefined && (!isObj(tokens) || Object.keys(tokens).length > 0))
   // SPEC §5: an unauthenticated admin API must not be reachable from other machines.
-  if (!hasToken && !isLoopbackHost(adminHost)) {
+  if (!hasToken && typeof adminHost === 'string' && !isLoopbackHost(adminHost)) {
     problems.push({ path: 'admin.host', message: 'binding admin to a non-loopback host requires admin.token or admin.tokens' })
   }
-  const listenHost = config.listen?.host ?? DEFAULTS.listen.host
-  const listenPort = config.listen?.port ?? DEFAULTS.listen.port
-  const adminPort = admin.port ?? DEFAULTS.admin.port
+  const listenHost = listen['host'] ?? DEFAULTS.listen.host
+  const listenPort = listen['port'] ?? DEFAULTS.listen.port
+  const adminPort = admin['port'] ?? DEFAULTS.admin.port
   // Port 0 asks the OS for a free port, so two zeros never clash.
-  if (listenPort !== 0 && listenPort === adminPort && hostsOverlap(listenHost, adminHost)) {
+  if (
+    typeof listenPort === 'number' &&
+    listenPort !== 0 &&
+    listenPort === adminPort &&
+    typeof listenHost === 'string' &&
+    typeof adminHost === 'string' &&
+    hostsOverlap(listenHost, adminHost)
+  ) {
     problems.push({ path: 'admin.port', message: `same port as listen.port (${listenPort})` })
   }
   return problems
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }

@@ -240,6 +240,7 @@ export const ConfigFile = Type.Object(
     admin: Type.Optional(Admin),
     store: Type.Optional(StoreConfig),
     shutdownTimeoutMs: Type.Optional(Ms('grace period for in-flight requests on SIGTERM', 0)),
+    shutdownDelayMs: Type.Optional(Ms('on SIGTERM, time /readyz answers 503 while the proxy still serves, before it stops accepting', 0)),
     upstreams: Type.Record(Name, UpstreamSpec, { additionalProperties: false }),
     routes: Type.Array(RouteSpec, { maxItems: 10_000 }),
     flags: Type.Optional(Type.Record(Name, FlagSpec, { additionalProperties: false })),

@@ -31,8 +31,10 @@ export function discoveryProblems(dns: DnsDiscovery): DiscoveryProblem[] {
   } else if (type !== 'SRV' && dns.port === undefined) {
     problems.push({ at: ['port'], message: `is required with type ${type} (the port of the targets)` })
   }
-  dns.servers?.forEach((server, i) => {
-    if (parseServer(server) === undefined) {
+  // Safe on input the schema rejected (the loader runs this beside the shape check).
+  const servers: unknown[] = Array.isArray(dns.servers) ? dns.servers : []
+  servers.forEach((server, i) => {
+    if (typeof server === 'string' && parseServer(server) === undefined) {
       problems.push({ at: ['servers', i], message: 'must be an IP address with an optional port: 10.0.0.2, 10.0.0.2:5353, [fd00::2]:53 or fd00::2' })
     }
   })

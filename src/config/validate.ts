@@ -8,7 +8,7 @@
  */
 import type { Problem } from '../errors.js'
 import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
-import type { FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
+import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
 import { formatPath, type PathSegment } from './shape.js'
 import { discoveryProblems } from './validate-discovery.js'
 
@@ -52,83 +52,116 @@ function targetUrlProblem(url: string): string | undefined {
 /**
  * The semantic check of a state (or the state part of a config file). Returns every problem
  * with its path; an empty list means the state can be compiled into a routing table.
- * Assumes the value already passed the schema (types and name patterns are not re-checked).
+ *
+ * Safe on any input, so the config loader can run it beside the shape check and report both
+ * kinds of problem in one pass: a value of the wrong type (or the loader's MALFORMED marker
+ * for a value the schema rejected) is skipped, never judged, so the shape problem is not
+ * echoed as a semantic one. It does not re-check types or name patterns.
  */
-export function validateState(s: StateSpec): Problem[] {
+export function validateState(s: StateSpec | unknown): Problem[] {
   const problems: Problem[] = []
   const report = (segments: PathSegment[], message: string) => problems.push({ path: formatPath(segments), message })
-  const hasUpstream = (name: string) => Object.hasOwn(s.upstreams, name)
+  if (!isObj(s)) return problems
+  // References are only judged against a well-formed upstream map.
+  const upstreamsKnown = isObj(s['upstreams'])
+  const hasUpstream = (name: string) => !upstreamsKnown || Object.hasOwn(s['upstreams'] as Obj, name)
 
-  for (const [name, upstream] of Object.entries(s.upstreams)) {
+  for (const [name, upstream] of entriesOf(s['upstreams'])) {
+    if (!isObj(upstream)) continue
     const ids = new Map<string, number>()
-    if (upstream.targets === undefined && upstream.discovery === undefined) {
+    if (upstream['targets'] === undefined && upstream['discovery'] === undefined) {
       report(['upstreams', name, 'targets'], 'is required (or set discovery to find the targets in DNS)')
     }
-    if (upstream.discovery !== undefined) {
-      for (const p of discoveryProblems(upstream.discovery.dns)) report(['upstreams', name, 'discovery', 'dns', ...p.at], p.message)
+    const dns = isObj(upstream['discovery']) ? upstream['discovery']['dns'] : undefined
+    if (isObj(dns) && typeof dns['name'] === 'string') {
+      for (const p of discoveryProblems(dns as unknown as DnsDiscovery)) report(['upstreams', name, 'discovery', 'dns', ...p.at], p.message)
     }
-    const targets = upstream.targets ?? []
-    targets.forEach((target, i) => {
+    itemsOf(upstream['targets']).forEach((target, i) => {
+      if (!isObj(target)) return
       const at = ['upstreams', name, 'targets', i]
-      const urlProblem = targetUrlProblem(target.url)
-      if (urlProblem !== undefined) {
-        report([...at, 'url'], urlProblem)
-        if (target.id === undefined) return // no id to check without a usable url
+      const url = target['url']
+      const explicit = target['id']
+      if (explicit !== undefined && typeof explicit !== 'string') return
+      if (typeof url !== 'string') {
+        if (explicit === undefined) return
+      } else {
+        const urlProblem = targetUrlProblem(url)
+        if (urlProblem !== undefined) {
+          report([...at, 'url'], urlProblem)
+          if (explicit === undefined) return // no id to check without a usable url
+        }
       }
-      const id = target.id ?? defaultTargetId(target.url)
-      if (target.id === undefined && !TARGET_ID.test(id)) {
+      const id = explicit ?? defaultTargetId(url as string)
+      if (explicit === undefined && !TARGET_ID.test(id)) {
         report([...at, 'id'], `default id ${JSON.stringify(id)} (host:port) is not a valid target id: set an id matching ${TARGET_ID_PATTERN}`)
       }
       const first = ids.get(id)
       if (first !== undefined) report([...at, 'id'], `duplicate id ${JSON.stringify(id)} (same as targets[${first}])`)
       else ids.set(id, i)
     })
-    const hc = upstream.healthCheck
-    if (hc !== undefined) {
-      const interval = hc.intervalMs ?? DEFAULTS.healthCheck.intervalMs
-      const timeout = hc.timeoutMs ?? DEFAULTS.healthCheck.timeoutMs
+    const hc = upstream['healthCheck']
+    if (isObj(hc)) {
+      const interval = hc['intervalMs'] ?? DEFAULTS.healthCheck.intervalMs
+      const timeout = hc['timeoutMs'] ?? DEFAULTS.healthCheck.timeoutMs
       // A probe that may outlive the interval would overlap the next one.
-      if (timeout >= interval) report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)
+      if (typeof interval === 'number' && typeof timeout === 'number' && timeout >= interval) {
+        report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)
+      }
     }
   }
 
+  const routes = itemsOf(s['routes'])
   const routeNames = new Map<string, number>()
   const matches = new Map<string, number>()
-  s.routes.forEach((route, i) => {
+  routes.forEach((route, i) => {
+    if (!isObj(route)) return
     const at = ['routes', i]
-    const sameName = routeNames.get(route.name)
-    if (sameName !== undefined) report([...at, 'name'], `duplicate route ${JSON.stringify(route.name)}`)
-    else routeNames.set(route.name, i)
+    const name = route['name']
+    if (typeof name === 'string') {
+      const sameName = routeNames.get(name)
+      if (sameName !== undefined) report([...at, 'name'], `duplicate route ${JSON.stringify(name)}`)
+      else routeNames.set(name, i)
+    }
 
     // Routes are chosen by host, then longest prefix, then methods: two equal keys mean the
     // second route can never be chosen.
-    const key = matchKey(route)
-    const sameMatch = matches.get(key)
+    const key = matchKey(route['match'])
+    const sameMatch = key === undefined ? undefined : matches.get(key)
     if (sameMatch !== undefined) {
-      report([...at, 'match'], `same match as routes[${sameMatch}] (${JSON.stringify(s.routes[sameMatch]?.name)})`)
-    } else matches.set(key, i)
+      const other = routes[sameMatch] as Obj
+      report([...at, 'match'], `same match as routes[${sameMatch}] (${JSON.stringify(other['name'])})`)
+    } else if (key !== undefined) matches.set(key, i)
 
-    const weights = Object.entries(route.split)
-    for (const [upstream] of weights) {
-      if (!hasUpstream(upstream)) report([...at, 'split', upstream], `unknown upstream ${JSON.stringify(upstream)}`)
+    const split = route['split']
+    if (isObj(split)) {
+      const weights = Object.entries(split)
+      for (const [upstream, weight] of weights) {
+        if (typeof weight === 'number' && !hasUpstream(upstream)) report([...at, 'split', upstream], `unknown upstream ${JSON.stringify(upstream)}`)
+      }
+      if (weights.length === 0) report([...at, 'split'], 'must name at least one upstream')
+      else if (weights.every(([, w]) => w === 0)) report([...at, 'split'], 'weights must not all be 0')
     }
-    if (weights.length === 0) report([...at, 'split'], 'must name at least one upstream')
-    else if (weights.every(([, w]) => w === 0)) report([...at, 'split'], 'weights must not all be 0')
 
-    route.rules?.forEach((rule, j) => {
+    itemsOf(route['rules']).forEach((rule, j) => {
+      if (!isObj(rule)) return
       const ruleAt = [...at, 'rules', j]
-      if (!hasUpstream(rule.upstream)) report([...ruleAt, 'upstream'], `unknown upstream ${JSON.stringify(rule.upstream)}`)
+      const upstream = rule['upstream']
+      if (typeof upstream === 'string' && !hasUpstream(upstream)) report([...ruleAt, 'upstream'], `unknown upstream ${JSON.stringify(upstream)}`)
+      const match = rule['match']
+      if (!isObj(match)) return
       for (const kind of ['header', 'cookie', 'query'] as const) {
         const lowered = new Set<string>()
-        for (const [key, matcher] of Object.entries(rule.match[kind] ?? {})) {
+        for (const [key, matcher] of entriesOf(match[kind])) {
+          if (typeof matcher !== 'string' && !isObj(matcher)) continue
           // Header names are case-insensitive (RFC 9110 §5.1): X-V and x-v are the same header.
           if (kind === 'header') {
             if (lowered.has(key.toLowerCase())) report([...ruleAt, 'match', kind, key], 'duplicate header (names are case-insensitive)')
             lowered.add(key.toLowerCase())
           }
-          if (typeof matcher === 'object') {
+          const regex = isObj(matcher) ? matcher['regex'] : undefined
+          if (typeof regex === 'string') {
             try {
-              new RegExp(matcher.regex)
+              new RegExp(regex)
             } catch (err) {
               const why = (err as Error).message.replace(/^Invalid regular expression: /, '')
               report([...ruleAt, 'match', kind, key, 'regex'], `invalid regular expression: ${why}`)
@@ -138,39 +171,62 @@ export function validateState(s: StateSpec): Problem[] {
       }
     })
 
-    const sticky = route.sticky
-    if (sticky !== undefined && sticky.by !== 'ip' && sticky.name === undefined) {
-      report([...at, 'sticky', 'name'], `is required when by is ${JSON.stringify(sticky.by)}`)
+    const sticky = route['sticky']
+    if (isObj(sticky) && (sticky['by'] === 'header' || sticky['by'] === 'cookie') && sticky['name'] === undefined) {
+      report([...at, 'sticky', 'name'], `is required when by is ${JSON.stringify(sticky['by'])}`)
     }
   })
 
-  for (const [name, flag] of Object.entries(s.flags ?? {})) {
+  for (const [name, flag] of entriesOf(s['flags'])) {
+    if (!isObj(flag)) continue
     const at = ['flags', name, 'by']
-    if (flag.by !== undefined) {
-      const keys = flagByKeys(flag.by)
+    const by = flag['by']
+    const percent = flag['percent']
+    if (isObj(by)) {
+      const keys = flagByKeys(by)
       // Two keys would make the bucketing ambiguous; none cannot bucket at all.
       if (keys.length !== 1) {
         report(at, `must name exactly one of header, cookie, ip (got ${keys.length === 0 ? 'none' : keys.join(', ')})`)
       }
-    } else if (flag.percent !== undefined && flag.percent < 100) {
+    } else if (by === undefined && typeof percent === 'number' && percent < 100) {
       report(at, 'is required when percent is below 100: name one of header, cookie, ip')
     }
   }
   return problems
 }
 
-function flagByKeys(by: NonNullable<FlagSpec['by']>): string[] {
+type Obj = Record<string, unknown>
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** The entries of an object, none for anything else (a malformed value is skipped). */
+function entriesOf(v: unknown): [string, unknown][] {
+  return isObj(v) ? Object.entries(v) : []
+}
+
+function itemsOf(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : []
+}
+
+function flagByKeys(by: Obj): string[] {
   const keys: string[] = []
-  if (by.header !== undefined) keys.push('header')
-  if (by.cookie !== undefined) keys.push('cookie')
-  if (by.ip === true) keys.push('ip')
+  if (by['header'] !== undefined) keys.push('header')
+  if (by['cookie'] !== undefined) keys.push('cookie')
+  if (by['ip'] === true) keys.push('ip')
   return keys
 }
 
-function matchKey(route: RouteSpec): string {
-  const m = route.match ?? {}
-  const methods = m.methods === undefined ? '*' : [...new Set(m.methods)].sort().join(',')
-  return JSON.stringify([(m.host ?? '*').toLowerCase(), m.pathPrefix ?? '/', methods])
+/** The key two routes clash on; undefined when the match is malformed (nothing to compare). */
+function matchKey(match: unknown): string | undefined {
+  if (match !== undefined && !isObj(match)) return undefined
+  const m = match ?? {}
+  const { host = '*', pathPrefix = '/', methods } = m
+  if (typeof host !== 'string' || typeof pathPrefix !== 'string') return undefined
+  if (methods !== undefined && !(Array.isArray(methods) && methods.every((x) => typeof x === 'string'))) return undefined
+  const methodKey = methods === undefined ? '*' : [...new Set(methods as string[])].sort().join(',')
+  return JSON.stringify([host.toLowerCase(), pathPrefix, methodKey])
 }
 
 /**

@@ -10,4 +10,6 @@ export interface AdminDeps {
   tokens: { name: string; token: string }[]
   /** DNS target discovery, for its lookup metrics */
   discovery?: DnsProvider
+  /** set once the instance is stopping: /readyz answers 503 SHUTTING_DOWN while it still serves */
+  shuttingDown?: boolean
 }

@@ -62,11 +62,13 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
       config: open,
       schema: {
         tags: ['health'],
-        summary: '200 once the state is loaded, 503 before',
+        summary: '200 once the state is loaded; 503 before, and from the moment the instance starts shutting down',
         response: { 200: Type.Object({ ready: Type.Boolean(), revision: Type.Integer() }), 503: ErrorBody },
       },
     },
     async (_req, reply) => {
+      // Load balancers stop sending here before the listening socket closes (shutdownDelayMs).
+      if (deps.shuttingDown === true) return reply.code(503).send({ error: { code: 'SHUTTING_DOWN', message: 'this instance is shutting down' } })
       if (!deps.control.isReady) return reply.code(503).send({ error: { code: 'STORE_UNAVAILABLE', message: 'the state is not loaded yet' } })
       return { ready: true, revision: deps.control.state.revision }
     },

@@ -1,0 +1,219 @@
+/**
+ * `switchyard start --workers N`: the primary process forks N workers that share the proxy
+ * and admin ports (node:cluster hands connections round-robin). Each worker is a whole
+ * instance; with the memory store the primary holds the state and the workers reach it over
+ * IPC (store/ipc.ts), with Redis each worker follows Redis.
+ *
+ * - A worker that dies is restarted after a backoff (1 s doubling to 30 s per slot; the delay
+ *   resets once a worker stayed ready 30 s). When every slot's worker failed at start (exited
+ *   before it was ready) 5 times in a row, the primary gives up and exits 1 with the last
+ *   worker's reason, so an orchestrator sees the crash loop. At the very first start any
+ *   worker failing exits 1 at once: nothing has served yet, and the fault is the config's.
+ * - SIGTERM/SIGINT stop every worker gracefully.
+ * - SIGHUP replaces the workers one by one with workers that read the config file anew: a new
+ *   worker is listening before an old one retires, so no connection is refused.
+ */
+import cluster, { type Worker } from 'node:cluster'
+import { loadConfigFile } from '../config/load.js'
+import type { ConfigFile } from '../config/schema.js'
+import { formatProblem } from '../errors.js'
+import type { Logger } from '../log.js'
+import { serveStore } from '../store/ipc.js'
+import { MemoryStore } from '../store/memory.js'
+import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
+
+/** Start failures in a row, on every slot, after which the primary exits 1. */
+export const MAX_START_FAILURES = 5
+
+/**
+ * First restart delay. SWITCHYARD_RESTART_BACKOFF_MS overrides it for tests only (the cap
+ * stays 30 × the base).
+ */
+function backoffBase(): number {
+  const env = Number(process.env['SWITCHYARD_RESTART_BACKOFF_MS'])
+  return Number.isInteger(env) && env > 0 ? env : 1_000
+}
+
+/** One of the N places a worker runs in; its replacement takes the same slot. */
+interface Slot {
+  index: number
+  worker: Worker
+  /** whether `worker` told it listens */
+  ready: boolean
+  /** consecutive workers of this slot that exited before they were ready */
+  failures: number
+  /** consecutive restarts, for the backoff; reset when a worker stayed ready for the cap */
+  restarts: number
+  /** when `worker` got ready */
+  readyAt: number
+  reason?: string
+  timer?: NodeJS.Timeout
+}
+
+/** Resolves when `worker` is listening; rejects (with its own reason if it sent one) if it exits first. */
+function whenReady(worker: Worker): Promise<ReadyMessage> {
+  return new Promise((resolve, reject) => {
+    let reason: string | undefined
+    const onMessage = (m: unknown) => {
+      if (isMessage<FailedMessage>(m, 'failed')) reason = m.reason
+      if (!isMessage<ReadyMessage>(m, 'ready')) return
+      worker.off('message', onMessage)
+      worker.off('exit', onExit)
+      resolve(m)
+    }
+    // A message the worker sent just before exiting may be read in the same turn as its exit.
+    const onExit = (code: number | null, signal: string | null) =>
+      setImmediate(() => {
+        worker.off('message', onMessage)
+        reject(new Error(`worker ${worker.process.pid}: ${reason ?? `exited before it was ready (${signal ?? code})`}`))
+      })
+    worker.on('message', onMessage)
+    worker.once('exit', onExit)
+  })
+}
+
+function whenExited(worker: Worker): Promise<number> {
+  if (worker.process.exitCode !== null || worker.process.signalCode !== null) return Promise.resolve(worker.process.exitCode ?? 1)
+  return new Promise((resolve) => worker.once('exit', (code: number | null) => resolve(code ?? 1)))
+}
+
+export async function runPrimary(configPath: string, config: ConfigFile, count: number, log: Logger): Promise<number> {
+  const store = (config.store?.type ?? 'memory') === 'memory' ? new MemoryStore() : null
+  /** the workers alive now (a crashed one's replacement included) */
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  const answer = store ? serveStore(store, live) : null
+  /** workers being replaced or stopped on purpose: their exit is not a crash */
+  const leaving = new Set<Worker>()
+  const base = backoffBase()
+  const cap = 30 * base
+  let stopping = false
+  let started = false
+  /** settles the primary's exit code: on a stop signal, or when workers crash-loop */
+  let finish: (code: number) => void = () => {}
+  const done = new Promise<number>((resolve) => (finish = resolve))
+
+  const fork = (): Worker => {
+    const w = cluster.fork()
+    if (answer) w.on('message', (m: unknown) => answer(w, m))
+    return w
+  }
+
+  /** Makes `w` the worker of `slot` and watches it: ready resets the failure count, an exit restarts it. */
+  const watch = (slot: Slot, w: Worker, ready: boolean) => {
+    Object.assign(slot, { worker: w, ready, readyAt: performance.now() })
+    if (ready) slot.failures = 0
+    w.on('message', (m: unknown) => {
+      if (isMessage<FailedMessage>(m, 'failed')) slot.reason = m.reason
+      if (isMessage<ReadyMessage>(m, 'ready') && slot.worker === w) {
+        if (started) log.info({ slot: slot.index, worker: w.process.pid }, `worker ${w.process.pid} is ready`)
+        slot.ready = true
+        slot.readyAt = performance.now()
+        slot.failures = 0
+        slot.reason = undefined
+      }
+    })
+    // setImmediate: the reason the worker sent just before exiting may be read in the same turn.
+    w.once('exit', (code, signal) => setImmediate(() => onExit(code, signal)))
+    const onExit = (code: number | null, signal: string | null) => {
+      if (!started || stopping || leaving.has(w) || slot.worker !== w) return
+      const how = signal ?? `code ${code}`
+      const ready = slot.ready
+      slot.ready = false
+      if (!ready) slot.failures++
+      if (ready && performance.now() - slot.readyAt >= cap) slot.restarts = 0
+      if (slots.every((s) => s.failures >= MAX_START_FAILURES)) {
+        const reason = slot.reason ?? `exited before it was ready (${how})`
+        log.error({ reason }, `every worker failed at start ${MAX_START_FAILURES} times in a row; exiting`)
+        process.stderr.write(`switchyard: workers keep failing at start (${MAX_START_FAILURES} times in a row each): ${reason}\n`)
+        return stopAll(1)
+      }
+      const delayMs = Math.min(base * 2 ** slot.restarts, cap)
+      slot.restarts++
+      const what = ready ? 'died' : `failed at start (${slot.failures} in a row${slot.reason ? `: ${slot.reason}` : ''})`
+      log.warn({ slot: slot.index, worker: w.process.pid, exit: how, delayMs, failures: slot.failures }, `worker ${w.process.pid} ${what}; restarting in ${delayMs} ms`)
+      // Not unref'd: with every worker down this timer is what keeps the primary alive.
+      slot.timer = setTimeout(() => run(slot), delayMs)
+    }
+  }
+  const run = (slot: Slot) => watch(slot, fork(), false)
+
+  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined as unknown as Worker, ready: false, failures: 0, restarts: 0, readyAt: 0 }))
+  for (const slot of slots) run(slot)
+  let ready: ReadyMessage[]
+  try {
+    ready = await Promise.all(slots.map((s) => whenReady(s.worker)))
+  } catch (err) {
+    process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
+    stopping = true
+    for (const w of live()) w.process.kill('SIGKILL')
+    await store?.close()
+    return 1
+  }
+  started = true
+
+  /**
+   * Stops every worker (SIGTERM: each drains) and settles with `code`, or 1 if a serving worker
+   * cut requests. A worker still starting has served nothing: how it ends does not count.
+   */
+  function stopAll(code: number) {
+    stopping = true
+    for (const s of slots) clearTimeout(s.timer)
+    const serving = new Set([...leaving, ...slots.filter((s) => s.ready).map((s) => s.worker)])
+    const all = live()
+    for (const w of all) w.process.kill('SIGTERM')
+    void Promise.all(all.map((w) => whenExited(w).then((c) => (serving.has(w) ? c : 0)))).then(async (codes) => {
+      await store?.close()
+      finish(code === 0 && codes.every((c) => c === 0) ? 0 : 1)
+    })
+  }
+
+  let reloading: Promise<void> | null = null
+  const reload = async () => {
+    const { config: next, problems } = await loadConfigFile(configPath)
+    if (problems.length > 0) {
+      for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
+      return void log.warn('SIGHUP: the config has problems; nothing changed')
+    }
+    if ((next.store?.type ?? 'memory') !== (config.store?.type ?? 'memory')) {
+      return void log.warn('SIGHUP: changing the store type needs a restart; nothing changed')
+    }
+    log.info(`SIGHUP: replacing ${count} workers one by one`)
+    for (const slot of slots) {
+      if (stopping) return
+      // A worker being restarted reads the file anew anyway: nothing to replace in its slot.
+      if (!slot.ready) continue
+      const old = slot.worker
+      const fresh = fork()
+      try {
+        await whenReady(fresh)
+      } catch (err) {
+        return void log.warn(`SIGHUP: a new worker failed (${(err as Error).message}); the remaining old workers stay`)
+      }
+      if (stopping) return
+      leaving.add(old)
+      clearTimeout(slot.timer) // the old worker may have died meanwhile: the fresh one replaces it
+      // The fresh worker takes over the slot: from now on its exit is watched like any other.
+      watch(slot, fresh, true)
+      const retire: RetireMessage = { sy: 'retire' }
+      if (old.isConnected()) old.send(retire)
+      await whenExited(old)
+    }
+    log.info('SIGHUP: reload done')
+  }
+  process.on('SIGHUP', () => {
+    if (reloading) return void log.warn('SIGHUP: a reload is already running')
+    reloading = reload().finally(() => (reloading = null))
+  })
+
+  process.stdout.write(
+    `switchyard proxy ${ready[0]!.proxyUrl} admin ${ready[0]!.adminUrl} store ${config.store?.type ?? 'memory'} workers ${count}\n`,
+  )
+  const stop = (signal: string) => {
+    if (stopping) return
+    log.info(`${signal}: stopping ${live().length} workers`)
+    stopAll(0)
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  return done
+}

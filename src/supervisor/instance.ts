@@ -1,0 +1,96 @@
+/**
+ * One instance as a process: a plain `switchyard start`, or one worker of `--workers N`. Runs
+ * the App and maps signals onto it: SIGTERM/SIGINT stop gracefully (exit 0 when every in-flight
+ * request finished, 1 when shutdownTimeoutMs cut some); SIGHUP reloads the file's static parts
+ * in place (a single process; a worker ignores it, the primary replaces workers instead); a
+ * worker asked to retire stops like SIGTERM but leaves idle keep-alive connections alone.
+ */
+import cluster from 'node:cluster'
+import { startSwitchyard, type App } from '../app.js'
+import { loadConfigFile } from '../config/load.js'
+import type { ConfigFile } from '../config/schema.js'
+import { formatProblem } from '../errors.js'
+import type { Logger } from '../log.js'
+import { IpcStore } from '../store/ipc.js'
+import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
+
+/** Runs the instance until it stops; resolves with the exit code. A worker exits by itself. */
+export async function runInstance(configPath: string, config: ConfigFile, log: Logger): Promise<number> {
+  let app: App
+  try {
+    // A worker with the memory store reaches the primary's state over IPC.
+    const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
+    app = await startSwitchyard(config, { store, logger: log })
+  } catch (err) {
+    return failedStart((err as Error).message)
+  }
+  const running = app
+  // Handlers go in before the ready line: whoever waits for that line may signal at once.
+  const exitCode = new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (why: string, closeIdle = true) => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal: why }, `${why}: stopping`)
+      void running.close(undefined, { closeIdle }).then((finished) => {
+        if (finished) log.info('stopped')
+        else log.warn('stopped; shutdownTimeoutMs cut in-flight requests')
+        resolve(finished ? 0 : 1)
+      })
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+    // A worker being replaced on reload: another worker takes new connections, so idle ones
+    // are left to end by themselves rather than closed under a client about to use them.
+    process.on('message', (m: unknown) => {
+      if (isMessage<RetireMessage>(m, 'retire')) stop('reload', false)
+    })
+    // SIGHUP: a single process reloads in place, one reload at a time. In a worker it is
+    // ignored (the primary reloads by replacing workers), so a terminal hang-up cannot kill it.
+    let reloads = Promise.resolve()
+    process.on('SIGHUP', () => {
+      if (cluster.isWorker) return
+      reloads = reloads.then(() => reloadInPlace(configPath, running, log))
+    })
+  })
+  if (cluster.isWorker) {
+    // The primary prints the ready line once every worker listens; a worker ends itself when
+    // it has stopped, since its IPC channel would keep it alive.
+    const ready: ReadyMessage = { sy: 'ready', proxyUrl: app.proxyUrl, adminUrl: app.adminUrl }
+    process.send!(ready)
+    return exitCode.then((code) => process.exit(code))
+  }
+  process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
+  return exitCode
+}
+
+/**
+ * The instance cannot start: exit 1. A single process prints `switchyard: cannot start: REASON`
+ * on stderr; a worker sends the reason to the primary (which logs it, and prints it if it gives
+ * up) and exits at once.
+ */
+export function failedStart(reason: string): Promise<number> | number {
+  if (!cluster.isWorker) {
+    process.stderr.write(`switchyard: cannot start: ${reason}\n`)
+    return 1
+  }
+  if (!process.connected) return process.exit(1)
+  const failed: FailedMessage = { sy: 'failed', reason }
+  return new Promise<number>(() => process.send!(failed, () => process.exit(1)))
+}
+
+/** SIGHUP without workers: re-read the file and apply its static parts in place (App.reload). */
+async function reloadInPlace(configPath: string, app: App, log: Logger): Promise<void> {
+  const { config, problems } = await loadConfigFile(configPath)
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(formatProblem(p) + '\n')
+    return void log.warn('SIGHUP: the config has problems; nothing changed')
+  }
+  try {
+    const changes = await app.reload(config)
+    log.info(changes.length > 0 ? `SIGHUP: reloaded: ${changes.join('; ')}` : 'SIGHUP: reloaded: no static part changed')
+    log.info('SIGHUP: upstreams, routes and flags live in the store: change them through the admin API')
+  } catch (err) {
+    log.warn(`SIGHUP: ${(err as Error).message}`)
+  }
+}
