@@ -43,6 +43,16 @@ async function link(): Promise<TcpLink> {
   return l
 }
 
+/** A on Redis directly, B through a TCP link the test can cut; both following at revision 1. */
+async function pairViaLink(resyncMs: number): Promise<{ l: TcpLink; a: TestApp; b: TestApp }> {
+  const l = await link()
+  const { config: c } = await config()
+  const a = await startApp(c, { resyncMs })
+  const b = await startApp(withUrl(c, l.url), { resyncMs })
+  await allFollow([a, b], 1, 'v1')
+  return { l, a, b }
+}
+
 /** The applied revision of every instance, each read from its own admin API. */
 async function revisions(apps: TestApp[]): Promise<number[]> {
   return Promise.all(apps.map(async (a) => ((await a.admin.get<State>('/api/state')).body.revision)))
@@ -109,11 +119,7 @@ describe('every instance follows the store after a fault', () => {
   })
 
   it("B's command connection comes back before its subscriber: B applies a write made meanwhile", async () => {
-    const l = await link()
-    const { config: c } = await config()
-    const a = await startApp(c, { resyncMs: 60_000 })
-    const b = await startApp(withUrl(c, l.url), { resyncMs: 60_000 })
-    await allFollow([a, b], 1, 'v1')
+    const { l, a, b } = await pairViaLink(60_000)
 
     l.block('sub')
     l.cut()
@@ -129,11 +135,7 @@ describe('every instance follows the store after a fault', () => {
   })
 
   it("B's subscriber comes back before its command connection: the notice it hears meanwhile is not lost", async () => {
-    const l = await link()
-    const { config: c } = await config()
-    const a = await startApp(c, { resyncMs: 60_000 })
-    const b = await startApp(withUrl(c, l.url), { resyncMs: 60_000 })
-    await allFollow([a, b], 1, 'v1')
+    const { l, a, b } = await pairViaLink(60_000)
 
     l.block('cmd')
     l.cut()
@@ -149,10 +151,7 @@ describe('every instance follows the store after a fault', () => {
   })
 
   it('both connections of B cut many times in a row while A writes: B ends on the last revision', async () => {
-    const l = await link()
-    const { config: c } = await config()
-    const a = await startApp(c, { resyncMs: 200 })
-    const b = await startApp(withUrl(c, l.url), { resyncMs: 200 })
+    const { l, a, b } = await pairViaLink(200)
     let revision = 1
     for (let i = 0; i < 8; i++) {
       l.cut(i % 3 === 0 ? ['cmd'] : i % 3 === 1 ? ['sub'] : ['cmd', 'sub'])
