@@ -161,6 +161,19 @@ describe('every instance follows the store after a fault', () => {
   })
 })
 
+describe('start-up', () => {
+  it('the first instance seeds an empty store once; the next one seeds nothing; neither logs a re-seed', async () => {
+    const { config: c } = await config()
+    const [logA, logB] = [memoryLogger(), memoryLogger()]
+    const a = await startApp(c, { logger: logA.logger })
+    const b = await startApp(c, { logger: logB.logger })
+    await allFollow([a, b], 1, 'v1')
+    expect(logA.find('seeded an empty store')).toHaveLength(1)
+    expect(logB.find('seeded an empty store')).toHaveLength(0)
+    for (const log of [logA, logB]) expect(log.find('re-seeded')).toEqual([])
+  })
+})
+
 describe('divergence is never silent', () => {
   it('a state that cannot be applied: logged and counted, the gauge grows, every instance is marked a laggard; a good state heals it', async () => {
     const { config: c, prefix } = await config()

@@ -138,8 +138,7 @@ export class Follower {
     await store.open()
     let state = await store.load()
     if (state === null) {
-      await store.seed(this.opts.seed)
-      log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
+      if (await store.seed(this.opts.seed)) log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
       state = (await store.load()) ?? this.opts.seed
     }
     this.observe(state.revision)
@@ -147,6 +146,9 @@ export class Follower {
     this.ready = true
     this.timer = setInterval(() => void this.check(), this.opts.resyncMs ?? RESYNC_MS)
     this.timer.unref()
+    // Notices that came while starting were held back (start() reads the store itself); one
+    // sync now catches a change made between that read and this point.
+    void this.sync()
   }
 
   /**
@@ -208,7 +210,9 @@ export class Follower {
 
   private async syncOnce(): Promise<void> {
     const { store, log } = this.opts
-    if (!store.connected) return
+    // Before start() has applied the store's state, `applied` is only the config's seed: never
+    // re-seed the store with it (start() seeds an empty store itself).
+    if (!this.ready || !store.connected) return
     const revision = await store.revision()
     this.observe(revision)
     // The common case of the periodic check: nothing changed, so the document is not fetched.
