@@ -19,6 +19,8 @@ const WORKERS = Number(env.BENCH_WORKERS ?? 2) // proxy A's --workers (1 = a sin
 const B_SHARE = NO_REDIS ? 0 : Number(env.BENCH_B_SHARE ?? 0.25) // share of the load sent through B
 const POST_SHARE = Number(env.BENCH_POST_SHARE ?? 0.5)
 const FRESH_SHARE = Number(env.BENCH_NEW_CONN_SHARE ?? 0.2) // share sent on a new connection each
+const CONNECTIONS = Number(env.BENCH_CONNECTIONS ?? 16) // keep-alive connections per proxy
+const WARMUP_MS = Number(env.BENCH_WARMUP_S ?? 2) * 1000 // the first phase: cold proxies (JIT, pools)
 const REDIS_DOWN_MS = Number(env.BENCH_REDIS_DOWN_MS ?? 1000)
 const PREFIX = 'bench-deploy'
 const WAIT = 5000 // ms: waitApplied, and how long the fleet may take to show a revision
@@ -200,6 +202,7 @@ let backends = []
 
 async function main () {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli.js'))) throw new Error('dist/cli.js not found: run `npm run build` first')
+  for (const f of fs.readdirSync(OUT)) if (/^deploy-.*\.log$/.test(f)) fs.rmSync(path.join(OUT, f)) // this run's logs only
   if (!NO_REDIS) {
     const port = await freePort()
     redis = { port, url: `redis://127.0.0.1:${port}`, child: await startRedis(port) }
@@ -214,10 +217,11 @@ async function main () {
   console.log(`  proxy A ${A.url} (${WORKERS > 1 ? `--workers ${WORKERS}` : 'one process'}, ${Math.round((1 - B_SHARE) * 100)} % of the load)` +
     (B ? `, proxy B ${B.url} (one process, ${Math.round(B_SHARE * 100)} %)` : '') + `, store ${NO_REDIS ? 'memory' : `redis :${redis.port} prefix ${PREFIX}`}`)
   console.log(`  backends ${backends.map((b) => `${b.name} :${b.port}`).join(', ')}; ${Math.round(POST_SHARE * 100)} % POST with 1–16 KiB bodies (sha1 checked), ` +
-    `${Math.round(FRESH_SHARE * 100)} % on a new connection each; ${os.cpus().length} cpus, node ${process.version}`)
+    `${Math.round(FRESH_SHARE * 100)} % on a new connection each (the rest over ${CONNECTIONS} keep-alive connections per proxy); ${os.cpus().length} cpus, node ${process.version}`)
   if (load1 > 0.5) console.log(`  WARNING: load average ${load1.toFixed(2)} before the bench: other work on this machine will show in the latencies`)
 
   const phases = [
+    ...(WARMUP_MS > 0 ? [{ name: 'warm-up 100/0', ms: WARMUP_MS, run: async () => 'load only: the proxies warm up (JIT, connection pools); its requests count like any other' }] : []),
     { name: 'baseline 100/0', run: async () => 'split {v1: 100, v2: 0} from the config file' },
     { name: 'split 90/10', run: setSplit({ v1: 90, v2: 10 }) },
     { name: 'split 50/50', run: setSplit({ v1: 50, v2: 50 }) },
@@ -230,14 +234,14 @@ async function main () {
     { name: 'steady after deploy', forbidden: ['v1'], run: async () => 'load only' }
   ]
   const targets = [{ name: 'A', url: A.url, share: 1 - B_SHARE }, ...(B ? [{ name: 'B', url: B.url, share: B_SHARE }] : [])]
-  const load = startLoad({ rate: RATE, targets, postShare: POST_SHARE, freshShare: FRESH_SHARE })
+  const load = startLoad({ rate: RATE, targets, postShare: POST_SHARE, freshShare: FRESH_SHARE, connections: CONNECTIONS })
   for (const phase of phases) {
     const t = performance.now()
     load.mark(phase.name, { forbidden: phase.forbidden })
     process.stdout.write(`  ${phase.name} ...`)
     const note = await phase.run(phase.name).catch((err) => { problems.push([phase.name, `action threw: ${err.message}`]); return 'action threw' })
     notes.push([phase.name, note])
-    const left = PHASE_MS - (performance.now() - t)
+    const left = (phase.ms ?? PHASE_MS) - (performance.now() - t)
     if (left > 0) await sleep(left)
     process.stdout.write(` ${load.current.requests} requests, ${load.current.failed} failed\n`)
   }
@@ -248,11 +252,15 @@ async function main () {
   let check = null
   const t = performance.now()
   while (performance.now() - t < WAIT) {
-    const snap = await snapshot()
-    const truth = NO_REDIS ? (await admin('GET', A.adminUrl, '/api/state')).body.revision : Number(await rawRevision())
-    const ok = snap.registered === EXPECTED_INSTANCES() && snap.rows.every((r) => r.revision === truth)
-    check = { truth, ok, rows: snap.rows, registered: snap.registered, expected: EXPECTED_INSTANCES(), lastWrite: lastRevision }
-    if (ok) break
+    try {
+      const snap = await snapshot()
+      const truth = NO_REDIS ? (await admin('GET', A.adminUrl, '/api/state')).body.revision : Number(await rawRevision())
+      const ok = snap.registered === EXPECTED_INSTANCES() && snap.rows.every((r) => r.revision === truth)
+      check = { truth, ok, rows: snap.rows, registered: snap.registered, expected: EXPECTED_INSTANCES(), lastWrite: lastRevision }
+      if (ok) break
+    } catch (err) {
+      check = { truth: '?', ok: false, rows: [], registered: 0, expected: EXPECTED_INSTANCES(), lastWrite: lastRevision, error: err.message }
+    }
     await sleep(50)
   }
   const pass = printReport({ stats, notes, problems, check, store: NO_REDIS ? 'memory' : `Redis {${PREFIX}}:revision`, minTotal: MIN_TOTAL, rate: RATE })
@@ -260,6 +268,7 @@ async function main () {
     date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, rate: RATE, phaseMs: PHASE_MS, workers: WORKERS, redis: !NO_REDIS,
     phases: stats.map(({ latencies, reasons, ...p }) => ({ ...p, reasons: Object.fromEntries(reasons) })), notes, problems, check, pass, loadavgEnd: os.loadavg()
   }, null, 2))
+  console.log(`load average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
   console.log(`details: bench/.out/deploy.json; proxy logs: bench/.out/deploy-A.log${B ? ', deploy-B.log' : ''}`)
   if (!pass) process.exitCode = 1
 }

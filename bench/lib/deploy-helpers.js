@@ -27,13 +27,26 @@ export function closeAdmin () {
   return agent.close().catch(() => {})
 }
 
-/** Appends everything `child` prints (stdout and stderr) to `file`, for reading after a failed run. */
+/** The wall-clock time of day, `HH:MM:SS.mmm` (UTC, as in the proxies' JSON logs). */
+export const clock = (ms = Date.now()) => new Date(ms).toISOString().slice(11, 23)
+
+/**
+ * Appends everything `child` prints (stdout and stderr) to `file`, each line prefixed with the
+ * time it arrived, so the proxies' plain lines can be set beside a failed request's time.
+ */
 export function logTo (child, file) {
   const out = fs.createWriteStream(file, { flags: 'a' })
-  out.write(`--- ${child.label} pid ${child.pid} ${new Date().toISOString()}\n`)
-  child.stdout.on('data', (d) => out.write(d))
-  child.stderr.on('data', (d) => out.write(d))
-  child.on('exit', () => out.end())
+  out.write(`${clock()} --- ${child.label} pid ${child.pid} started\n`)
+  for (const stream of [child.stdout, child.stderr]) {
+    let buf = ''
+    stream.on('data', (d) => {
+      buf += d
+      const lines = buf.split('\n')
+      buf = lines.pop()
+      for (const l of lines) out.write(`${clock()} ${l}\n`)
+    })
+  }
+  child.on('exit', (code, sig) => out.end(`${clock()} --- ${child.label} pid ${child.pid} exited (${sig ?? code})\n`))
 }
 
 /**

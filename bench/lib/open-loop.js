@@ -7,6 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import { Pool } from 'undici'
+import { clock } from './deploy-helpers.js'
 
 const TIMEOUT_MS = 10_000 // a request not answered within this counts as failed
 const MAX_INFLIGHT = 4_000 // beyond this the generator waits (requests stay late, their latency shows it)
@@ -41,14 +42,14 @@ function freshRequest (url, method, path, headers, body) {
       res.on('data', (c) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }))
       res.on('error', reject)
-      res.on('aborted', () => reject(Object.assign(new Error('response aborted'), { code: 'ABORTED' })))
+      res.on('close', () => { if (!res.complete) reject(Object.assign(new Error('connection closed before the whole response'), { code: 'ABORTED' })) })
     })
     req.end(body)
   })
 }
 
 function newPhase (name, forbidden) {
-  return { name, forbidden, requests: 0, failed: 0, reasons: new Map(), latencies: [], versions: {}, maxLagMs: 0, start: performance.now(), end: 0 }
+  return { name, forbidden, requests: 0, failed: 0, reasons: new Map(), latencies: [], versions: {}, maxLagMs: 0, peakInflight: 0, start: performance.now(), end: 0 }
 }
 
 /**
@@ -110,9 +111,9 @@ export function startLoad ({ rate, targets, postShare = 0.5, freshShare = 0.2, c
     const method = body ? 'POST' : 'GET'
     const path = `/api/orders/${i}`
     const headers = { 'x-bench-req': String(i), ...(body ? { 'content-type': 'application/octet-stream', 'content-length': String(body.buf.length) } : {}) }
-    const what = `${method} ${fresh ? 'new connection' : 'keep-alive'} via ${end.name} at +${((scheduled - ph.start) / 1000).toFixed(2)}s`
+    const what = `${method} ${fresh ? 'new connection' : 'keep-alive'} via ${end.name}, sent ${clock(Date.now())} (+${((performance.now() - ph.start) / 1000).toFixed(2)} s into the phase)`
     ph.maxLagMs = Math.max(ph.maxLagMs, performance.now() - scheduled)
-    inflight++
+    if (++inflight > ph.peakInflight) ph.peakInflight = inflight
     try {
       let status, text
       if (fresh) {
