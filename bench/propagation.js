@@ -1,5 +1,5 @@
 // Propagation bench: how long after a write is acknowledged by instance A do instances B and C
-// of a Redis-backed fleet route by it (SPEC §7: within 100 ms, goal p99 < 20 ms on loopback),
+// of a Redis-backed fleet route by it (within 100 ms, goal p99 < 20 ms on loopback),
 // and what 10 writes/s cost A's data plane. See bench/README.md "propagation.js".
 // Run: npm run bench:propagation   (or: npm run build && node bench/propagation.js)
 import fs from 'node:fs'

@@ -37,7 +37,7 @@ export interface App {
   readonly proxyUrl: string
   readonly adminUrl: string
   /**
-   * Applies a new config's static parts in place (SPEC §2 SIGHUP without workers): `listen` and
+   * Applies a new config's static parts in place (SIGHUP without workers): `listen` and
    * admin addresses move (the new address listens before the old one stops accepting; open
    * connections are served to their end), admin tokens and `shutdownTimeoutMs` change. A new
    * store needs a restart and is refused. Upstreams, routes and flags live in the store, so
@@ -45,7 +45,7 @@ export interface App {
    */
   reload(next: ConfigFile): Promise<string[]>
   /**
-   * Graceful stop (SPEC §2 SIGTERM); resolves true when no in-flight request was cut. First
+   * Graceful stop (SIGTERM); resolves true when no in-flight request was cut. First
    * `/readyz` answers 503 SHUTTING_DOWN while the proxy goes on accepting and serving for
    * `shutdownDelayMs` (so a load balancer stops sending before the port closes), then it stops
    * accepting and drains for up to `timeoutMs` (default `shutdownTimeoutMs`).

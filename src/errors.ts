@@ -4,7 +4,7 @@
  * so clients and tests can rely on the code rather than parse messages.
  */
 export const ERRORS = {
-  // data plane (SPEC §4)
+  // data plane
   NO_ROUTE: { status: 404, message: 'no route matches this request' },
   NO_HEALTHY_TARGET: { status: 503, message: 'no healthy target is available for this upstream' },
   UPSTREAM_ERROR: { status: 502, message: 'the upstream failed to answer' },
@@ -12,7 +12,7 @@ export const ERRORS = {
   // requests the proxy refuses itself, never sent upstream (a client cannot hurt an upstream's record)
   BAD_REQUEST: { status: 400, message: 'the request is malformed and was not forwarded' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'this method is not supported by the proxy' },
-  // admin API (SPEC §5, §8)
+  // admin API
   VALIDATION_FAILED: { status: 400, message: 'the request is invalid' },
   UNAUTHORIZED: { status: 401, message: 'a valid bearer token is required' },
   NOT_FOUND: { status: 404, message: 'not found' },

@@ -1,4 +1,4 @@
-/** Admin API happy paths (SPEC §5, §8): state, upstreams, routes, split, flags, revisions, events, docs. */
+/** Admin API happy paths: state, upstreams, routes, split, flags, revisions, events, docs. */
 import { describe, expect, it } from 'vitest'
 import { adminClient, backend, startApp, twoVersions } from './helpers/admin.js'
 

@@ -1,4 +1,4 @@
-/** Admin API authentication (SPEC §5): bearer tokens, named tokens as audit actors, open probes. */
+/** Admin API authentication: bearer tokens, named tokens as audit actors, open probes. */
 import { beforeAll, describe, expect, it } from 'vitest'
 import { adminClient, backend, startApp, twoVersions, type TestApp } from './helpers/admin.js'
 import { tokenMatcher } from '../src/control/admin/auth.js'

@@ -1,7 +1,7 @@
 /**
  * Bad requests to the admin API: each answers 4xx JSON `{"error":{"code",...}}` with the
- * expected code, and none of them changes the state, the revision or the audit log (SPEC §5
- * "a rejected write leaves the state and revision exactly as they were").
+ * expected code, and none of them changes the state, the revision or the audit log: a rejected
+ * write leaves the state and revision exactly as they were.
  */
 import { connect } from 'node:net'
 import { beforeAll, describe, expect, it } from 'vitest'

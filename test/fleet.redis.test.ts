@@ -1,5 +1,5 @@
 /**
- * A fleet on a real Redis (SPEC §5 `?waitApplied`, §7): two or three switchyard instances
+ * A fleet on a real Redis (`?waitApplied`, propagation, outages): two or three switchyard instances
  * share one `redis-server` (spawned for this file on a free port, never 6379), each test under
  * its own key prefix. Writes through one instance route on the others; concurrent If-Match
  * writes lose nothing and double nothing; a Redis SIGKILL and an empty restart fail no proxied

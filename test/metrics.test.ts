@@ -1,5 +1,5 @@
 /**
- * GET /metrics (SPEC §5, §6): the counters the data plane keeps, read at scrape time, in the
+ * GET /metrics: the counters the data plane keeps, read at scrape time, in the
  * Prometheus text format. Real sockets for the end-to-end cases; the histogram arithmetic and
  * label escaping are checked on a bare `Metrics` over hand-filled counters.
  */

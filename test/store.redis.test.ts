@@ -1,5 +1,5 @@
 /**
- * Redis-only behaviour: outages (SPEC §7 "Redis down" / "Redis back"). A real redis-server
+ * Redis-only behaviour: outages ("Redis down" / "Redis back"). A real redis-server
  * is SIGKILLed, restarted empty on the same port, or SIGSTOPped, and the store must fail
  * fast, report `connected`, and heal by itself.
  */

@@ -1,5 +1,5 @@
 /**
- * `switchyard ctl`: drives a running proxy through its admin API (SPEC §2, §5).
+ * `switchyard ctl`: drives a running proxy through its admin API.
  * Exit codes: 0 done, 1 the API refused or could not be reached (or a wait ran out), 2 usage.
  */
 import { parseCommand, usageError as usageErrorFor, UsageError, type CommandSpec } from './args.js'

@@ -1,6 +1,6 @@
 /**
  * `switchyard validate FILE`: exit 0 and `ok` on stdout, or exit 1 and every problem on
- * stderr, one per line, path first (SPEC §8). Exit 2 for a usage error.
+ * stderr, one per line, path first. Exit 2 for a usage error.
  */
 import { loadConfigFile } from '../config/load.js'
 import { formatProblem } from '../errors.js'

@@ -175,7 +175,7 @@ const LOOPBACK = new BlockList()
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
 LOOPBACK.addAddress('::1', 'ipv6')
 
-/** Loopback per SPEC §8: 127.0.0.0/8, ::1 (also IPv4-mapped, bracketed) and `localhost`. */
+/** Loopback: 127.0.0.0/8, ::1 (also IPv4-mapped, bracketed) and `localhost`. */
 export function isLoopbackHost(host: string): boolean {
   const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1')
   if (h === 'localhost' || h === 'localhost.') return true
@@ -206,7 +206,7 @@ function crossCheck(raw: unknown): Problem[] {
   const adminHost = admin['host'] ?? DEFAULTS.admin.host
   // A token or tokens map that is there but malformed counts as present: the shape check says the rest.
   const hasToken = token !== undefined || (tokens !== undefined && (!isObj(tokens) || Object.keys(tokens).length > 0))
-  // SPEC §5: an unauthenticated admin API must not be reachable from other machines.
+  // An unauthenticated admin API must not be reachable from other machines.
   if (!hasToken && typeof adminHost === 'string' && !isLoopbackHost(adminHost)) {
     problems.push({ path: 'admin.host', message: 'binding admin to a non-loopback host requires admin.token or admin.tokens' })
   }

@@ -261,7 +261,7 @@ export interface Upstream extends Omit<UpstreamSpec, 'targets'> {
 }
 
 /**
- * The revisioned, shared state (SPEC §8 "State shape"). Every accepted write makes a new
+ * The revisioned, shared state (what `GET /api/state` shows). Every accepted write makes a new
  * object with `revision + 1`; states are never mutated in place once published.
  */
 export interface State {

@@ -20,7 +20,7 @@ export interface StateSpec {
 }
 
 /**
- * Default target id: `host:port` of its url, the port defaulting to 80 (SPEC §1).
+ * Default target id: `host:port` of its url, the port defaulting to 80.
  * Throws a TypeError when `url` does not parse; call it on validated urls.
  */
 export function defaultTargetId(url: string): string {

@@ -1,7 +1,7 @@
 /**
  * Active health checks: each target of an upstream with `healthCheck` is probed on its own
  * timer; `healthyThreshold` passes bring it in, `unhealthyThreshold` failures take it out. The
- * probe carries no credentials of the proxy's (SPEC §8) and uses its own short-lived connection
+ * probe carries no credentials of the proxy's and uses its own short-lived connection
  * (node:http without an agent), so it never sits in the request pools.
  */
 import { request } from 'node:http'

@@ -1,6 +1,6 @@
 /**
  * Target choice within an upstream: only `active` targets that are healthy and not ejected get
- * new requests (SPEC §4). Least outstanding requests with a rotating start, so ties (the common
+ * new requests. Least outstanding requests with a rotating start, so ties (the common
  * case at low load) spread round-robin; power-of-two-choices when the upstream asks for it,
  * which keeps O(1) cost for large pools.
  *

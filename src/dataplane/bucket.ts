@@ -4,7 +4,7 @@
  * `unitHash(key, seed)` maps a user key to a number in [0, 1) that is independent for each
  * seed (one seed per upstream, one per flag). Sticky routing uses weighted rendezvous hashing
  * over those numbers: when an upstream's weight grows, its score grows for every user and the
- * others' scores stay, so users only ever move *to* the growing upstream (SPEC §4 "monotonic
+ * others' scores stay, so users only ever move *to* the growing upstream ("monotonic
  * bucketing"), whatever the order or number of upstreams in the split. Flags use the same
  * number: a user is in the flag iff unitHash < percent/100, so raising the percentage only adds
  * users.

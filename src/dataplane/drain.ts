@@ -1,7 +1,7 @@
 /**
  * What a table swap means for long-lived connections: a WebSocket whose target is no longer
  * active (draining, disabled or removed) is closed after its upstream's `drainTimeoutMs`, so a
- * drain finishes even with clients that never disconnect (SPEC §4). If the target becomes active
+ * drain finishes even with clients that never disconnect. If the target becomes active
  * again before then, the close is called off. Plain HTTP requests need nothing here: they finish
  * on the pool they started with, which `Resources.prune()` closes once they are done.
  */

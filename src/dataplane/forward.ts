@@ -1,7 +1,7 @@
 /**
  * One proxied exchange: dispatches to a target through its undici pool with a raw handler, so
  * bodies stream both ways without buffering and backpressure flows from the client to the
- * upstream socket. Retries on another target of the same upstream (SPEC §4): any method when
+ * upstream socket. Retries on another target of the same upstream: any method when
  * no connection could be made, idempotent methods on a reset before response headers when the
  * request body was not read.
  */
@@ -20,7 +20,7 @@ const ERROR_BODIES = new Map<ErrorCode, Buffer>(
   (Object.keys(ERRORS) as ErrorCode[]).map((code) => [code, Buffer.from(errorBody(code))]),
 )
 
-/** Writes a proxy-made error: JSON in SPEC's shape, with the catalogue's status. */
+/** Writes a proxy-made error: `{"error":{"code","message"}}` with the catalogue's status. */
 export function sendError(res: ServerResponse, code: ErrorCode, closeConnection = false): void {
   if (res.headersSent) {
     res.destroy()

@@ -22,7 +22,7 @@ const HOP_BY_HOP_REQUEST = new Set([
 ])
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer'])
 
-/** Prefix of the proxy's own headers; clients cannot set them (SPEC §4: internal headers). */
+/** Prefix of the proxy's own headers; clients cannot set them (they never reach an upstream from a client). */
 export const INTERNAL_PREFIX = 'x-switchyard-'
 export const FLAGS_HEADER = 'x-switchyard-flags'
 
@@ -73,7 +73,7 @@ export function clientIp(addr: string | undefined): string {
  * Builds the upstream request headers: hop-by-hop and internal headers removed, X-Forwarded-For
  * appended to, X-Forwarded-Proto and X-Forwarded-Host set to what this proxy saw, the flags
  * header added. `keepUpgrade` keeps Connection/Upgrade for WebSocket handshakes.
- * An `Authorization: Bearer <admin token>` is dropped (SPEC §4: the admin token never reaches
+ * An `Authorization: Bearer <admin token>` is dropped (the admin token never reaches
  * an upstream, even from a ctl pointed at the wrong port); any other Authorization passes.
  * More than one Host, or a Host that is not `host[:port]`, sets `reject` (RFC 9112 §3.2).
  */
@@ -169,7 +169,7 @@ export function rawHeader(raw: string[], lowerName: string): string | undefined 
   return undefined
 }
 
-/** True when any value of the header satisfies `test` (SPEC §8: repeated headers, any match counts). */
+/** True when any value of the header satisfies `test` (with repeated headers, any match counts). */
 export function anyRawHeader(raw: string[], lowerName: string, test: (v: string) => boolean): boolean {
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!

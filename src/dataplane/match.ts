@@ -1,6 +1,6 @@
 /**
  * Route and upstream choice for one request: host, longest path prefix, methods; then rules
- * (first match wins), then the split, sticky when the route says so (SPEC §4).
+ * (first match wins), then the split, sticky when the route says so.
  */
 import type { IncomingMessage } from 'node:http'
 import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'

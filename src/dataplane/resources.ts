@@ -59,7 +59,7 @@ export class Resources {
   }
 
   /**
-   * A connect failure takes the target out at once (SPEC §4 passive health). With an active
+   * A connect failure takes the target out at once (passive health). With an active
    * health check, that check brings it back; without one, it comes back after `passiveEjectMs`
    * (like NGINX's fail_timeout), and is taken out again if it still fails.
    */

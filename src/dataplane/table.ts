@@ -1,7 +1,7 @@
 /**
  * The compiled routing table: an immutable, pre-digested form of the state that the hot path
  * reads without allocating. `compileTable()` runs on the control plane; it throws on a state it
- * cannot compile, so the table in force stays live (SPEC: a rejected change changes nothing),
+ * cannot compile, so the table in force stays live (a rejected change changes nothing),
  * and it touches no live resource before the whole table is built.
  */
 import type { Pool } from './pool.js'
@@ -19,7 +19,7 @@ export interface CTarget {
   /**
    * The connection pool, for active targets only: a draining or disabled target gets no new
    * request, and dropping its pool from the table lets `prune()` close its idle keep-alive
-   * sockets at once (SPEC §4 drain) while requests still in flight finish on it.
+   * sockets at once (drain) while requests still in flight finish on it.
    */
   readonly pool: Pool | null
   readonly poolKey: string
@@ -109,7 +109,7 @@ export interface RoutingTable {
 }
 
 export interface CompileOptions {
-  /** Health a target starts with when it is new to this process (SPEC §8 "Health at start"). */
+  /** Health a target starts with when it is new to this process (config targets healthy, run-time ones after a check). */
   initiallyHealthy?: (upstream: string, targetId: string) => boolean
 }
 

@@ -1,7 +1,7 @@
 /**
- * Every Prometheus metric switchyard exposes (SPEC §6), in one place. Nothing here runs on the
+ * Every Prometheus metric switchyard exposes, in one place. Nothing here runs on the
  * request path: the data plane only increments plain numbers (dataplane/stats.ts), and each
- * metric reads them in its `collect()` when `/metrics` is scraped (GUIDE §1, two planes).
+ * metric reads them in its `collect()` when `/metrics` is scraped (the request path pays nothing).
  *
  * - Counters and gauges are prom-client metrics whose `collect()` replaces their series with
  *   the live values; prom-client formats and escapes them.

@@ -1,6 +1,6 @@
 /**
- * The memory store across `--workers`: the primary process holds the one MemoryStore (SPEC §8
- * "with the memory store the primary process holds the state"), and each worker reaches it
+ * The memory store across `--workers`: the primary process holds the one MemoryStore, and each
+ * worker reaches it
  * through the cluster IPC channel with `IpcStore`, which implements the same Store contract.
  * So a worker is a whole switchyard instance (data plane, control plane, admin API) whatever
  * the store: with Redis it talks to Redis, with memory it talks to the primary.

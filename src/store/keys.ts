@@ -27,7 +27,7 @@
  */
 import { DEFAULTS } from '../config/schema.js'
 
-/** The audit log keeps this many events (SPEC §5 `GET /api/events`); older ones are trimmed. */
+/** The audit log keeps this many events (`GET /api/events`); older ones are trimmed. */
 export const EVENTS_CAP = 1000
 
 export interface StoreKeys {

@@ -1,5 +1,5 @@
 /**
- * The in-process store: one process holds the state (SPEC §3 `store: {type: memory}`).
+ * The in-process store: one process holds the state (`store: {type: memory}`).
  *
  * It follows the same contract as the Redis store so the control plane has one code path
  * and one contract suite covers both: states are kept as JSON text (a loaded state is a

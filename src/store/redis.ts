@@ -1,5 +1,5 @@
 /**
- * The Redis store: one state shared by a fleet of proxy instances (SPEC §7).
+ * The Redis store: one state shared by a fleet of proxy instances.
  *
  * Two connections (redis-connection.ts): `cmd` runs commands and scripts, `sub` only
  * listens on the changes channel. Every multi-key write is one Lua script
@@ -106,7 +106,7 @@ export class RedisStore implements Store {
    * One script: compares the stored revision with `expected`, then writes state and
    * revision, appends the event (LPUSH + LTRIM to EVENTS_CAP) and publishes the revision.
    * An empty store accepts `expected === 0` (a first write) and answers `empty` otherwise,
-   * so an instance that knows a state re-seeds it before writing (SPEC §8 "Empty Redis").
+   * so an instance that knows a state re-seeds it before writing (a write never starts from empty).
    */
   async commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult> {
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')

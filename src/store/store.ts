@@ -5,7 +5,7 @@
  */
 import type { State } from '../config/schema.js'
 
-/** One audit-log entry (SPEC §5 `GET /api/events`). */
+/** One audit-log entry (`GET /api/events`). */
 export interface AuditEvent {
   revision: number
   at: string // ISO 8601
@@ -17,7 +17,7 @@ export interface AuditEvent {
   after: unknown
 }
 
-/** What an instance publishes about itself (SPEC §7 registry). */
+/** What an instance publishes about itself (the instance registry). */
 export interface InstanceInfo {
   id: string
   host: string

@@ -1,7 +1,7 @@
 /**
  * A real `redis-server` per test file, on a free loopback port (never 6379, so a developer's
  * own Redis is never touched), without persistence: a restart always comes back empty,
- * which is exactly the "Redis restarted empty" case SPEC §7 asks us to survive.
+ * which is exactly the "Redis restarted empty" case a fleet must survive.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createConnection, createServer } from 'node:net'

@@ -1,5 +1,5 @@
 /**
- * Bearer-token auth for the admin API (SPEC §5). Default deny: with a token configured every
+ * Bearer-token auth for the admin API. Default deny: with a token configured every
  * route needs it unless it is marked `config: { public: true }` (liveness, readiness, the
  * OpenAPI document), so a route added later is protected without anyone remembering to.
  */

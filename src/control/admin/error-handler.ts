@@ -1,5 +1,5 @@
 /**
- * Every error the admin API answers has SPEC §5's shape `{"error":{"code","message","details"}}`,
+ * Every error the admin API answers has one shape, `{"error":{"code","message","details"}}`,
  * whoever raised it: our handlers (SwitchyardError), schema validation, the body parser, the
  * router (bad percent-encoding, over-long params, unknown paths) or Node's HTTP parser. Clients
  * and `switchyard ctl` then switch on `code` and never meet fastify's own error shape.
@@ -11,7 +11,7 @@ import { NAME_PATTERN, TARGET_ID_PATTERN } from '../../config/schema.js'
 import { schemaProblems } from '../../config/shape.js'
 import { IF_MATCH_PATTERN } from './schemas.js'
 
-/** SPEC §5 bodies are small JSON documents; 1 MiB leaves room for a large upstream list. */
+/** Admin bodies are small JSON documents; 1 MiB leaves room for a large upstream list. */
 export const BODY_LIMIT = 1024 * 1024
 
 /**

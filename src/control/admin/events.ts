@@ -1,4 +1,4 @@
-/** `GET /api/events?limit=N`: the audit log, newest first (SPEC §5). */
+/** `GET /api/events?limit=N`: the audit log, newest first. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import type { AdminDeps } from './deps.js'

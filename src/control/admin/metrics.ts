@@ -1,6 +1,6 @@
 /**
- * `GET /metrics`: the Prometheus text exposition (SPEC §5, §6). Public like `/healthz`: SPEC
- * protects only `/api/*`, and a scraper should not need an admin token that can write.
+ * `GET /metrics`: the Prometheus text exposition. Public like `/healthz`: tokens protect only
+ * `/api/*`, and a scraper should not need an admin token that can write.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Metrics, METRICS_CONTENT_TYPE } from '../../metrics/metrics.js'

@@ -1,5 +1,5 @@
 /**
- * The admin API (SPEC §5): a fastify server with the TypeBox type provider, one plugin per
+ * The admin API: a fastify server with the TypeBox type provider, one plugin per
  * resource, one error shape, bearer-token auth and an OpenAPI document built from the same
  * schemas that validate the requests.
  */
@@ -46,7 +46,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'switchyard admin API', version: '1', description: 'See SPEC.md §5; errors are {"error":{"code","message","details"}}.' },
+      info: { title: 'switchyard admin API', version: '1', description: 'Drives a switchyard proxy: upstreams, targets, routes and splits, flags, the audit log and the fleet. Every write is revisioned (If-Match, ETag, ?waitApplied); every error is {"error":{"code","message","details"}}.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: deps.tokens.length > 0 ? [{ bearer: [] }] : [],
     },

@@ -1,4 +1,4 @@
-/** `GET /api/state`: this instance's applied state (SPEC §8), not a read-through to the store. */
+/** `GET /api/state`: this instance's applied state, not a read-through to the store (comparing two instances shows propagation). */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { FlagSpec, Name, RouteSpec } from '../../config/schema.js'

@@ -1,7 +1,7 @@
 /**
  * Targets of an upstream: add, read (with fleet-wide in-flight), change state, drain, remove.
  * Drain and remove wait on the instance registry, so "drained" means no proxy of the fleet
- * still has a request in flight to the target (SPEC §4).
+ * still has a request in flight to the target.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
