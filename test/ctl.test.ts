@@ -58,6 +58,19 @@ describe('switchyard ctl', () => {
     expect(JSON.parse(json.stdout).state.routes[0].split).toEqual({ v1: 100, v2: 0 })
   })
 
+  it('status says why a target is out and marks an instance that is not following', async () => {
+    const { t, run } = await setup()
+    const port = await closedPort()
+    const put = await t.admin.put('/api/upstreams/v3', { targets: [{ url: `http://127.0.0.1:${port}` }], healthCheck: { path: '/healthz' } })
+    expect(put.status).toBe(201)
+    // An instance stuck at revision 1 that says it has been behind for 9 s.
+    await t.app.control.store.register({ id: 'stuck-1', host: 'h', pid: 42, appliedRevision: 1, behindMs: 9_000, inflight: {} }, 30_000)
+    const r = await run('status')
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain(`v3  127.0.0.1:${port}  active  unhealthy (waiting for its first passing health check)`)
+    expect(r.stdout).toMatch(/behind: stuck-1 \(h pid 42\) at revision 1  NOT FOLLOWING \(behind for 9 s\)/)
+  })
+
   it('split changes the live split, prints the revision and records the reason', async () => {
     const { t, run } = await setup()
     const r = await run('split', 'api', 'v1=90', 'v2=10', '--reason', 'canary 10 %', '--if-match', '1')
