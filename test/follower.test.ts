@@ -63,7 +63,14 @@ class FlippingStore implements Store {
   }
   open = () => this.guard(() => this.inner.open())
   load = () => this.guard(() => this.inner.load())
-  revision = () => this.guard(() => this.inner.revision())
+  /** While set, revision() answers the value it read at call time only once this settles. */
+  holdRevision: Promise<void> | null = null
+  revision = () =>
+    this.guard(async () => {
+      const value = await this.inner.revision()
+      if (this.holdRevision) await this.holdRevision
+      return value
+    })
   commit = (next: State, e: AuditEvent, expected: number) => this.guard(() => this.inner.commit(next, e, expected))
   seed = (s: State) => this.guard(() => this.inner.seed(s))
   onChange = (l: (r: number) => void) => void this.changeListeners.push(l)
@@ -167,6 +174,25 @@ describe('the follower on a store whose connection flips', () => {
     await eventually(() => expect(follower.state.revision).toBe(r))
     expect(follower.behindMs()).toBe(0)
     expect(log.find('caught up')).toHaveLength(1)
+  })
+
+  it('a revision read that crosses a newer notice does not erase when the newer revision was first seen', async () => {
+    const { store, follower, commit } = await setup(60_000)
+    let release = () => {}
+    store.holdRevision = new Promise<void>((r) => (release = r))
+    const pending = follower.sync() // its read answers revision 1, held back
+    await new Promise((r) => setTimeout(r, 10))
+    const before = Date.now()
+    const r2 = await commit(60) // the notice of revision 2 arrives while the read is held
+    await eventually(() => expect(follower.newerKnownSince(1)).not.toBeNull())
+    const seen = follower.newerKnownSince(1)!
+    expect(seen).toBeGreaterThanOrEqual(before)
+    await new Promise((r) => setTimeout(r, 20))
+    store.holdRevision = null
+    release() // the stale "1" arrives now: it must not look like a store that went back
+    await pending
+    await eventually(() => expect(follower.state.revision).toBe(r2))
+    expect(follower.newerKnownSince(1)).toBe(seen)
   })
 
   it('an empty store (restarted empty) is re-seeded with the applied state, never an older one', async () => {

@@ -54,6 +54,7 @@ export class Follower {
   private flight: Promise<void> = Promise.resolve()
   /** the store's revision as last observed (notice or read); 0 until known */
   private storeRevision = 0
+  private storeRevisionSeenAt = 0
   private behindSince: number | null = null
   private lastWarning = 0
   private readonly firstSeen: { revision: number; at: number }[] = []
@@ -213,20 +214,23 @@ export class Follower {
     // Before start() has applied the store's state, `applied` is only the config's seed: never
     // re-seed the store with it (start() seeds an empty store itself).
     if (!this.ready || !store.connected) return
+    const asked = performance.now()
     const revision = await store.revision()
-    this.observe(revision)
+    this.observe(revision, asked)
     // The common case of the periodic check: nothing changed, so the document is not fetched.
     if (revision === this.applied.revision) return
+    let loadedAt = performance.now()
     let state = await store.load()
     if (state === null || state.revision < this.applied.revision) {
       // Redis came back empty (or older): give it the highest state this instance knows.
       if (await store.seed(this.applied)) {
         log.warn({ revision: this.applied.revision, found: state?.revision ?? null }, 're-seeded the store with the last state this instance applied')
       }
+      loadedAt = performance.now()
       state = await store.load()
     }
     if (state === null) return
-    this.observe(state.revision)
+    this.observe(state.revision, loadedAt)
     if (state.revision > this.applied.revision) this.apply(state)
   }
 
@@ -238,8 +242,9 @@ export class Follower {
     if (this.closed) return
     if (this.opts.store.connected) {
       try {
+        const asked = performance.now()
         const revision = await this.opts.store.revision()
-        this.observe(revision)
+        this.observe(revision, asked)
         if (revision !== this.applied.revision) void this.sync()
       } catch {
         // unreachable: `store_connected` says so; the reconnect syncs
@@ -248,11 +253,17 @@ export class Follower {
     this.report()
   }
 
-  /** Records the store's revision as seen now (a notice of -1 means "reload", not a revision). */
-  private observe(revision: number | null): void {
+  /**
+   * Records the store's revision as seen now (a notice of -1 means "reload", not a revision).
+   * `askedAt` (performance.now()) is when a read was sent: a lower revision from a read sent
+   * before the current one was seen is stale (the two crossed), not a store that went back.
+   */
+  private observe(revision: number | null, askedAt = performance.now()): void {
     if (revision === null || revision < 0) return
+    if (revision < this.storeRevision && askedAt < this.storeRevisionSeenAt) return
     if (revision !== this.storeRevision) {
       this.storeRevision = revision
+      this.storeRevisionSeenAt = performance.now()
       // A store that went back (restarted, re-seeded lower) invalidates what was seen above it.
       while (this.firstSeen.length > 0 && this.firstSeen[this.firstSeen.length - 1]!.revision >= revision) this.firstSeen.pop()
       this.firstSeen.push({ revision, at: Date.now() })
