@@ -5,9 +5,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Redis } from 'ioredis'
-import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, until } from './lib/children.js'
+import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, startRedisServer, until } from './lib/children.js'
 import { startLoad } from './lib/open-loop.js'
-import { admin, closeAdmin, logTo, ppidOf, redisPing, waitLine } from './lib/deploy-helpers.js'
+import { admin, closeAdmin, logTo, ppidOf, waitLine } from './lib/deploy-helpers.js'
 import { printReport } from './lib/deploy-report.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
@@ -35,11 +35,8 @@ let lastRevision = 1 // the revision of the last write the bench made (1 = the s
 
 // ---------- processes ----------
 
-async function startRedis (port) {
-  const child = start('redis-server', 'redis-server', ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1'])
-  logTo(child, path.join(OUT, 'deploy-redis.log'))
-  await until('redis-server', child, () => redisPing(port), 5_000)
-  return child
+function startRedis (port) {
+  return startRedisServer(port, (child) => logTo(child, path.join(OUT, 'deploy-redis.log')))
 }
 
 async function startBackend (name) {

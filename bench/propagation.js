@@ -3,13 +3,12 @@
 // and what 10 writes/s cost A's data plane. See bench/README.md "propagation.js".
 // Run: npm run bench:propagation   (or: npm run build && node bench/propagation.js)
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import { Pool } from 'undici'
-import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, until } from './lib/children.js'
+import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, startRedisServer, until } from './lib/children.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
 const env = process.env
@@ -29,21 +28,9 @@ const clients = [] // undici pools and ioredis clients, closed at the end
 
 // ---------- processes ----------
 
-function ping (port) {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ host: '127.0.0.1', port })
-    const done = (ok) => { clearTimeout(t); s.destroy(); resolve(ok) }
-    const t = setTimeout(() => done(false), 500)
-    s.once('error', () => done(false))
-    s.once('connect', () => s.write('PING\r\n'))
-    s.on('data', (d) => done(d.toString().startsWith('+PONG')))
-  })
-}
-
 async function startRedis () {
   const port = await freePort()
-  const child = start('redis-server', 'redis-server', ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1'])
-  await until('redis-server', child, () => ping(port), 5_000)
+  const child = await startRedisServer(port)
   return { port, url: `redis://127.0.0.1:${port}`, child }
 }
 

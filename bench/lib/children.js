@@ -1,4 +1,4 @@
-// Child-process plumbing shared by the bench scripts (throughput.js, propagation.js): every
+// Child-process plumbing shared by the bench scripts (throughput.js, propagation.js, deploy.js): every
 // server runs in its own child process, and none of them may outlive the bench, however it ends.
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
@@ -121,4 +121,27 @@ export async function waitHttp (child, port, timeoutMs = 15_000) {
 export async function until (what, child, check, timeoutMs = 15_000) {
   if (await poll(child, check, timeoutMs, 50)) return
   throw new Error(`${what} not ready within ${timeoutMs} ms${child ? `:\n${child.tail}` : ''}`)
+}
+
+/** true when a Redis server answers PING on 127.0.0.1:port. */
+export function redisPing (port) {
+  return new Promise((resolve) => {
+    const s = net.createConnection({ host: '127.0.0.1', port })
+    const done = (ok) => { clearTimeout(t); s.destroy(); resolve(ok) }
+    const t = setTimeout(() => done(false), 500)
+    s.once('error', () => done(false))
+    s.once('connect', () => s.write('PING\r\n'))
+    s.on('data', (d) => done(d.toString().startsWith('+PONG')))
+  })
+}
+
+/**
+ * A redis-server on 127.0.0.1:port that keeps nothing on disk (so a restart comes back empty);
+ * resolves with its child once it answers PING. `onStart(child)` runs before the wait (logging).
+ */
+export async function startRedisServer (port, onStart = () => {}) {
+  const child = start('redis-server', 'redis-server', ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1'])
+  onStart(child)
+  await until('redis-server', child, () => redisPing(port), 5_000)
+  return child
 }

@@ -1,6 +1,5 @@
-// Small helpers for bench/deploy.js: admin calls, child output, process facts, Redis ping.
+// Small helpers for bench/deploy.js: admin calls, child output, process facts.
 import fs from 'node:fs'
-import net from 'node:net'
 import { Agent, request } from 'undici'
 
 // A new connection per admin call: a worker being replaced must not leave the bench holding a
@@ -82,14 +81,3 @@ export function ppidOf (pid) {
   } catch { return null }
 }
 
-/** true when a Redis server answers PING on 127.0.0.1:port. */
-export function redisPing (port) {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ host: '127.0.0.1', port })
-    const done = (ok) => { clearTimeout(t); s.destroy(); resolve(ok) }
-    const t = setTimeout(() => done(false), 500)
-    s.once('error', () => done(false))
-    s.once('connect', () => s.write('PING\r\n'))
-    s.on('data', (d) => done(d.toString().startsWith('+PONG')))
-  })
-}
