@@ -201,7 +201,7 @@ describe('GET /metrics', () => {
       flags: {},
       rollouts: {},
     }
-    const follower = { behindMs: () => 2_500, applyFailures: 1, behindAlerts: 3 }
+    const follower = { behindMs: () => 2_500, applyFailures: 1, behindAlerts: 3, effective: state }
     const metrics = new Metrics({ dataplane: { resources }, control: { state, store: { connected: false }, follower } })
     // A second instance in the same process does not clash with the first ("already registered").
     const other = new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true }, follower } })

@@ -24,8 +24,8 @@ export interface MetricsDeps {
   control: {
     readonly state: State
     readonly store: { readonly connected: boolean }
-    /** `effective`: the applied state plus discovered targets, what target gauges iterate (default: `state`) */
-    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly effective?: State }
+    /** `effective`: the applied state plus discovered targets, what target gauges iterate */
+    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly effective: State }
   }
   /** DNS discovery's lookup counters per upstream, when it runs. */
   discovery?: { stats(): readonly { upstream: string; lookups: number; failures: number }[] } | undefined
@@ -89,15 +89,18 @@ export class Metrics {
         }
       },
     })
-    new Counter({
-      name: `${PREFIX}no_route_total`,
-      help: 'Requests that matched no route (404 NO_ROUTE).',
-      registers,
-      collect() {
-        this.reset()
-        this.inc(resources.noRoute)
-      },
-    })
+    /** A counter without labels whose value is read from one plain number at scrape time. */
+    const plainCounter = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name: `${PREFIX}${name}`,
+        help,
+        registers,
+        collect() {
+          this.reset()
+          this.inc(read())
+        },
+      })
+    plainCounter('no_route_total', 'Requests that matched no route (404 NO_ROUTE).', () => resources.noRoute)
     new Counter({
       name: `${PREFIX}bad_requests_total`,
       help: 'Requests the proxy refused itself for what the client sent (400, 405 for CONNECT), by reason; never sent upstream nor counted in requests_total.',
@@ -124,7 +127,7 @@ export class Metrics {
      * (still finishing requests) are left out.
      */
     const eachTarget = (fn: (upstream: string, id: string, state: TargetState) => void) => {
-      for (const [upstream, u] of Object.entries((control.follower.effective ?? control.state).upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
+      for (const [upstream, u] of Object.entries(control.follower.effective.upstreams)) for (const t of u.targets) fn(upstream, t.id, t.state)
     }
     /** A gauge with one series per target of the applied state, read from its runtime. */
     const targetGauge = (name: string, help: string, value: (rt: TargetRuntime) => number) =>
@@ -189,24 +192,16 @@ export class Metrics {
         this.set(control.follower.behindMs() / 1000)
       },
     })
-    new Counter({
-      name: `${PREFIX}state_behind_alerts_total`,
-      help: 'Times this instance stayed behind the store for more than 5 s (each logged as a warning).',
-      registers,
-      collect() {
-        this.reset()
-        this.inc(control.follower.behindAlerts)
-      },
-    })
-    new Counter({
-      name: `${PREFIX}state_apply_failures_total`,
-      help: 'States from the store that this instance could not compile (each revision once; logged as an error).',
-      registers,
-      collect() {
-        this.reset()
-        this.inc(control.follower.applyFailures)
-      },
-    })
+    plainCounter(
+      'state_behind_alerts_total',
+      'Times this instance stayed behind the store for more than 5 s (each logged as a warning).',
+      () => control.follower.behindAlerts,
+    )
+    plainCounter(
+      'state_apply_failures_total',
+      'States from the store that this instance could not compile (each revision once; logged as an error).',
+      () => control.follower.applyFailures,
+    )
     new Gauge({
       name: `${PREFIX}store_connected`,
       help: '1 while the state store is reachable, else 0.',
