@@ -9,7 +9,7 @@ import { LineCounter, parseDocument } from 'yaml'
 import type { Problem } from '../errors.js'
 import { DEFAULTS } from './schema.js'
 import type { ConfigFile } from './schema.js'
-import { markMalformed } from './malformed.js'
+import { isObj, markMalformed } from './malformed.js'
 import { checkConfigShape, formatPath, schemaErrors } from './shape.js'
 import type { PathSegment } from './shape.js'
 import { validateState } from './validate.js'
@@ -48,7 +48,7 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   const envPaths = subst.problems.map((p) => p.path)
   const unrelated = (p: Problem) => !envPaths.some((e) => p.path === e || p.path.startsWith(e + '.') || p.path.startsWith(e + '['))
   const errors = schemaErrors(config)
-  const shape = errors.length === 0 ? [] : checkConfigShape(config).filter(unrelated)
+  const shape = checkConfigShape(config, errors).filter(unrelated)
   // Semantics run too, on a copy where what the shape check (or an unset variable) already
   // condemned is hidden, so one run reports every problem and none twice.
   const judged = errors.length === 0 && subst.unresolved.length === 0 ? config : markMalformed(config, errors, subst.unresolved)
@@ -227,6 +227,3 @@ function crossCheck(raw: unknown): Problem[] {
   return problems
 }
 
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}

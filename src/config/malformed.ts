@@ -44,3 +44,8 @@ function pointerSegments(pointer: string): string[] {
     .split('/')
     .map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'))
 }
+
+/** A plain object (not null, not an array): the one shape the semantic pass reads keys of. */
+export function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}

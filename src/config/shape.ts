@@ -103,10 +103,13 @@ export function schemaProblems(errors: readonly RawSchemaError[], raw: unknown, 
   return problems
 }
 
-/** Checks `raw` against the ConfigFile schema: one problem per fault (see `schemaProblems`). */
-export function checkConfigShape(raw: unknown): Problem[] {
-  if (configFileChecker.Check(raw)) return []
-  return schemaProblems(schemaErrors(raw), raw, { schema: ConfigFile })
+/**
+ * Checks `raw` against the ConfigFile schema: one problem per fault (see `schemaProblems`).
+ * `errors`: its raw errors when the caller already has them (`schemaErrors(raw)`).
+ */
+export function checkConfigShape(raw: unknown, errors?: ReturnType<typeof schemaErrors>): Problem[] {
+  const found = errors ?? (configFileChecker.Check(raw) ? [] : schemaErrors(raw))
+  return found.length === 0 ? [] : schemaProblems(found, raw, { schema: ConfigFile })
 }
 
 /**

@@ -10,6 +10,7 @@ import type { Problem } from '../errors.js'
 import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
 import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
 import { formatPath, type PathSegment } from './shape.js'
+import { isObj } from './malformed.js'
 import { discoveryProblems } from './validate-discovery.js'
 
 /** What `validateState` and `normalizeState` read: the config file's state part or a State. */
@@ -196,10 +197,6 @@ export function validateState(s: StateSpec | unknown): Problem[] {
 }
 
 type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /** The entries of an object, none for anything else (a malformed value is skipped). */
 function entriesOf(v: unknown): [string, unknown][] {
