@@ -4,6 +4,9 @@
  * The control plane never talks to Redis except through this interface.
  */
 import type { State } from '../config/schema.js'
+import type { Delta, Touched } from './delta.js'
+
+export type { Delta, Touched } from './delta.js'
 
 /** One audit-log entry (`GET /api/events`). */
 export interface AuditEvent {
@@ -49,8 +52,21 @@ export interface Store {
    * Atomically replaces the state with `next` (whose revision must be `expected + 1`) iff the
    * store's revision is `expected`, appends `event` to the audit log, and notifies every
    * subscriber. Throws STORE_UNAVAILABLE when unreachable.
+   *
+   * `touched` names what `next` changed from the state at `expected`: the store then writes
+   * and announces only those resources, and followers fetch only them (`changesSince`).
+   * Without it the whole state is replaced, and followers reload it whole.
    */
-  commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult>
+  commit(next: State, event: AuditEvent, expected: number, touched?: Touched): Promise<CommitResult>
+  /**
+   * The changes from the state at `revision` to the store's current one, read in one
+   * consistent snapshot: applying them (`applyDelta`) to the state at `revision` gives the
+   * current state. An empty delta when `revision` is current. Null when the store cannot tell:
+   * it is empty, holds a lower revision, the gap is longer than its change log, or a
+   * whole-state write (seed, commit without `touched`) lies in between; then `load()` it whole.
+   * Throws STORE_UNAVAILABLE when unreachable.
+   */
+  changesSince(revision: number): Promise<Delta | null>
   /**
    * Writes `state` iff the store is empty or holds a lower revision (the highest revision
    * wins, never an older one). Returns true when it wrote.
