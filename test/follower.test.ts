@@ -12,6 +12,7 @@ import { Dataplane } from '../src/dataplane/server.js'
 import { SwitchyardError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
 import { MemoryBacking, MemoryStore } from '../src/store/memory.js'
+import type { Touched } from '../src/store/delta.js'
 import type { AuditEvent, Store } from '../src/store/store.js'
 import { eventually } from './helpers/eventually.js'
 import { memoryLogger } from './helpers/log.js'
@@ -71,7 +72,14 @@ class FlippingStore implements Store {
       if (this.holdRevision) await this.holdRevision
       return value
     })
-  commit = (next: State, e: AuditEvent, expected: number) => this.guard(() => this.inner.commit(next, e, expected))
+  /** Held like revision(): a changes read crosses notices the same way. */
+  changesSince = (since: number) =>
+    this.guard(async () => {
+      const value = await this.inner.changesSince(since)
+      if (this.holdRevision) await this.holdRevision
+      return value
+    })
+  commit = (next: State, e: AuditEvent, expected: number, touched?: Touched) => this.guard(() => this.inner.commit(next, e, expected, touched))
   seed = (s: State) => this.guard(() => this.inner.seed(s))
   onChange = (l: (r: number) => void) => void this.changeListeners.push(l)
   onConnectionChange = (l: (c: boolean) => void) => void this.connectionListeners.push(l)

@@ -6,6 +6,7 @@ import type { ConfigFile } from '../src/config/schema.js'
 import { startBackend } from './helpers/backend.js'
 import { hit, many } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
+import { addTarget } from '../src/control/mutations.js'
 
 /** A backend whose /healthz answers what the test says, and which counts the requests it serves. */
 async function switchable(name: string) {
@@ -57,13 +58,7 @@ it('a target added at run time gets no request before its first passing check', 
   const late = await switchable('late')
   late.s.healthy = false
   const sy = await app({ upstreams: { v1: { targets: [{ url: a.url }], healthCheck: hc } }, routes: [{ name: 'r', split: { v1: 1 } }] })
-  await sy.control.write(
-    (draft) => {
-      draft.upstreams.v1!.targets.push({ id: late.id, url: late.url, state: 'active' })
-      return { action: 'target.add', target: 'upstreams/v1/targets', before: null, after: late.id, result: null }
-    },
-    { actor: 'test' },
-  )
+  await sy.control.write(addTarget('v1', { id: late.id, url: late.url, state: 'active' }), { actor: 'test' })
   const rt = () => sy.dataplane.resources.targets.get(`v1/${late.id}`)!
   expect(rt().healthy).toBe(false)
   await many(40, 4, () => hit(sy.proxyUrl + '/'))

@@ -11,6 +11,7 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import { Exchange, type ExchangeContext } from '../src/dataplane/forward.js'
 import { Resources } from '../src/dataplane/resources.js'
 import { compileTable } from '../src/dataplane/table.js'
+import { radixGet } from '../src/dataplane/radix.js'
 import { validHost } from '../src/dataplane/request-checks.js'
 import { classify } from '../src/dataplane/upstream-error.js'
 import { backend, startApp, type TestApp } from './helpers/admin.js'
@@ -201,9 +202,10 @@ describe('what undici refuses to send is judged by its cause', () => {
     const res = new Resources()
     onTestFinished(() => res.close())
     const table = compileTable(stateOf({ upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }), res)
-    const choice = table.wildcard[0]!.split[0]!
+    const choice = radixGet(table.byName, 'r')!.split[0]!
+    const upstream = table.upstreams.get(choice.upstream)!
     const ctx: ExchangeContext = { res, closing: false, requestClosed: () => {} }
-    const server = createServer((req, out) => new Exchange(ctx, req, out, choice, req.url!, req.rawHeaders, false, performance.now()).start())
+    const server = createServer((req, out) => new Exchange(ctx, req, out, choice, upstream, req.url!, req.rawHeaders, false, performance.now()).start())
     const port = await listen(server)
     const text = await rawHttp(port, ['GET /x HTTP/1.1', 'Host: a', 'Host: b', 'Connection: close'])
     expect(parse(text).status).toBe(400)
@@ -211,8 +213,8 @@ describe('what undici refuses to send is judged by its cause', () => {
     expect(res.rejected.unsendable).toBe(1)
     expect(choice.stats.requests).toBe(0)
     expect(choice.stats.proxyErrors.UPSTREAM_ERROR).toBe(0)
-    expect(choice.upstream.targets[0]!.rt.inflight).toBe(0)
-    expect(choice.upstream.targets[0]!.rt.healthy).toBe(true)
+    expect(upstream.targets[0]!.rt.inflight).toBe(0)
+    expect(upstream.targets[0]!.rt.healthy).toBe(true)
     expect(b.state.requests).toBe(0)
   })
 })

@@ -9,6 +9,7 @@
 import type { Problem } from '../errors.js'
 import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
 import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
+import type { Touched } from '../store/delta.js'
 import { formatPath, type PathSegment } from './shape.js'
 import { isObj } from './malformed.js'
 import { discoveryProblems } from './validate-discovery.js'
@@ -67,49 +68,7 @@ export function validateState(s: StateSpec | unknown): Problem[] {
   const upstreamsKnown = isObj(s['upstreams'])
   const hasUpstream = (name: string) => !upstreamsKnown || Object.hasOwn(s['upstreams'] as Obj, name)
 
-  for (const [name, upstream] of entriesOf(s['upstreams'])) {
-    if (!isObj(upstream)) continue
-    const ids = new Map<string, number>()
-    if (upstream['targets'] === undefined && upstream['discovery'] === undefined) {
-      report(['upstreams', name, 'targets'], 'is required (or set discovery to find the targets in DNS)')
-    }
-    const dns = isObj(upstream['discovery']) ? upstream['discovery']['dns'] : undefined
-    if (isObj(dns) && typeof dns['name'] === 'string') {
-      for (const p of discoveryProblems(dns as unknown as DnsDiscovery)) report(['upstreams', name, 'discovery', 'dns', ...p.at], p.message)
-    }
-    itemsOf(upstream['targets']).forEach((target, i) => {
-      if (!isObj(target)) return
-      const at = ['upstreams', name, 'targets', i]
-      const url = target['url']
-      const explicit = target['id']
-      if (explicit !== undefined && typeof explicit !== 'string') return
-      if (typeof url !== 'string') {
-        if (explicit === undefined) return
-      } else {
-        const urlProblem = targetUrlProblem(url)
-        if (urlProblem !== undefined) {
-          report([...at, 'url'], urlProblem)
-          if (explicit === undefined) return // no id to check without a usable url
-        }
-      }
-      const id = explicit ?? defaultTargetId(url as string)
-      if (explicit === undefined && !TARGET_ID.test(id)) {
-        report([...at, 'id'], `default id ${JSON.stringify(id)} (host:port) is not a valid target id: set an id matching ${TARGET_ID_PATTERN}`)
-      }
-      const first = ids.get(id)
-      if (first !== undefined) report([...at, 'id'], `duplicate id ${JSON.stringify(id)} (same as targets[${first}])`)
-      else ids.set(id, i)
-    })
-    const hc = upstream['healthCheck']
-    if (isObj(hc)) {
-      const interval = hc['intervalMs'] ?? DEFAULTS.healthCheck.intervalMs
-      const timeout = hc['timeoutMs'] ?? DEFAULTS.healthCheck.timeoutMs
-      // A probe that may outlive the interval would overlap the next one.
-      if (typeof interval === 'number' && typeof timeout === 'number' && timeout >= interval) {
-        report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)
-      }
-    }
-  }
+  for (const [name, upstream] of entriesOf(s['upstreams'])) if (isObj(upstream)) checkUpstream(name, upstream, report)
 
   const routes = itemsOf(s['routes'])
   const routeNames = new Map<string, number>()
@@ -133,70 +92,178 @@ export function validateState(s: StateSpec | unknown): Problem[] {
       report([...at, 'match'], `same match as routes[${sameMatch}] (${JSON.stringify(other['name'])})`)
     } else if (key !== undefined) matches.set(key, i)
 
-    const split = route['split']
-    if (isObj(split)) {
-      const weights = Object.entries(split)
-      for (const [upstream, weight] of weights) {
-        if (typeof weight === 'number' && !hasUpstream(upstream)) report([...at, 'split', upstream], `unknown upstream ${JSON.stringify(upstream)}`)
-      }
-      if (weights.length === 0) report([...at, 'split'], 'must name at least one upstream')
-      else if (weights.every(([, w]) => w === 0)) report([...at, 'split'], 'weights must not all be 0')
-    }
-
-    itemsOf(route['rules']).forEach((rule, j) => {
-      if (!isObj(rule)) return
-      const ruleAt = [...at, 'rules', j]
-      const upstream = rule['upstream']
-      if (typeof upstream === 'string' && !hasUpstream(upstream)) report([...ruleAt, 'upstream'], `unknown upstream ${JSON.stringify(upstream)}`)
-      const match = rule['match']
-      if (!isObj(match)) return
-      for (const kind of ['header', 'cookie', 'query'] as const) {
-        const lowered = new Set<string>()
-        for (const [key, matcher] of entriesOf(match[kind])) {
-          if (typeof matcher !== 'string' && !isObj(matcher)) continue
-          // Header names are case-insensitive (RFC 9110 §5.1): X-V and x-v are the same header.
-          if (kind === 'header') {
-            if (lowered.has(key.toLowerCase())) report([...ruleAt, 'match', kind, key], 'duplicate header (names are case-insensitive)')
-            lowered.add(key.toLowerCase())
-          }
-          const regex = isObj(matcher) ? matcher['regex'] : undefined
-          if (typeof regex === 'string') {
-            try {
-              new RegExp(regex)
-            } catch (err) {
-              const why = (err as Error).message.replace(/^Invalid regular expression: /, '')
-              report([...ruleAt, 'match', kind, key, 'regex'], `invalid regular expression: ${why}`)
-            }
-          }
-        }
-      }
-    })
-
-    const sticky = route['sticky']
-    if (isObj(sticky) && (sticky['by'] === 'header' || sticky['by'] === 'cookie') && sticky['name'] === undefined) {
-      report([...at, 'sticky', 'name'], `is required when by is ${JSON.stringify(sticky['by'])}`)
-    }
+    checkRoute(route, at, hasUpstream, report)
   })
 
-  for (const [name, flag] of entriesOf(s['flags'])) {
-    if (!isObj(flag)) continue
-    const at = ['flags', name, 'by']
-    const by = flag['by']
-    const percent = flag['percent']
-    if (isObj(by)) {
-      const keys = flagByKeys(by)
-      // Two keys would make the bucketing ambiguous; none cannot bucket at all.
-      if (keys.length !== 1) {
-        report(at, `must name exactly one of header, cookie, ip (got ${keys.length === 0 ? 'none' : keys.join(', ')})`)
-      }
-    } else if (by === undefined && typeof percent === 'number' && percent < 100) {
-      report(at, 'is required when percent is below 100: name one of header, cookie, ip')
-    }
-  }
+  for (const [name, flag] of entriesOf(s['flags'])) if (isObj(flag)) checkFlag(name, flag, report)
   return problems
 }
 
+/**
+ * `validateState` for a change: the same checks and messages, run only on what `touched` names
+ * (and on what those can clash with), so a write to one route of 10,000 does not re-check the
+ * other 9,999. `state` is the state after the change, and the state before it passed
+ * `validateState` (or this).
+ */
+export function validateChange(state: State, touched: Touched): Problem[] {
+  const problems: Problem[] = []
+  const report = (segments: PathSegment[], message: string) => problems.push({ path: formatPath(segments), message })
+  const hasUpstream = (name: string) => Object.hasOwn(state.upstreams, name)
+  const removed: string[] = []
+  for (const name of touched.upstreams) {
+    if (hasUpstream(name)) checkUpstream(name, state.upstreams[name] as unknown as Obj, report)
+    else removed.push(name)
+  }
+
+  const routes = state.routes
+  if (touched.routes.length > 0 || removed.length > 0) {
+    const wanted = new Set(touched.routes)
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!
+      const at = ['routes', i]
+      if (wanted.has(route.name)) {
+        checkClashes(routes, i, report)
+        checkRoute(route as unknown as Obj, at, hasUpstream, report)
+      } else if (removed.length > 0) {
+        for (const name of removed) {
+          if (Object.hasOwn(route.split, name)) report([...at, 'split', name], `unknown upstream ${JSON.stringify(name)}`)
+          ;(route.rules ?? []).forEach((rule, j) => {
+            if (rule.upstream === name) report([...at, 'rules', j, 'upstream'], `unknown upstream ${JSON.stringify(name)}`)
+          })
+        }
+      }
+    }
+  }
+
+  for (const name of touched.flags) if (Object.hasOwn(state.flags, name)) checkFlag(name, state.flags[name] as unknown as Obj, report)
+  return problems
+}
+
+/** Route `i` against every other route: same name, or same match (reported on the later of the two, as `validateState` does). */
+function checkClashes(routes: readonly RouteSpec[], i: number, report: Report): void {
+  const route = routes[i]!
+  const prefix = route.match?.pathPrefix ?? '/'
+  const key = matchKey(route.match)
+  for (let j = 0; j < routes.length; j++) {
+    if (j === i) continue
+    const other = routes[j]!
+    if (other.name === route.name) {
+      report(['routes', Math.max(i, j), 'name'], `duplicate route ${JSON.stringify(route.name)}`)
+    }
+    // The prefix first: cheap, and it rules out almost every route.
+    if ((other.match?.pathPrefix ?? '/') !== prefix || key === undefined || matchKey(other.match) !== key) continue
+    const [first, later] = j < i ? [j, i] : [i, j]
+    report(['routes', later, 'match'], `same match as routes[${first}] (${JSON.stringify(routes[first]!.name)})`)
+  }
+}
+
 type Obj = Record<string, unknown>
+type Report = (segments: PathSegment[], message: string) => void
+
+function checkUpstream(name: string, upstream: Obj, report: Report): void {
+  const ids = new Map<string, number>()
+  if (upstream['targets'] === undefined && upstream['discovery'] === undefined) {
+    report(['upstreams', name, 'targets'], 'is required (or set discovery to find the targets in DNS)')
+  }
+  const dns = isObj(upstream['discovery']) ? upstream['discovery']['dns'] : undefined
+  if (isObj(dns) && typeof dns['name'] === 'string') {
+    for (const p of discoveryProblems(dns as unknown as DnsDiscovery)) report(['upstreams', name, 'discovery', 'dns', ...p.at], p.message)
+  }
+  itemsOf(upstream['targets']).forEach((target, i) => {
+    if (!isObj(target)) return
+    const at = ['upstreams', name, 'targets', i]
+    const url = target['url']
+    const explicit = target['id']
+    if (explicit !== undefined && typeof explicit !== 'string') return
+    if (typeof url !== 'string') {
+      if (explicit === undefined) return
+    } else {
+      const urlProblem = targetUrlProblem(url)
+      if (urlProblem !== undefined) {
+        report([...at, 'url'], urlProblem)
+        if (explicit === undefined) return // no id to check without a usable url
+      }
+    }
+    const id = explicit ?? defaultTargetId(url as string)
+    if (explicit === undefined && !TARGET_ID.test(id)) {
+      report([...at, 'id'], `default id ${JSON.stringify(id)} (host:port) is not a valid target id: set an id matching ${TARGET_ID_PATTERN}`)
+    }
+    const first = ids.get(id)
+    if (first !== undefined) report([...at, 'id'], `duplicate id ${JSON.stringify(id)} (same as targets[${first}])`)
+    else ids.set(id, i)
+  })
+  const hc = upstream['healthCheck']
+  if (isObj(hc)) {
+    const interval = hc['intervalMs'] ?? DEFAULTS.healthCheck.intervalMs
+    const timeout = hc['timeoutMs'] ?? DEFAULTS.healthCheck.timeoutMs
+    // A probe that may outlive the interval would overlap the next one.
+    if (typeof interval === 'number' && typeof timeout === 'number' && timeout >= interval) {
+      report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)
+    }
+  }
+}
+
+/** One route's own checks (references, weights, rules, sticky); not its clashes with other routes. */
+function checkRoute(route: Obj, at: PathSegment[], hasUpstream: (name: string) => boolean, report: Report): void {
+  const split = route['split']
+  if (isObj(split)) {
+    const weights = Object.entries(split)
+    for (const [upstream, weight] of weights) {
+      if (typeof weight === 'number' && !hasUpstream(upstream)) report([...at, 'split', upstream], `unknown upstream ${JSON.stringify(upstream)}`)
+    }
+    if (weights.length === 0) report([...at, 'split'], 'must name at least one upstream')
+    else if (weights.every(([, w]) => w === 0)) report([...at, 'split'], 'weights must not all be 0')
+  }
+
+  itemsOf(route['rules']).forEach((rule, j) => {
+    if (!isObj(rule)) return
+    const ruleAt = [...at, 'rules', j]
+    const upstream = rule['upstream']
+    if (typeof upstream === 'string' && !hasUpstream(upstream)) report([...ruleAt, 'upstream'], `unknown upstream ${JSON.stringify(upstream)}`)
+    const match = rule['match']
+    if (!isObj(match)) return
+    for (const kind of ['header', 'cookie', 'query'] as const) {
+      const lowered = new Set<string>()
+      for (const [key, matcher] of entriesOf(match[kind])) {
+        if (typeof matcher !== 'string' && !isObj(matcher)) continue
+        // Header names are case-insensitive (RFC 9110 §5.1): X-V and x-v are the same header.
+        if (kind === 'header') {
+          if (lowered.has(key.toLowerCase())) report([...ruleAt, 'match', kind, key], 'duplicate header (names are case-insensitive)')
+          lowered.add(key.toLowerCase())
+        }
+        const regex = isObj(matcher) ? matcher['regex'] : undefined
+        if (typeof regex === 'string') {
+          try {
+            new RegExp(regex)
+          } catch (err) {
+            const why = (err as Error).message.replace(/^Invalid regular expression: /, '')
+            report([...ruleAt, 'match', kind, key, 'regex'], `invalid regular expression: ${why}`)
+          }
+        }
+      }
+    }
+  })
+
+  const sticky = route['sticky']
+  if (isObj(sticky) && (sticky['by'] === 'header' || sticky['by'] === 'cookie') && sticky['name'] === undefined) {
+    report([...at, 'sticky', 'name'], `is required when by is ${JSON.stringify(sticky['by'])}`)
+  }
+}
+
+function checkFlag(name: string, flag: Obj, report: Report): void {
+  const at = ['flags', name, 'by']
+  const by = flag['by']
+  const percent = flag['percent']
+  if (isObj(by)) {
+    const keys = flagByKeys(by)
+    // Two keys would make the bucketing ambiguous; none cannot bucket at all.
+    if (keys.length !== 1) {
+      report(at, `must name exactly one of header, cookie, ip (got ${keys.length === 0 ? 'none' : keys.join(', ')})`)
+    }
+  } else if (by === undefined && typeof percent === 'number' && percent < 100) {
+    report(at, 'is required when percent is below 100: name one of header, cookie, ip')
+  }
+}
 
 /** The entries of an object, none for anything else (a malformed value is skipped). */
 function entriesOf(v: unknown): [string, unknown][] {

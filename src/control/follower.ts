@@ -12,10 +12,11 @@
  */
 import type { State } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
-import { compileTable } from '../dataplane/table.js'
+import { compileTableSliced, updateTable, type CompileOptions, type RoutingTable } from '../dataplane/table.js'
 import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { Store } from '../store/store.js'
+import { applyDelta, touchedOf } from '../store/delta.js'
+import type { Store, Touched } from '../store/store.js'
 import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
 
 export interface FollowerOptions {
@@ -36,12 +37,19 @@ const BEHIND_ALERT_MS = 5_000
 const BEHIND_REPEAT_MS = 60_000
 /** Revisions remembered with the time they were first seen, to judge other instances' lag. */
 const SEEN_CAP = 256
+/** A change naming more resources than this is compiled whole, in slices, rather than one by one. */
+const INCREMENTAL_MAX = 256
 
 export class Follower {
   private applied: State
   /** `applied` plus the providers' targets: what the table was compiled from */
   private compiled: State
   private readonly providers: TargetProvider[] = []
+  /** the table compiled from `compiled`, in force in the data plane */
+  private table: RoutingTable | null = null
+  /** a whole compile (sliced, across event-loop turns) is running: nothing else may apply meanwhile */
+  private compiling = false
+  private refreshPending = false
   private ready = false
   private closed = false
   private timer: NodeJS.Timeout | undefined
@@ -99,7 +107,11 @@ export class Follower {
    */
   refresh(): boolean {
     if (!this.ready || this.closed) return false
-    return this.apply(this.applied, 'refresh')
+    if (this.compiling) {
+      this.refreshPending = true
+      return true
+    }
+    return this.applyChange(this.applied, { upstreams: [], routes: [], flags: [], rollouts: [], order: false }, 'refresh')
   }
 
   get isReady(): boolean {
@@ -143,7 +155,7 @@ export class Follower {
       state = (await store.load()) ?? this.opts.seed
     }
     this.observe(state.revision)
-    if (!this.apply(state, 'start')) throw new Error(`the store's state (revision ${state.revision}) cannot be applied; see the log`)
+    if (!(await this.applyWhole(state, 'start'))) throw new Error(`the store's state (revision ${state.revision}) cannot be applied; see the log`)
     this.ready = true
     this.timer = setInterval(() => void this.check(), this.opts.resyncMs ?? RESYNC_MS)
     this.timer.unref()
@@ -164,10 +176,16 @@ export class Follower {
     return this.flight
   }
 
-  /** Applies a state known to be committed (this instance's own write), if it is newer. */
-  offer(state: State): void {
+  /**
+   * Applies a state known to be committed (this instance's own write) that changed `touched`
+   * from the applied one. A state that does not follow the applied one directly (or comes
+   * while a whole compile runs) is left to a sync, which fetches what lies in between.
+   */
+  offer(state: State, touched: Touched): void {
     this.observe(state.revision)
-    if (state.revision > this.applied.revision) this.apply(state)
+    if (state.revision <= this.applied.revision) return
+    if (!this.compiling && state.revision === this.applied.revision + 1) this.applyChange(state, touched)
+    else void this.sync()
   }
 
   /** How long the applied revision has been behind the store's, in ms (0 when it is not). */
@@ -214,11 +232,24 @@ export class Follower {
     // Before start() has applied the store's state, `applied` is only the config's seed: never
     // re-seed the store with it (start() seeds an empty store itself).
     if (!this.ready || !store.connected) return
+    const base = this.applied.revision
     const asked = performance.now()
-    const revision = await store.revision()
-    this.observe(revision, asked)
-    // The common case of the periodic check: nothing changed, so the document is not fetched.
-    if (revision === this.applied.revision) return
+    // The common case: only what changed since the applied revision (nothing, for most checks).
+    const delta = await store.changesSince(base)
+    if (delta !== null) {
+      this.observe(delta.revision, asked)
+      // An own write applied meanwhile moved the base: the next round asks again from there.
+      if (this.applied.revision !== base) this.again = true
+      else if (delta.revision > base) {
+        const next = applyDelta(this.applied, delta)
+        const touched = touchedOf(delta)
+        if (size(touched) > INCREMENTAL_MAX) await this.applyWhole(next)
+        else this.applyChange(next, touched)
+      }
+      return
+    }
+    // The store cannot tell the changes (a gap longer than its log, a whole-state write, an
+    // empty or older store): read it whole.
     let loadedAt = performance.now()
     let state = await store.load()
     if (state === null || state.revision < this.applied.revision) {
@@ -231,7 +262,7 @@ export class Follower {
     }
     if (state === null) return
     this.observe(state.revision, loadedAt)
-    if (state.revision > this.applied.revision) this.apply(state)
+    if (state.revision > this.applied.revision) await this.applyWhole(state)
   }
 
   /**
@@ -299,37 +330,85 @@ export class Follower {
   }
 
   /**
-   * Compiles and swaps in `state` (with the providers' targets); false (logged and counted once
-   * per revision) when it cannot. `start` and `refresh` apply a state that is not newer.
+   * Compiles `state` whole, in slices that yield to the event loop (start, a reload after a
+   * gap or an outage), and swaps it in; false (logged and counted once per revision) when it
+   * cannot. Only `start` applies a state that is not newer.
    */
-  private apply(state: State, mode: 'new' | 'start' | 'refresh' = 'new'): boolean {
+  private async applyWhole(state: State, mode: 'new' | 'start' = 'new'): Promise<boolean> {
     if (mode === 'new' && state.revision <= this.applied.revision) return true
     const effective = effectiveState(state, this.providers)
-    const provided = new Set<string>()
-    if (effective !== state) {
-      for (const [u, up] of Object.entries(effective.upstreams)) for (const t of up.targets) if (isProvided(t)) provided.add(`${u}/${t.id}`)
-    }
-    let table
+    let table: RoutingTable
+    this.compiling = true
     try {
-      table = compileTable(effective, this.opts.dataplane.resources, {
-        // Discovered targets join like targets added at run time: after their first passing check.
-        initiallyHealthy: (u, id) =>
-          effective.upstreams[u]?.healthCheck === undefined || (!provided.has(`${u}/${id}`) && this.seedTargets.has(`${u}/${id}`)),
-      })
+      table = await compileTableSliced(effective, this.opts.dataplane.resources, this.compileOptions(effective))
     } catch (err) {
-      if (state.revision !== this.failedRevision) {
-        this.failedRevision = state.revision
-        this.failures++
-        this.opts.log.error({ err, revision: state.revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
-      }
+      this.failed(state, err)
       return false
+    } finally {
+      this.compiling = false
     }
     this.opts.dataplane.setTable(table)
+    this.swapped(table, state, effective, 'applied state')
+    if (this.refreshPending) {
+      this.refreshPending = false
+      this.refresh()
+    }
+    return true
+  }
+
+  /**
+   * Swaps in `state`, which changed `touched` from the applied state, recompiling only those
+   * (and the upstreams whose discovered targets changed); false (logged and counted once per
+   * revision) when it cannot.
+   */
+  private applyChange(state: State, touched: Touched, mode: 'new' | 'refresh' = 'new'): boolean {
+    const prev = this.table
+    if (prev === null) return false
+    const effective = effectiveState(state, this.providers)
+    const all = effective === state && this.compiled === this.applied ? touched : withDiscovered(touched, this.compiled, effective)
+    let update
+    try {
+      update = updateTable(prev, effective, all, this.opts.dataplane.resources, this.compileOptions(effective))
+    } catch (err) {
+      this.failed(state, err)
+      return false
+    }
+    this.opts.dataplane.setTable(update.table, update.released)
+    this.swapped(update.table, state, effective, mode === 'refresh' ? null : 'applied state')
+    return true
+  }
+
+  private compileOptions(effective: State): CompileOptions {
+    const provided = new Map<string, Set<string>>()
+    const providedIn = (u: string): Set<string> => {
+      let ids = provided.get(u)
+      if (ids === undefined) {
+        ids = new Set((effective.upstreams[u]?.targets ?? []).filter(isProvided).map((t) => t.id))
+        provided.set(u, ids)
+      }
+      return ids
+    }
+    return {
+      // Discovered targets join like targets added at run time: after their first passing check.
+      initiallyHealthy: (u, id) =>
+        effective.upstreams[u]?.healthCheck === undefined || (!providedIn(u).has(id) && this.seedTargets.has(`${u}/${id}`)),
+    }
+  }
+
+  private failed(state: State, err: unknown): void {
+    if (state.revision === this.failedRevision) return
+    this.failedRevision = state.revision
+    this.failures++
+    this.opts.log.error({ err, revision: state.revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
+  }
+
+  private swapped(table: RoutingTable, state: State, effective: State, message: string | null): void {
+    this.table = table
     this.applied = state
     this.compiled = effective
     this.updateBehind()
-    if (mode === 'refresh') this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')
-    else this.opts.log.info({ revision: state.revision }, 'applied state')
+    if (message === null) this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')
+    else this.opts.log.info({ revision: state.revision }, message)
     for (const listener of this.listeners) {
       try {
         listener(effective)
@@ -337,6 +416,20 @@ export class Follower {
         this.opts.log.error({ err, revision: state.revision }, 'a listener of applied states failed')
       }
     }
-    return true
   }
+}
+
+function size(t: Touched): number {
+  return t.upstreams.length + t.routes.length + t.flags.length + t.rollouts.length
+}
+
+/**
+ * `touched` plus the upstreams whose compiled form differs only by discovered targets: those
+ * whose effective upstream is not the state's own object, before or after.
+ */
+function withDiscovered(touched: Touched, before: State, after: State): Touched {
+  const names = new Set(touched.upstreams)
+  for (const [name, u] of Object.entries(after.upstreams)) if (u !== before.upstreams[name]) names.add(name)
+  for (const name of Object.keys(before.upstreams)) if (!Object.hasOwn(after.upstreams, name)) names.add(name)
+  return { ...touched, upstreams: [...names] }
 }

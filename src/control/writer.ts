@@ -3,11 +3,11 @@
  * driver both come here with a pure mutation (mutations.ts) and an actor, so every change is
  * validated, compare-and-set in the store, recorded in the audit log and applied the same way.
  */
-import { validateState } from '../config/validate.js'
+import { validateChange } from '../config/validate.js'
 import { SwitchyardError } from '../errors.js'
 import type { AuditEvent, Store } from '../store/store.js'
 import type { Follower } from './follower.js'
-import type { Change, Mutation } from './mutations.js'
+import { draftOf, type Change, type Mutation } from './mutations.js'
 
 export interface WriteOptions {
   /** If-Match: the write applies only at this revision (412 otherwise) */
@@ -31,29 +31,26 @@ export class Writer {
   ) {}
 
   /**
-   * Reads the store's current state, applies `mutation` to a copy, validates the result, and
-   * commits it with compare-and-set. Without If-Match a concurrent writer makes it re-read and
-   * re-apply (optimistic concurrency); with If-Match it gets 412. A rejected write changes
-   * nothing, revision included. Never starts from an empty (or older) store while this
-   * instance holds a state: it re-seeds the store with that state first.
+   * Brings this instance up to the store's state (only the changes are fetched), applies
+   * `mutation` to a draft of it, validates what it touched, and commits it with compare-and-set,
+   * writing only the touched resources. Without If-Match a concurrent writer makes it catch up
+   * and re-apply (optimistic concurrency); with If-Match it gets 412. A rejected write changes
+   * nothing, revision included. Never starts from an empty (or older) store while this instance
+   * holds a state: catching up re-seeds the store with that state first.
    */
   async write<T>(mutation: Mutation<T>, opts: WriteOptions): Promise<Written<T>> {
-    const { store } = this
+    const { store, follower } = this
     if (!store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-      let current = await store.load()
-      const applied = this.follower.state
-      if (current === null || current.revision < applied.revision) {
-        await store.seed(applied)
-        current = await store.load()
-        if (current === null) throw new SwitchyardError('STORE_UNAVAILABLE', 'the store could not be seeded')
-      }
+      await follower.sync()
+      if (!store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
+      const current = follower.state
       if (opts.ifMatch !== undefined && opts.ifMatch !== current.revision) {
         throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
       }
-      const draft = structuredClone(current)
+      const draft = draftOf(current)
       const change = mutation(draft)
-      const problems = validateState(draft)
+      const problems = validateChange(draft, change.touched)
       if (problems.length > 0) {
         throw new SwitchyardError('VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), {
           details: problems,
@@ -70,16 +67,16 @@ export class Writer {
         before: change.before,
         after: change.after,
       }
-      const result = await store.commit(draft, event, current.revision)
+      const result = await store.commit(draft, event, current.revision, change.touched)
       if (result.ok) {
         // Applied here at once, so this instance's next read shows its own write.
-        this.follower.offer(draft)
+        follower.offer(draft, change.touched)
         return { revision: draft.revision, change }
       }
       if (result.reason === 'revision-mismatch' && opts.ifMatch !== undefined) {
         throw new SwitchyardError('REVISION_MISMATCH', `the revision moved to ${result.currentRevision}`)
       }
-      // Lost a race (or the store emptied under us): read again and retry.
+      // Lost a race, or the store emptied under us: catch up (re-seeding it) and retry.
     }
     throw new SwitchyardError('CONFLICT', 'too many concurrent writes; try again')
   }

@@ -13,7 +13,7 @@ import { responseHeaders } from './headers.js'
 import { recordFault, recordResponse } from './outlier.js'
 import type { Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
-import type { Choice, CTarget } from './table.js'
+import type { Choice, CTarget, CUpstream } from './table.js'
 import { classify, errorCodeFor, isIdempotent } from './upstream-error.js'
 
 const ERROR_BODIES = new Map<ErrorCode, Buffer>(
@@ -57,19 +57,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly choice: Choice,
+    private readonly upstream: CUpstream,
     private readonly path: string,
     private readonly headers: string[],
     private readonly hasBody: boolean,
     private readonly t0: number,
   ) {
-    this.retriesLeft = choice.upstream.retries
+    this.retriesLeft = upstream.retries
     this.idempotent = isIdempotent(req.method!)
     // One listener per request does both jobs: the server's bookkeeping and client-abort.
     res.once('close', this.onClientClose)
   }
 
   start(): void {
-    const target = pickTarget(this.choice.upstream, null)
+    const target = pickTarget(this.upstream, null)
     if (target === undefined) return this.fail('NO_HEALTHY_TARGET')
     this.send(target)
   }
@@ -79,7 +80,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.sent = false
     this.abortFn = null
     target.rt.inflight++
-    const u = this.choice.upstream
+    const u = this.upstream
     // pickTarget returns active targets only, and every active target has a pool.
     target.pool!.dispatch(
       {
@@ -147,7 +148,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     this.settle()
-    recordResponse(this.choice.upstream, this.target!.rt, this.res.statusCode)
+    recordResponse(this.upstream, this.target!.rt, this.res.statusCode)
     this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
     if (!this.res.writableEnded) this.res.end()
   }
@@ -163,14 +164,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.res.headersSent) {
       // Mid-body failure: the only honest signal left is to cut the client's response too.
       this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
-      recordResponse(this.choice.upstream, target.rt, this.res.statusCode)
+      recordResponse(this.upstream, target.rt, this.res.statusCode)
       this.res.destroy(err)
       return
     }
     const fault = classify(err, this.sent)
     if (fault === 'client') return this.refuse()
     // A request body the client broke off is not the target's failure.
-    if (this.req.errored === null) recordFault(this.choice.upstream, target.rt, fault)
+    if (this.req.errored === null) recordFault(this.upstream, target.rt, fault)
     if (fault === 'connect') this.ctx.res.markFailed(target.rt)
     const retryable =
       fault === 'connect' ||
@@ -179,11 +180,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (retryable && this.retriesLeft > 0) {
       this.tried ??= []
       this.tried.push(target)
-      const next = pickTarget(this.choice.upstream, this.tried)
+      const next = pickTarget(this.upstream, this.tried)
       if (next !== undefined) {
         this.retriesLeft--
         this.done = false
-        this.choice.upstream.counters.retries++
+        this.upstream.counters.retries++
         this.send(next)
         return
       }

@@ -7,13 +7,8 @@ import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'
 import { anyRawHeader, clientIp, rawHeader, requestHead, type RequestHead } from './headers.js'
 import { normalizePath } from './normalize-path.js'
 import type { RejectReason } from './request-checks.js'
-import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type RoutingTable } from './table.js'
-
-/** Host header without port, lowercase; `[::1]:80` → `[::1]`. */
-function hostOnly(host: string): string {
-  const end = host.charCodeAt(0) === 91 /* [ */ ? host.indexOf(']') + 1 : host.indexOf(':')
-  return (end > 0 ? host.slice(0, end) : host).toLowerCase()
-}
+import { findRoute } from './route-index.js'
+import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type CUpstream, type RoutingTable } from './table.js'
 
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/
 
@@ -28,18 +23,6 @@ export function pathOf(url: string): string {
   if (m === null) return url
   const rest = url.slice(m[0].length)
   return rest.charCodeAt(0) === 47 ? rest : `/${rest}`
-}
-
-export function findRoute(table: RoutingTable, host: string, path: string, method: string): CRoute | undefined {
-  let routes = table.wildcard
-  if (table.byHost.size > 0 && host !== '') {
-    routes = table.byHost.get(host.toLowerCase()) ?? table.byHost.get(hostOnly(host)) ?? routes
-  }
-  for (let i = 0; i < routes.length; i++) {
-    const r = routes[i]!
-    if (path.startsWith(r.prefix) && (r.methods === null || r.methods.has(method))) return r
-  }
-  return undefined
 }
 
 /** Lazily parsed parts of a request that only some rules need. */
@@ -137,6 +120,8 @@ export interface Routed {
   readonly head: RequestHead
   /** undefined: no route matches (404 NO_ROUTE), or the request is refused (`reject`) */
   readonly choice: Choice | undefined
+  /** the chosen upstream, as compiled in this request's table (set whenever `choice` is) */
+  readonly upstream: CUpstream | undefined
   /** set when the proxy refuses the request itself (400): it is not routed */
   readonly reject: RejectReason | null
 }
@@ -154,8 +139,11 @@ export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgr
   const facts = new RequestFacts(req, path)
   const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
   const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, adminTokens, keepUpgrade)
-  if (head.reject !== null) return { path, head, choice: undefined, reject: head.reject }
-  const route = findRoute(table, head.host, path, req.method ?? 'GET')
-  if (route === undefined) return { path, head, choice: undefined, reject: null }
-  return { path: route.preservePath ? raw : path, head, choice: chooseUpstream(route, facts), reject: null }
+  if (head.reject !== null) return { path, head, choice: undefined, upstream: undefined, reject: head.reject }
+  const route = findRoute(table.routes, head.host, path, req.method ?? 'GET')
+  if (route === undefined) return { path, head, choice: undefined, upstream: undefined, reject: null }
+  const choice = chooseUpstream(route, facts)
+  // Every name a route's choices hold is in the same table: it was compiled against it.
+  const upstream = table.upstreams.get(choice.upstream)!
+  return { path: route.preservePath ? raw : path, head, choice, upstream, reject: null }
 }

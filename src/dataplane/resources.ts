@@ -13,14 +13,20 @@ export interface PoolOptions {
   connectTimeoutMs: number
 }
 
-/** What a table keeps alive (see `liveKeys()` in table.ts). */
-export interface LiveKeys {
-  pools: ReadonlySet<string>
-  /** `upstream/id` */
-  targets: ReadonlySet<string>
-  /** `statsKey(route, upstream)` */
-  traffic: ReadonlySet<string>
-  upstreams: ReadonlySet<string>
+/** Whether the table in force still uses a resource (see `liveCheck()` in table.ts). */
+export interface LiveCheck {
+  pool(key: string): boolean
+  target(upstream: string, id: string): boolean
+  traffic(route: string, upstream: string): boolean
+  upstream(name: string): boolean
+}
+
+/** What a swap may have released: the resources of what the change replaced or removed. */
+export interface PruneCandidates {
+  targets: TargetRuntime[]
+  traffic: TrafficStats[]
+  pools: string[]
+  upstreams: string[]
 }
 
 export function statsKey(route: string, upstream: string): string {
@@ -77,28 +83,44 @@ export class Resources {
   }
 
   /**
-   * Releases what the live table no longer uses. Pools are closed gracefully: requests still
-   * running on them (on an older table) finish first. A removed target's runtime stays while it
-   * has requests or WebSockets open (a later swap prunes it), and so do its upstream's counters,
-   * which the runtime points at. Counters of a removed route (or upstream) go at once: requests
-   * still finishing on an older table count into an object nobody reads any more.
+   * Removed targets still serving requests or WebSockets: their runtime (and their upstream's
+   * counters, which it points at) stays until they are done; every later prune checks them again.
    */
-  prune(live: LiveKeys): void {
-    for (const [key, pool] of this.pools) {
-      if (!live.pools.has(key)) {
+  private readonly lingering = new Set<TargetRuntime>()
+
+  /**
+   * Releases what the live table no longer uses: the `candidates` a change released, or
+   * everything this holds when none are given (after a whole compile). Pools are closed
+   * gracefully: requests still running on them (on an older table) finish first. Counters of
+   * a removed route (or upstream) go at once: requests still finishing on an older table count
+   * into an object nobody reads any more.
+   */
+  prune(live: LiveCheck, candidates?: PruneCandidates): void {
+    const pools = candidates?.pools ?? [...this.pools.keys()]
+    for (const key of pools) {
+      const pool = this.pools.get(key)
+      if (pool !== undefined && !live.pool(key)) {
         this.pools.delete(key)
         void pool.close().catch(() => {})
       }
     }
-    const upstreamsInUse = new Set(live.upstreams)
-    for (const [key, rt] of this.targets) {
-      if (!live.targets.has(key) && rt.inflight === 0 && rt.websockets.size === 0) {
+    const upstreams = new Set(candidates?.upstreams ?? this.upstreams.keys())
+    for (const rt of candidates?.targets ?? this.targets.values()) this.lingering.add(rt)
+    for (const rt of this.lingering) {
+      if (live.target(rt.upstream, rt.id)) this.lingering.delete(rt)
+      else if (rt.inflight === 0 && rt.websockets.size === 0) {
+        this.lingering.delete(rt)
+        if (this.targets.get(rt.key) === rt) this.targets.delete(rt.key)
         clearTimers(rt)
-        this.targets.delete(key)
-      } else upstreamsInUse.add(rt.upstream)
+        upstreams.add(rt.upstream)
+      }
     }
-    for (const key of this.traffic.keys()) if (!live.traffic.has(key)) this.traffic.delete(key)
-    for (const name of this.upstreams.keys()) if (!upstreamsInUse.has(name)) this.upstreams.delete(name)
+    for (const stats of candidates?.traffic ?? this.traffic.values()) {
+      const key = statsKey(stats.route, stats.upstream)
+      if (this.traffic.get(key) === stats && !live.traffic(stats.route, stats.upstream)) this.traffic.delete(key)
+    }
+    const lingeringUpstreams = new Set([...this.lingering].map((rt) => rt.upstream))
+    for (const name of upstreams) if (!live.upstream(name) && !lingeringUpstreams.has(name)) this.upstreams.delete(name)
   }
 
   async close(): Promise<void> {

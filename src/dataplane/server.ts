@@ -11,19 +11,13 @@ import { NO_TOKENS } from './headers.js'
 import { routeRequest } from './match.js'
 import { refuseConnect } from './request-checks.js'
 import { Resources } from './resources.js'
-import { liveKeys, type RoutingTable } from './table.js'
+import { EMPTY_TABLE, liveCheck, type RoutingTable } from './table.js'
+import type { PruneCandidates } from './resources.js'
 import { proxyUpgrade } from './ws.js'
 
 const netServerClose = NetServer.prototype.close
 
-export const EMPTY_TABLE: RoutingTable = Object.freeze({
-  revision: 0,
-  byHost: new Map(),
-  wildcard: Object.freeze([]),
-  upstreams: new Map(),
-  flags: Object.freeze([]),
-  staticFlags: '',
-})
+export { EMPTY_TABLE }
 
 export interface DataplaneOptions {
   /** Node's slowloris guard: time allowed to receive request headers. */
@@ -82,10 +76,14 @@ export class Dataplane {
     return this.current
   }
 
-  /** Swaps the routing table in one reference write; in-flight requests keep the one they started with. */
-  setTable(table: RoutingTable): void {
+  /**
+   * Swaps the routing table in one reference write; in-flight requests keep the one they
+   * started with. `released`: what an incremental update replaced (see `updateTable()`); without
+   * it every resource is checked against the new table.
+   */
+  setTable(table: RoutingTable, released?: PruneCandidates): void {
     this.current = table
-    this.resources.prune(liveKeys(table))
+    this.resources.prune(liveCheck(table), released)
     drainWebsockets(table, this.resources)
   }
 
@@ -102,7 +100,7 @@ export class Dataplane {
     const t0 = performance.now()
     const table = this.current
     this.open++
-    const { path, head, choice, reject } = routeRequest(table, req, false, this.adminTokens)
+    const { path, head, choice, upstream, reject } = routeRequest(table, req, false, this.adminTokens)
     if (choice === undefined) {
       res.once('close', this.onClose)
       if (reject !== null) {
@@ -113,7 +111,7 @@ export class Dataplane {
       this.resources.noRoute++
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
     }
-    new Exchange(this.ctx, req, res, choice, path, head.headers, head.hasBody, t0).start()
+    new Exchange(this.ctx, req, res, choice, upstream!, path, head.headers, head.hasBody, t0).start()
   }
 
   private readonly onClose = (): void => {

@@ -1,15 +1,27 @@
 /**
  * The compiled routing table: an immutable, pre-digested form of the state that the hot path
- * reads without allocating. `compileTable()` runs on the control plane; it throws on a state it
- * cannot compile, so the table in force stays live (a rejected change changes nothing),
- * and it touches no live resource before the whole table is built.
+ * reads without allocating. It runs on the control plane and throws on a state it cannot
+ * compile, so the table in force stays live (a rejected change changes nothing), and it
+ * touches no live resource before the whole table is built.
+ *
+ * Three ways to build one: `compileTable()` all at once (small states, tests);
+ * `compileTableSliced()` the same in slices of a few milliseconds, yielding to the event loop
+ * in between (first load, full reload: requests never wait long behind it); `updateTable()`
+ * from the table in force and the names a change touched, recompiling only those (every
+ * change the fleet makes at run time: its cost does not grow with the number of routes).
+ * The structures are persistent: an update shares everything it did not touch with the table
+ * it came from, which requests in flight keep reading unchanged.
  */
 import type { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
-import type { FlagSpec, State, StringMatch, Upstream } from '../config/schema.js'
+import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../config/schema.js'
+import type { Touched } from '../store/delta.js'
 import { seedOf } from './bucket.js'
 import { outlierPolicy, release, type OutlierPolicy } from './outlier.js'
-import { poolKey, statsKey, type LiveKeys, type Resources, type Staging } from './resources.js'
+import { emptyRadix, radixFromEntries, radixGet, radixSet, type Radix } from './radix.js'
+import type { LiveCheck, PruneCandidates, Resources, Staging } from './resources.js'
+import { poolKey } from './resources.js'
+import { buildRoutes, EMPTY_ROUTES, updateRoutes, type Routes } from './route-index.js'
 import type { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface CTarget {
@@ -50,9 +62,13 @@ export interface CUpstream {
   readonly slowStartMs: number
 }
 
-/** A route's way to one upstream, with the counters for that pair. */
+/**
+ * A route's way to one upstream, with the counters for that pair. The upstream is named, not
+ * held: the request resolves it in the table it entered with, so a change to an upstream
+ * recompiles that upstream alone, never the routes that name it.
+ */
 export interface Choice {
-  readonly upstream: CUpstream
+  readonly upstream: string
   readonly stats: TrafficStats
 }
 
@@ -99,14 +115,24 @@ export interface CFlag {
 
 export interface RoutingTable {
   readonly revision: number
-  /** routes for an exact host, already merged with the `*` routes in match order */
-  readonly byHost: ReadonlyMap<string, readonly CRoute[]>
-  readonly wildcard: readonly CRoute[]
+  /** the matching structure: host, then longest path prefix (route-index.ts) */
+  readonly routes: Routes
+  /** every route by name: what an update replaces (control path only) */
+  readonly byName: Radix<CRoute>
   readonly upstreams: ReadonlyMap<string, CUpstream>
   readonly flags: readonly CFlag[]
   /** the x-switchyard-flags value when no flag depends on the user; null when some do */
   readonly staticFlags: string | null
 }
+
+export const EMPTY_TABLE: RoutingTable = Object.freeze({
+  revision: 0,
+  routes: EMPTY_ROUTES,
+  byName: emptyRadix<CRoute>(),
+  upstreams: new Map(),
+  flags: Object.freeze([]),
+  staticFlags: '',
+})
 
 export interface CompileOptions {
   /** Health a target starts with when it is new to this process (config targets healthy, run-time ones after a check). */
@@ -136,96 +162,209 @@ function compileFlag(name: string, f: FlagSpec): CFlag {
   return Object.freeze({ name, mode, threshold: percent / 100, seed: seedOf(`flag:${name}`), byKind, byName })
 }
 
-/** Match order for one host: longest prefix first; exact host before `*`; then declaration order. */
-function ordered(routes: CRoute[]): readonly CRoute[] {
-  return Object.freeze(
-    routes
-      .map((r, i) => ({ r, i }))
-      .sort(
-        (a, b) =>
-          b.r.prefix.length - a.r.prefix.length ||
-          Number(b.r.exactHost !== null) - Number(a.r.exactHost !== null) ||
-          a.i - b.i,
-      )
-      .map((x) => x.r),
-  )
-}
-
-/**
- * Builds the table for `state`. Pools, target runtimes and stats come from `res` so they survive
- * the swap; the caller calls `res.prune()` with `liveKeys()` once the table is in force. Every
- * change to `res` (new runtimes, pools and counters, health and slow-start changes) is staged
- * and applied only after the last thing that can throw.
- */
-export function compileTable(state: State, res: Resources, opts: CompileOptions = {}): RoutingTable {
-  const healthyAtStart = opts.initiallyHealthy ?? (() => true)
-  const stage = res.stage()
-  const upstreams = new Map<string, CUpstream>()
-  for (const [name, u] of Object.entries(state.upstreams)) {
-    upstreams.set(name, compileUpstream(name, u, stage, healthyAtStart))
-  }
-
-  const upstreamOf = (route: string, name: string): CUpstream => {
-    const u = upstreams.get(name)
-    if (!u) throw new Error(`route "${route}" names unknown upstream "${name}"`)
-    return u
-  }
-
-  const routes = state.routes.map((r): CRoute => {
-    const choice = (name: string): Choice => Object.freeze({ upstream: upstreamOf(r.name, name), stats: stage.stats(r.name, name) })
-    // Canonical order (by name) so that the same split always compiles the same way.
-    const names = Object.keys(r.split).sort()
-    const weights = names.map((n) => r.split[n]!)
-    const totalWeight = weights.reduce((a, b) => a + b, 0)
-    if (totalWeight <= 0) throw new Error(`route "${r.name}": split weights are all 0`)
-    const positive = weights.filter((w) => w > 0).length
-    const host = r.match?.host ?? '*'
-    return Object.freeze({
-      name: r.name,
-      exactHost: host === '*' ? null : host.toLowerCase(),
-      prefix: r.match?.pathPrefix ?? '/',
-      methods: r.match?.methods ? new Set(r.match.methods) : null,
-      rules: Object.freeze(
-        (r.rules ?? []).map((rule) =>
-          Object.freeze({
-            headers: entries(rule.match.header, true),
-            cookies: entries(rule.match.cookie, false),
-            query: entries(rule.match.query, false),
-            choice: choice(rule.upstream),
-          }),
-        ),
-      ),
-      split: Object.freeze(names.map(choice)),
-      weights: Object.freeze(weights),
-      seeds: Object.freeze(names.map((n) => seedOf(n))),
-      totalWeight,
-      single: positive === 1 ? weights.findIndex((w) => w > 0) : -1,
-      stickyKind: r.sticky ? stickyKindOf(r.sticky.by) : -1,
-      stickyName: r.sticky?.by === 'header' ? (r.sticky.name ?? '').toLowerCase() : (r.sticky?.name ?? ''),
-      preservePath: r.preservePath === true,
-    })
-  })
-
-  const wildcard = routes.filter((r) => r.exactHost === null)
-  const byHost = new Map<string, readonly CRoute[]>()
-  for (const host of new Set(routes.flatMap((r) => (r.exactHost === null ? [] : [r.exactHost])))) {
-    byHost.set(host, ordered(routes.filter((r) => r.exactHost === host || r.exactHost === null)))
-  }
-
+function compileFlags(state: State): { flags: readonly CFlag[]; staticFlags: string | null } {
   const flags = Object.entries(state.flags).map(([name, f]) => compileFlag(name, f))
   const staticFlags = flags.every((f) => f.mode !== 2)
     ? flags.map((f) => `${f.name}=${f.mode === 1 ? 'on' : 'off'}`).join(',')
     : null
+  return { flags: Object.freeze(flags), staticFlags }
+}
 
-  stage.commit()
+/** One route; throws when it names an upstream `upstreams` does not have, or its weights are all 0. */
+function compileRoute(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, stage: Staging): CRoute {
+  const choice = (name: string): Choice => {
+    if (!upstreams.has(name)) throw new Error(`route "${r.name}" names unknown upstream "${name}"`)
+    return Object.freeze({ upstream: name, stats: stage.stats(r.name, name) })
+  }
+  // Canonical order (by name) so that the same split always compiles the same way.
+  const names = Object.keys(r.split).sort()
+  const weights = names.map((n) => r.split[n]!)
+  const totalWeight = weights.reduce((a, b) => a + b, 0)
+  if (totalWeight <= 0) throw new Error(`route "${r.name}": split weights are all 0`)
+  const positive = weights.filter((w) => w > 0).length
+  const host = r.match?.host ?? '*'
   return Object.freeze({
-    revision: state.revision,
-    byHost,
-    wildcard: ordered(wildcard),
-    upstreams,
-    flags: Object.freeze(flags),
-    staticFlags,
+    name: r.name,
+    exactHost: host === '*' ? null : host.toLowerCase(),
+    prefix: r.match?.pathPrefix ?? '/',
+    methods: r.match?.methods ? new Set(r.match.methods) : null,
+    rules: Object.freeze(
+      (r.rules ?? []).map((rule) =>
+        Object.freeze({
+          headers: entries(rule.match.header, true),
+          cookies: entries(rule.match.cookie, false),
+          query: entries(rule.match.query, false),
+          choice: choice(rule.upstream),
+        }),
+      ),
+    ),
+    split: Object.freeze(names.map(choice)),
+    weights: Object.freeze(weights),
+    seeds: Object.freeze(names.map((n) => seedOf(n))),
+    totalWeight,
+    single: positive === 1 ? weights.findIndex((w) => w > 0) : -1,
+    stickyKind: r.sticky ? stickyKindOf(r.sticky.by) : -1,
+    stickyName: r.sticky?.by === 'header' ? (r.sticky.name ?? '').toLowerCase() : (r.sticky?.name ?? ''),
+    preservePath: r.preservePath === true,
   })
+}
+
+/** The upstreams a compiled route sends to (split and rules). */
+export function upstreamsOf(route: CRoute): Set<string> {
+  const out = new Set<string>()
+  for (const c of route.split) out.add(c.upstream)
+  for (const rule of route.rules) out.add(rule.choice.upstream)
+  return out
+}
+
+/**
+ * Builds the table for `state` all at once. Pools, target runtimes and stats come from `res` so
+ * they survive the swap. Every change to `res` (new runtimes, pools and counters, health and
+ * slow-start changes) is staged and applied only after the last thing that can throw.
+ */
+export function compileTable(state: State, res: Resources, opts: CompileOptions = {}): RoutingTable {
+  const build = new FullBuild(state, res, opts)
+  while (!build.step(Infinity));
+  return build.finish()
+}
+
+/**
+ * `compileTable()` in slices of about `sliceMs` of work, yielding to the event loop between
+ * them, so requests keep flowing while a large state compiles. Nothing is live before the
+ * returned table is swapped in; the caller must not change `res` meanwhile (the follower
+ * runs one compile at a time).
+ */
+export async function compileTableSliced(state: State, res: Resources, opts: CompileOptions = {}, sliceMs = 2): Promise<RoutingTable> {
+  const build = new FullBuild(state, res, opts)
+  while (!build.step(sliceMs)) await new Promise<void>((resolve) => setImmediate(resolve))
+  return build.finish()
+}
+
+/** A whole compile that can stop after a slice of work and carry on later. */
+class FullBuild {
+  private readonly stage: Staging
+  private readonly upstreams = new Map<string, CUpstream>()
+  private readonly upstreamNames: string[]
+  private readonly compiled: CRoute[] = []
+  private u = 0
+  private r = 0
+
+  constructor(
+    private readonly state: State,
+    res: Resources,
+    private readonly opts: CompileOptions,
+  ) {
+    this.stage = res.stage()
+    this.upstreamNames = Object.keys(state.upstreams)
+  }
+
+  /** Compiles for about `budgetMs`; true when everything is compiled. */
+  step(budgetMs: number): boolean {
+    const until = budgetMs === Infinity ? Infinity : performance.now() + budgetMs
+    const healthyAtStart = this.opts.initiallyHealthy ?? (() => true)
+    const { state, stage } = this
+    while (this.u < this.upstreamNames.length) {
+      const name = this.upstreamNames[this.u++]!
+      this.upstreams.set(name, compileUpstream(name, state.upstreams[name]!, stage, healthyAtStart))
+      if ((this.u & 15) === 0 && performance.now() > until) return false
+    }
+    while (this.r < state.routes.length) {
+      this.compiled.push(compileRoute(state.routes[this.r++]!, this.upstreams, stage))
+      if ((this.r & 63) === 0 && performance.now() > until) return false
+    }
+    return true
+  }
+
+  finish(): RoutingTable {
+    const { flags, staticFlags } = compileFlags(this.state)
+    const routes = buildRoutes(this.compiled)
+    const byName = radixFromEntries(this.compiled.map((r) => [r.name, r] as const))
+    this.stage.commit()
+    return Object.freeze({ revision: this.state.revision, routes, byName, upstreams: this.upstreams, flags, staticFlags })
+  }
+}
+
+/**
+ * The table for `state`, made from `prev` (the table of the state `state` was changed from) by
+ * recompiling only what `touched` names: those upstreams, routes and, when a flag changed, the
+ * (few) flags. Its cost follows the size of the change, not of the state. Throws, touching
+ * nothing, when the result cannot be compiled (a route naming a missing upstream...). Also
+ * returns what the swap may release, for `Resources.prune()`.
+ */
+export function updateTable(
+  prev: RoutingTable,
+  state: State,
+  touched: Touched,
+  res: Resources,
+  opts: CompileOptions = {},
+): { table: RoutingTable; released: PruneCandidates } {
+  const healthyAtStart = opts.initiallyHealthy ?? (() => true)
+  const stage = res.stage()
+  const released: PruneCandidates = { targets: [], traffic: [], pools: [], upstreams: [] }
+
+  let upstreams = prev.upstreams
+  if (touched.upstreams.length > 0) {
+    const next = new Map(prev.upstreams)
+    for (const name of touched.upstreams) {
+      const old = prev.upstreams.get(name)
+      if (old !== undefined) {
+        for (const t of old.targets) {
+          released.targets.push(t.rt)
+          released.pools.push(t.poolKey)
+        }
+        released.upstreams.push(name)
+      }
+      const spec = Object.hasOwn(state.upstreams, name) ? state.upstreams[name] : undefined
+      if (spec === undefined) next.delete(name)
+      else next.set(name, compileUpstream(name, spec, stage, healthyAtStart))
+    }
+    upstreams = next
+  }
+
+  let routes = prev.routes
+  let byName = prev.byName
+  const specs = routeSpecs(state, touched.routes)
+  for (const name of touched.routes) {
+    const old = radixGet(prev.byName, name) ?? null
+    const spec = specs.get(name)
+    const route = spec === undefined ? null : compileRoute(spec, upstreams, stage)
+    if (old !== null) released.traffic.push(...old.split.map((c) => c.stats), ...old.rules.map((r) => r.choice.stats))
+    routes = updateRoutes(routes, old, route, (n) => rankOf(state, n))
+    byName = radixSet(byName, name, route ?? undefined)
+  }
+
+  // A removed upstream must not be named by a route the change left alone.
+  const removed = touched.upstreams.filter((n) => !upstreams.has(n))
+  if (removed.length > 0) {
+    for (const r of state.routes) {
+      for (const n of removed) {
+        if (Object.hasOwn(r.split, n) || (r.rules ?? []).some((rule) => rule.upstream === n)) {
+          throw new Error(`route "${r.name}" names unknown upstream "${n}"`)
+        }
+      }
+    }
+  }
+
+  const { flags, staticFlags } = touched.flags.length > 0 ? compileFlags(state) : prev
+  stage.commit()
+  const table = Object.freeze({ revision: state.revision, routes, byName, upstreams, flags, staticFlags })
+  return { table, released }
+}
+
+/** The specs of the named routes in `state`, in one pass over the routes. */
+function routeSpecs(state: State, names: readonly string[]): Map<string, RouteSpec> {
+  const out = new Map<string, RouteSpec>()
+  if (names.length === 0) return out
+  const wanted = new Set(names)
+  for (const r of state.routes) if (wanted.has(r.name)) out.set(r.name, r)
+  return out
+}
+
+/** A route's declaration position (its index in the state's routes). */
+function rankOf(state: State, name: string): number {
+  const routes = state.routes
+  for (let i = 0; i < routes.length; i++) if (routes[i]!.name === name) return i
+  return routes.length
 }
 
 /**
@@ -284,21 +423,22 @@ function compileUpstream(
   })
 }
 
-/** What a table keeps alive, for `Resources.prune()`. */
-export function liveKeys(table: RoutingTable): LiveKeys {
-  const pools = new Set<string>()
-  const targets = new Set<string>()
-  const traffic = new Set<string>()
-  for (const u of table.upstreams.values()) {
-    for (const t of u.targets) {
-      targets.add(t.rt.key)
-      if (t.pool !== null) pools.add(t.poolKey)
-    }
+/** What `table` keeps alive, asked per resource by `Resources.prune()`. */
+export function liveCheck(table: RoutingTable): LiveCheck {
+  let pools: Set<string> | undefined
+  return {
+    pool(key) {
+      if (pools === undefined) {
+        pools = new Set()
+        for (const u of table.upstreams.values()) for (const t of u.active) pools.add(t.poolKey)
+      }
+      return pools.has(key)
+    },
+    target: (upstream, id) => table.upstreams.get(upstream)?.byId.has(id) === true,
+    traffic(route, upstream) {
+      const r = radixGet(table.byName, route)
+      return r !== undefined && (r.split.some((c) => c.upstream === upstream) || r.rules.some((x) => x.choice.upstream === upstream))
+    },
+    upstream: (name) => table.upstreams.has(name),
   }
-  const routes = new Set([...table.wildcard, ...[...table.byHost.values()].flat()])
-  for (const r of routes) {
-    for (const c of r.split) traffic.add(statsKey(r.name, c.upstream.name))
-    for (const rule of r.rules) traffic.add(statsKey(r.name, rule.choice.upstream.name))
-  }
-  return { pools, targets, traffic, upstreams: new Set(table.upstreams.keys()) }
 }

@@ -48,13 +48,13 @@ export function proxyUpgrade(
   adminTokens?: ReadonlySet<string>,
 ): void {
   client.on('error', () => client.destroy())
-  const { path, head: reqHead, choice, reject } = routeRequest(table, req, true, adminTokens)
+  const { path, head: reqHead, choice, upstream: routedUpstream, reject } = routeRequest(table, req, true, adminTokens)
   if (reject !== null) {
     resources.rejected[reject]++
     return rawError(client, 'BAD_REQUEST')
   }
   if (choice === undefined) return rawError(client, 'NO_ROUTE')
-  const upstream = choice.upstream
+  const upstream = routedUpstream!
   const t0 = performance.now()
   let lines = `${req.method} ${path} HTTP/1.1\r\n`
   for (let i = 0; i < reqHead.headers.length; i += 2) lines += `${reqHead.headers[i]}: ${reqHead.headers[i + 1]}\r\n`

@@ -32,3 +32,18 @@ export interface Delta {
 export function noneTouched(): Touched {
   return { upstreams: [], routes: [], flags: [], rollouts: [], order: false }
 }
+
+// TEMPORARY (replaced by the stores branch)
+export function touchedOf(d: Delta): Touched {
+  return { upstreams: Object.keys(d.upstreams), routes: Object.keys(d.routes), flags: Object.keys(d.flags), rollouts: Object.keys(d.rollouts), order: d.order !== undefined }
+}
+export function applyDelta(state: State, d: Delta): State {
+  const upstreams = { ...state.upstreams }
+  for (const [k, v] of Object.entries(d.upstreams)) if (v === null) delete upstreams[k]; else upstreams[k] = v
+  const flags = { ...state.flags }
+  for (const [k, v] of Object.entries(d.flags)) if (v === null) delete flags[k]; else flags[k] = v
+  let routes = state.routes.slice()
+  for (const [k, v] of Object.entries(d.routes)) { const i = routes.findIndex((r) => r.name === k); if (v === null) { if (i >= 0) routes.splice(i, 1) } else if (i >= 0) routes[i] = v; else routes.push(v) }
+  if (d.order) { const by = new Map(routes.map((r) => [r.name, r])); routes = d.order.map((n) => by.get(n)!) }
+  return { revision: d.revision, upstreams, routes, flags, rollouts: state.rollouts }
+}

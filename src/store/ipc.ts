@@ -118,6 +118,10 @@ export class IpcStore implements Store {
   seed(state: State): Promise<boolean> {
     return this.call('seed', state)
   }
+  // TEMPORARY
+  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
+    return null
+  }
   onChange(listener: (revision: number) => void): void {
     this.changeListeners.add(listener)
   }

@@ -94,6 +94,11 @@ export class MemoryStore implements Store {
     return true
   }
 
+  // TEMPORARY (replaced by the stores branch)
+  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
+    return null
+  }
+
   onChange(listener: (revision: number) => void): void {
     this.changeListeners.add(listener)
   }

@@ -127,6 +127,11 @@ export class RedisStore implements Store {
     return reply === 1
   }
 
+  // TEMPORARY (replaced by the stores branch)
+  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
+    return null
+  }
+
   onChange(listener: (revision: number) => void): void {
     this.changeListeners.add(listener)
   }
