@@ -348,7 +348,7 @@ export class Follower {
       this.compiling = false
     }
     this.opts.dataplane.setTable(table)
-    this.swapped(table, state, effective, 'applied state')
+    this.swapped(table, state, effective, { whole: true })
     if (this.refreshPending) {
       this.refreshPending = false
       this.refresh()
@@ -374,7 +374,7 @@ export class Follower {
       return false
     }
     this.opts.dataplane.setTable(update.table, update.released)
-    this.swapped(update.table, state, effective, mode === 'refresh' ? null : 'applied state')
+    this.swapped(update.table, state, effective, mode === 'refresh' ? null : { whole: false, changed: size(all) })
     return true
   }
 
@@ -402,13 +402,14 @@ export class Follower {
     this.opts.log.error({ err, revision: state.revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
   }
 
-  private swapped(table: RoutingTable, state: State, effective: State, message: string | null): void {
+  /** `how`: null for a refresh of discovered targets, else whether it was compiled whole or only `changed` resources. */
+  private swapped(table: RoutingTable, state: State, effective: State, how: { whole: boolean; changed?: number } | null): void {
     this.table = table
     this.applied = state
     this.compiled = effective
     this.updateBehind()
-    if (message === null) this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')
-    else this.opts.log.info({ revision: state.revision }, message)
+    if (how === null) this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')
+    else this.opts.log.info({ revision: state.revision, ...how }, 'applied state')
     for (const listener of this.listeners) {
       try {
         listener(effective)

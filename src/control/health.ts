@@ -21,12 +21,28 @@ export class HealthChecker {
 
   constructor(private readonly resources: Resources) {}
 
-  /** Starts, keeps or stops probes so they match `state`. Called after every table swap. */
+  /** The upstream objects the probes were last matched with: an upstream whose object is the same did not change. */
+  private seen = new Map<string, State['upstreams'][string]>()
+
+  /**
+   * Starts, keeps or stops probes so they match `state`. Called after every table swap; it
+   * looks again only at upstreams whose object changed (states share unchanged ones), so a
+   * change costs the targets it touched, not all of them.
+   */
   sync(state: State): void {
     if (this.stopped) return
-    const wanted = new Set<string>()
+    const seen = new Map<string, State['upstreams'][string]>()
     for (const [upstream, u] of Object.entries(state.upstreams)) {
-      if (!u.healthCheck) continue
+      seen.set(upstream, u)
+      if (this.seen.get(upstream) !== u) this.syncUpstream(upstream, u)
+    }
+    for (const [upstream] of this.seen) if (!seen.has(upstream)) this.syncUpstream(upstream, undefined)
+    this.seen = seen
+  }
+
+  private syncUpstream(upstream: string, u: State['upstreams'][string] | undefined): void {
+    const wanted = new Set<string>()
+    if (u?.healthCheck) {
       for (const t of u.targets) {
         const key = `${upstream}/${t.id}`
         const spec = JSON.stringify([t.url, u.healthCheck])
@@ -37,8 +53,9 @@ export class HealthChecker {
         this.startProbe(key, t.url, u.healthCheck, spec)
       }
     }
+    const prefix = `${upstream}/`
     for (const [key, p] of this.probes) {
-      if (!wanted.has(key)) {
+      if (key.startsWith(prefix) && !wanted.has(key)) {
         clearInterval(p.timer)
         this.probes.delete(key)
         const rt = this.resources.targets.get(key)

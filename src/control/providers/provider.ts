@@ -32,6 +32,7 @@ export function isProvided(t: Target): t is ProvidedTarget {
  * discovery compiles exactly what it did before.
  */
 export function effectiveState(state: State, providers: readonly TargetProvider[]): State {
+  if (providers.length === 0) return state
   let upstreams: State['upstreams'] | undefined
   for (const [name, upstream] of Object.entries(state.upstreams)) {
     const extra = providers.flatMap((p) => p.targets(name))
