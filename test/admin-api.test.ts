@@ -155,7 +155,7 @@ describe('admin API', () => {
   })
 
   it('lists the live instances of the fleet', async () => {
-    const { admin, app, v1 } = await twoVersionApp()
+    const { admin, app } = await twoVersionApp()
     const { instances } = (await admin.get('/api/instances')).body
     expect(instances).toEqual([
       {
@@ -166,7 +166,7 @@ describe('admin API', () => {
         behindMs: 0,
         laggard: false,
         lastSeen: expect.any(String),
-        inflight: expect.objectContaining({ [`v1/${v1.id}`]: 0 }),
+        inflight: {}, // only targets with requests in flight are listed
       },
     ])
   })

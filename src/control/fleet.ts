@@ -52,10 +52,13 @@ export class Fleet {
     this.timer.unref()
   }
 
-  /** In-flight requests per `upstream/target` in this process. */
+  /**
+   * In-flight requests per `upstream/target` in this process, for the targets that have any:
+   * with 1,000 targets a full list would make every heartbeat of every instance ~25 KB.
+   */
   inflight(): Record<string, number> {
     const out: Record<string, number> = {}
-    for (const [key, rt] of this.opts.dataplane.resources.targets) out[key] = rt.inflight
+    for (const [key, rt] of this.opts.dataplane.resources.targets) if (rt.inflight > 0) out[key] = rt.inflight
     return out
   }
 

@@ -15,7 +15,7 @@ export const InstanceSchema = Type.Object({
   behindMs: Type.Optional(Type.Integer({ minimum: 0, description: 'how long its applied revision has been behind the store, by its own account (0: not behind)' })),
   laggard: Type.Boolean({ description: 'behind the store for more than 5 s: it is not following; look at its log' }),
   lastSeen: Type.String({ description: 'ISO 8601 time of its last heartbeat' }),
-  inflight: Type.Record(Type.String(), Type.Integer({ minimum: 0 }), { description: 'per `upstream/targetId`, as of lastSeen' }),
+  inflight: Type.Record(Type.String(), Type.Integer({ minimum: 0 }), { description: 'requests in flight per `upstream/targetId`, as of lastSeen; targets with none are left out' }),
 })
 
 export const instancesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
