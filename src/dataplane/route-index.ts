@@ -1,28 +1,158 @@
-// TEMPORARY linear stand-in; replaced by the radix implementation (branch radix).
+/**
+ * The route matching structure: a radix tree of path prefixes for the `*` routes and one per
+ * exact host (host trees looked up in a radix tree keyed by host). A request walks the path's
+ * characters in at most two trees, so its cost follows the path, never the number of routes;
+ * a change copies the nodes on one prefix's (and one host's) path, sharing the rest with the
+ * structure that requests in flight keep reading.
+ *
+ * Each tree node holds the routes whose prefix ends exactly there, in declaration order: the
+ * answer in one tree is the first route accepting the method at the deepest such node.
+ */
+import { emptyRadix, radixDeepest, radixFromEntries, radixGet, radixGetLower, radixSet, radixValues, type Radix } from './radix.js'
 import type { CRoute } from './table.js'
-export interface Routes { readonly list: readonly CRoute[] }
-export const EMPTY_ROUTES: Routes = { list: [] }
-function order(routes: CRoute[]): CRoute[] {
-  return routes.map((r, i) => ({ r, i })).sort((a, b) => b.r.prefix.length - a.r.prefix.length || Number(b.r.exactHost !== null) - Number(a.r.exactHost !== null) || a.i - b.i).map((x) => x.r)
+
+/** Routes of one host kind with one prefix, in declaration order. */
+type Bucket = readonly CRoute[]
+type Tree = Radix<Bucket>
+
+export interface Routes {
+  /** the `*` routes, by prefix */
+  readonly star: Tree
+  /** exact host (lower case) → that host's own routes, by prefix; a host with none is absent */
+  readonly hosts: Radix<Tree>
+  readonly count: number
 }
-export function buildRoutes(routes: readonly CRoute[]): Routes { return { list: order([...routes]) } }
+
+export const EMPTY_ROUTES: Routes = Object.freeze({ star: emptyRadix<Bucket>(), hosts: emptyRadix<Tree>(), count: 0 })
+
+/** routes in declaration order */
+export function buildRoutes(routes: readonly CRoute[]): Routes {
+  const star = new Map<string, CRoute[]>()
+  const byHost = new Map<string, Map<string, CRoute[]>>()
+  for (const route of routes) {
+    let tree = star
+    if (route.exactHost !== null) {
+      tree = byHost.get(route.exactHost) ?? new Map()
+      byHost.set(route.exactHost, tree)
+    }
+    const bucket = tree.get(route.prefix)
+    if (bucket === undefined) tree.set(route.prefix, [route])
+    else bucket.push(route)
+  }
+  const hosts = radixFromEntries(Array.from(byHost, ([host, tree]) => [host, radixFromEntries<Bucket>(tree)] as const))
+  return Object.freeze({ star: radixFromEntries<Bucket>(star), hosts, count: routes.length })
+}
+
+/** The tree of one host kind (`null`: `*`). */
+function treeOf(star: Tree, hosts: Radix<Tree>, host: string | null): Tree {
+  return host === null ? star : (radixGet(hosts, host) ?? emptyRadix())
+}
+
+/**
+ * A new Routes with `remove` taken out (matched by name, at its own host/prefix) and `add` put in,
+ * either may be null (replace = both). `rank(name)` is the declaration position of a route in the
+ * current state (the caller computes it); it is only called to order routes that share add's host kind and prefix.
+ */
 export function updateRoutes(r: Routes, remove: CRoute | null, add: CRoute | null, rank: (name: string) => number): Routes {
-  let l = r.list.filter((x) => x.name !== remove?.name)
-  if (add) { l.push(add); l = l.map((x) => ({ x, k: rank(x.name) })).sort((a, b) => a.k - b.k).map((y) => y.x) }
-  return { list: order(l) }
+  let { star, hosts, count } = r
+  const store = (host: string | null, tree: Tree): void => {
+    if (host === null) star = tree
+    else hosts = radixSet(hosts, host, tree.size > 0 ? tree : undefined)
+  }
+
+  if (remove !== null) {
+    const tree = treeOf(star, hosts, remove.exactHost)
+    const bucket = radixGet(tree, remove.prefix)
+    const at = bucket === undefined ? -1 : indexOfName(bucket, remove.name)
+    if (at >= 0) {
+      store(remove.exactHost, radixSet(tree, remove.prefix, bucket!.length === 1 ? undefined : spliced(bucket!, at, 1)))
+      count--
+    }
+  }
+
+  if (add !== null) {
+    const tree = treeOf(star, hosts, add.exactHost)
+    let bucket = radixGet(tree, add.prefix) ?? []
+    // Defensive: a route is in the structure once, whatever the caller passed as `remove`.
+    const same = indexOfName(bucket, add.name)
+    if (same >= 0) {
+      bucket = spliced(bucket, same, 1)
+      count--
+    }
+    let at = 0
+    if (bucket.length > 0) {
+      const mine = rank(add.name)
+      let hi = bucket.length
+      while (at < hi) {
+        const mid = (at + hi) >>> 1
+        if (rank(bucket[mid]!.name) < mine) at = mid + 1
+        else hi = mid
+      }
+    }
+    store(add.exactHost, radixSet(tree, add.prefix, spliced(bucket, at, 0, add)))
+    count++
+  }
+
+  return Object.freeze({ star, hosts, count })
 }
-function hostOnly(host: string): string {
-  const end = host.charCodeAt(0) === 91 ? host.indexOf(']') + 1 : host.indexOf(':')
-  return (end > 0 ? host.slice(0, end) : host).toLowerCase()
+
+function indexOfName(bucket: Bucket, name: string): number {
+  for (let i = 0; i < bucket.length; i++) if (bucket[i]!.name === name) return i
+  return -1
 }
-export function findRoute(r: Routes, host: string, path: string, method: string): CRoute | undefined {
-  const h = host.toLowerCase(); const ho = hostOnly(host)
-  const hasH = r.list.some((x) => x.exactHost === h)
-  const useH = hasH ? h : r.list.some((x) => x.exactHost === ho) ? ho : null
-  for (const x of r.list) {
-    if (x.exactHost !== null && (host === '' || x.exactHost !== useH)) continue
-    if (path.startsWith(x.prefix) && (x.methods === null || x.methods.has(method))) return x
+
+function spliced(bucket: Bucket, at: number, remove: number, add?: CRoute): Bucket {
+  const out = bucket.slice()
+  if (add === undefined) out.splice(at, remove)
+  else out.splice(at, remove, add)
+  return Object.freeze(out)
+}
+
+/** The first route of a bucket that accepts `method` (module-level: no closure per request). */
+function accepting(bucket: Bucket, method: string): CRoute | undefined {
+  for (let i = 0; i < bucket.length; i++) {
+    const r = bucket[i]!
+    if (r.methods === null || r.methods.has(method)) return r
   }
   return undefined
 }
-export function routeCount(r: Routes): number { return r.list.length }
+
+/**
+ * The exact-host tree for a Host header: the header lower-cased as is, else without its port
+ * (`[::1]:80` → `[::1]`). Looked up without making a string when the header is ASCII (always,
+ * once the header checks passed); otherwise through `toLowerCase`, which folds more than ASCII.
+ */
+function hostTree(hosts: Radix<Tree>, host: string): Tree | undefined {
+  const end = host.charCodeAt(0) === 91 /* [ */ ? host.indexOf(']') + 1 : host.indexOf(':')
+  for (let i = 0; i < host.length; i++) {
+    if (host.charCodeAt(i) >= 128) {
+      return radixGet(hosts, host.toLowerCase()) ?? (end > 0 ? radixGet(hosts, host.slice(0, end).toLowerCase()) : undefined)
+    }
+  }
+  return radixGetLower(hosts, host, host.length) ?? (end > 0 ? radixGetLower(hosts, host, end) : undefined)
+}
+
+/**
+ * The route for a request: longest prefix first; at equal length the exact host's route
+ * before a `*` one; then declaration order. Allocates nothing.
+ */
+export function findRoute(r: Routes, host: string, path: string, method: string): CRoute | undefined {
+  const star = r.star.size > 0 ? radixDeepest(r.star, path, accepting, method) : undefined
+  if (host === '' || r.hosts.size === 0) return star
+  const tree = hostTree(r.hosts, host)
+  if (tree === undefined) return star
+  const exact = radixDeepest(tree, path, accepting, method)
+  return exact !== undefined && (star === undefined || exact.prefix.length >= star.prefix.length) ? exact : star
+}
+
+export function routeCount(r: Routes): number {
+  return r.count
+}
+
+/** Every route, `*` ones first, then by host and prefix (not in declaration order). */
+export function routeList(r: Routes): CRoute[] {
+  const out: CRoute[] = []
+  for (const bucket of radixValues(r.star)) out.push(...bucket)
+  for (const tree of radixValues(r.hosts)) for (const bucket of radixValues(tree)) out.push(...bucket)
+  return out
+}
