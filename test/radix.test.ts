@@ -123,17 +123,27 @@ describe('radix tree', () => {
     expect(slash(v).kids[0]).toBe(slash(u).kids[0])
   })
 
-  it('matches the case-folded host lookup', () => {
-    const t = radixFromEntries([['example.com', 'e'], ['example.com:8080', 'p'], ['[::1]', 'v6']])
-    expect(radixGetLower(t, 'EXAMPLE.com', 11)).toBe('e')
-    expect(radixGetLower(t, 'Example.COM:8080', 16)).toBe('p')
-    expect(radixGetLower(t, 'Example.COM:9090', 16)).toBeUndefined()
+  it('looks a key up case-folded, falling back to a prefix of it, in one walk', () => {
+    const t = radixFromEntries([['example.com', 'e'], ['example.com:8080', 'p'], ['[::1]', 'v6'], ['ex', 'x']])
+    expect(radixGetLower(t, 'EXAMPLE.com', -1)).toBe('e')
+    expect(radixGetLower(t, 'Example.COM:8080', 11)).toBe('p') // the whole key first
+    expect(radixGetLower(t, 'Example.COM:9090', -1)).toBeUndefined()
     expect(radixGetLower(t, 'Example.COM:9090', 11)).toBe('e')
+    expect(radixGetLower(t, 'Example.COM:80', 11)).toBe('e') // fails inside the label ':8080'
+    expect(radixGetLower(t, 'Example.COM:80800', 11)).toBe('e') // runs past the last node
+    expect(radixGetLower(t, 'example.com:8090', 13)).toBeUndefined() // the prefix ends inside a label
+    expect(radixGetLower(t, 'example.com:8080', 0)).toBe('p') // 0: no second try (the empty key)
+    expect(radixGetLower(radixFromEntries([['', 'root']]), ':80', 0)).toBeUndefined()
     expect(radixGetLower(t, '[::1]:80', 5)).toBe('v6')
-    expect(radixGetLower(t, 'example.co', 10)).toBeUndefined()
-    expect(radixGetLower(t, 'example.comm', 12)).toBeUndefined()
-    // `end` cuts inside a label
-    expect(radixGetLower(t, 'example.com:8080', 13)).toBeUndefined()
+    expect(radixGetLower(t, '[::1]', 5)).toBe('v6')
+    expect(radixGetLower(t, 'example.co', 2)).toBe('x')
+    expect(radixGetLower(t, 'example.comm', -1)).toBeUndefined()
+    expect(radixGetLower(t, 'EXAMPLEXcom', 2)).toBe('x')
+    // A char ≥ 128 met on the way: the caller must fold with toLowerCase.
+    expect(radixGetLower(t, 'exÄmple.com', -1)).toBeNull()
+    expect(radixGetLower(t, 'Ä', -1)).toBeNull()
+    // ...but not when the walk already failed on ASCII: toLowerCase would fail there too.
+    expect(radixGetLower(t, 'zÄ', -1)).toBeUndefined()
   })
 
   it('visits the values whose key is a prefix of a string, deepest answer last', () => {

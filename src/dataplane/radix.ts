@@ -80,24 +80,38 @@ function lower(c: number): number {
 }
 
 /**
- * `radixGet(t, s.slice(0, end).toLowerCase())` without making either string, for keys stored in
- * lower case. Only ASCII letters are folded: callers must use the allocating form when `s` has a
- * char ≥ 128 (`toLowerCase` folds those too, sometimes changing the length).
+ * The value for `s` lower-cased, or failing that for its first `alt` chars lower-cased
+ * (`alt` ≤ 0: no second try), in one walk and without making a string; for keys stored in lower
+ * case. Only ASCII letters are folded, so it returns null as soon as it meets a char ≥ 128
+ * (`toLowerCase` folds those too, sometimes changing the length): the caller then makes the
+ * strings. Values must not be null.
  */
-export function radixGetLower<V>(t: Radix<V>, s: string, end: number): V | undefined {
+export function radixGetLower<V>(t: Radix<V>, s: string, alt: number): V | undefined | null {
   let n = t.root
   let i = 0
+  // Found only at a node boundary: an `alt` inside a label names no key.
+  let fallback: V | undefined
+  const at = alt > 0 ? alt : -1
+  const end = s.length
   while (i < end) {
-    const k = childAt(n.codes, lower(s.charCodeAt(i)))
-    if (k < 0) return undefined
+    if (i === at) fallback = n.value
+    const c = s.charCodeAt(i)
+    if (c >= 128) return null
+    const k = childAt(n.codes, lower(c))
+    if (k < 0) return fallback
     n = n.kids[k]!
     const label = n.label
-    if (i + label.length > end) return undefined
+    const stop = Math.min(end, i + label.length)
     // The first char matched through `codes`.
-    for (let j = 1; j < label.length; j++) if (lower(s.charCodeAt(i + j)) !== label.charCodeAt(j)) return undefined
+    for (let j = i + 1; j < stop; j++) {
+      const d = s.charCodeAt(j)
+      if (d >= 128) return null
+      if (lower(d) !== label.charCodeAt(j - i)) return fallback
+    }
+    if (i + label.length > end) return fallback
     i += label.length
   }
-  return n.value
+  return n.value ?? fallback
 }
 
 /**

@@ -119,17 +119,14 @@ function accepting(bucket: Bucket, method: string): CRoute | undefined {
 
 /**
  * The exact-host tree for a Host header: the header lower-cased as is, else without its port
- * (`[::1]:80` → `[::1]`). Looked up without making a string when the header is ASCII (always,
- * once the header checks passed); otherwise through `toLowerCase`, which folds more than ASCII.
+ * (`[::1]:80` → `[::1]`). Both in one walk without making a string when the header is ASCII
+ * (always, once the header checks passed); otherwise through `toLowerCase`, which folds more.
  */
 function hostTree(hosts: Radix<Tree>, host: string): Tree | undefined {
   const end = host.charCodeAt(0) === 91 /* [ */ ? host.indexOf(']') + 1 : host.indexOf(':')
-  for (let i = 0; i < host.length; i++) {
-    if (host.charCodeAt(i) >= 128) {
-      return radixGet(hosts, host.toLowerCase()) ?? (end > 0 ? radixGet(hosts, host.slice(0, end).toLowerCase()) : undefined)
-    }
-  }
-  return radixGetLower(hosts, host, host.length) ?? (end > 0 ? radixGetLower(hosts, host, end) : undefined)
+  const tree = radixGetLower(hosts, host, end)
+  if (tree !== null) return tree
+  return radixGet(hosts, host.toLowerCase()) ?? (end > 0 ? radixGet(hosts, host.slice(0, end).toLowerCase()) : undefined)
 }
 
 /**
