@@ -60,7 +60,9 @@ export function updateRoutes(r: Routes, remove: CRoute | null, add: CRoute | nul
     else hosts = radixSet(hosts, host, tree.size > 0 ? tree : undefined)
   }
 
-  if (remove !== null) {
+  // The common change (a split, a rule) keeps the route where it was: one path copy, not two.
+  const inPlace = remove !== null && add !== null && remove.name === add.name && remove.exactHost === add.exactHost && remove.prefix === add.prefix
+  if (remove !== null && !inPlace) {
     const tree = treeOf(star, hosts, remove.exactHost)
     const bucket = radixGet(tree, remove.prefix)
     const at = bucket === undefined ? -1 : indexOfName(bucket, remove.name)
@@ -73,7 +75,7 @@ export function updateRoutes(r: Routes, remove: CRoute | null, add: CRoute | nul
   if (add !== null) {
     const tree = treeOf(star, hosts, add.exactHost)
     let bucket = radixGet(tree, add.prefix) ?? []
-    // Defensive: a route is in the structure once, whatever the caller passed as `remove`.
+    // A route is in the structure once: this also takes out an in-place `remove`.
     const same = indexOfName(bucket, add.name)
     if (same >= 0) {
       bucket = spliced(bucket, same, 1)
