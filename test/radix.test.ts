@@ -9,6 +9,7 @@ import {
   radixGetLower,
   radixSet,
   radixValues,
+  RadixBuilder,
   type Radix,
 } from '../src/dataplane/radix.js'
 
@@ -173,6 +174,23 @@ describe('radix tree', () => {
     expect(radixEntries(built)).toEqual(sortedEntries(new Map(pairs)))
     expect(radixValues(built)).toEqual(sortedEntries(new Map(pairs)).map(([, v]) => v))
     expect(built.size).toBe(6)
+  })
+
+  it('builds in place one key at a time, then refuses changes', () => {
+    const b = new RadixBuilder<string>()
+    const held = b.result
+    b.set('/api/users', 'u')
+    b.set('/api', 'a')
+    b.set('/api/orders', 'o')
+    b.set('/api', 'A')
+    expect(b.size).toBe(3)
+    expect(b.get('/api')).toBe('A')
+    const t = b.finish()
+    expect(t).toBe(held)
+    expect(radixCheck(t)).toBeNull()
+    expect(shape(t)).toEqual({ '/api=A': { '/': { 'orders=o': {}, 'users=u': {} } } })
+    expect(() => b.set('/x', 'x')).toThrow(/after finish/)
+    expect(radixGet(t, '/x')).toBeUndefined()
   })
 
   it('agrees with a Map over random sets and removals, every old version intact', () => {

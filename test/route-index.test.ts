@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { radixCheck, radixEntries } from '../src/dataplane/radix.js'
-import { buildRoutes, EMPTY_ROUTES, findRoute, routeCount, routeList, updateRoutes, type Routes } from '../src/dataplane/route-index.js'
+import { buildRoutes, EMPTY_ROUTES, findRoute, routeCount, routeList, RoutesBuilder, updateRoutes, type Routes } from '../src/dataplane/route-index.js'
 import type { CRoute } from '../src/dataplane/table.js'
 
 // ---- the linear reference (the matching code before the index) ----
@@ -293,6 +293,19 @@ describe('route index', () => {
       expect(routeCount(v.index)).toBe(v.list.length)
       expect(mismatch(v.index, v.list, g, 2000)).toBeNull()
     }
+  })
+
+  it('builds one route at a time, then refuses more', () => {
+    const b = new RoutesBuilder()
+    const routes = [route('a', null, '/a', null), route('h', 'h', '/a', null), route('h2', 'h', '/a', ['GET'])]
+    for (const r of routes) b.add(r)
+    const r = b.finish()
+    expect(picture(r)).toEqual(picture(buildRoutes(routes)))
+    expect(wellFormed(r)).toBeNull()
+    expect(findRoute(r, 'H:80', '/a', 'GET')?.name).toBe('h')
+    expect(() => b.add(route('late', null, '/', null))).toThrow(/after finish/)
+    expect(routeCount(r)).toBe(3)
+    expect(picture(new RoutesBuilder().finish())).toEqual(picture(EMPTY_ROUTES))
   })
 
   it('removes by name at the route’s own host and prefix, and keeps a route once', () => {

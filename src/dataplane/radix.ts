@@ -232,23 +232,20 @@ interface Draft<V> {
   kids: Draft<V>[]
 }
 
-/** Sets `key` in a draft tree in place (the last value for a key wins, as in a Map). */
-function putDraft<V>(root: Draft<V>, key: string, value: V): boolean {
+/** The node for `key` in a draft tree, made (valueless) when missing, splitting an edge if need be. */
+function draftNode<V>(root: Draft<V>, key: string): Draft<V> {
   let n = root
   let i = 0
   for (;;) {
-    if (i === key.length) {
-      const added = n.value === undefined
-      n.value = value
-      return added
-    }
+    if (i === key.length) return n
     const code = key.charCodeAt(i)
     const k = childAt(n.codes, code)
     if (k < 0) {
       const at = insertionPoint(n.codes, code)
+      const leaf = node<V>(key.slice(i), undefined, [], []) as Draft<V>
       n.codes.splice(at, 0, code)
-      n.kids.splice(at, 0, node(key.slice(i), value, [], []) as Draft<V>)
-      return true
+      n.kids.splice(at, 0, leaf)
+      return leaf
     }
     const kid = n.kids[k]!
     const p = common(kid.label, key, i)
@@ -264,15 +261,50 @@ function putDraft<V>(root: Draft<V>, key: string, value: V): boolean {
   }
 }
 
+/**
+ * Builds a fresh tree in place, one key at a time (O(key length) each), so a large build can be
+ * spread over slices of work; `finish()` hands over the tree, after which the builder refuses
+ * changes. The tree is not readable as a Radix before that.
+ */
+export class RadixBuilder<V> {
+  private readonly tree: { size: number; readonly root: Draft<V> } = { size: 0, root: node<V>('', undefined, [], []) as Draft<V> }
+  private done = false
+
+  get size(): number {
+    return this.tree.size
+  }
+
+  get(key: string): V | undefined {
+    return radixGet(this.tree, key)
+  }
+
+  /** Sets `key` (the last value set wins). */
+  set(key: string, value: V): void {
+    if (this.done) throw new Error('RadixBuilder: set after finish')
+    const n = draftNode(this.tree.root, key)
+    if (n.value === undefined) this.tree.size++
+    n.value = value
+  }
+
+  /**
+   * The tree `finish()` will return (the same object, filled in place), so a builder of trees of
+   * trees can hold it from the start. Not to be read before `finish()`.
+   */
+  get result(): Radix<V> {
+    return this.tree
+  }
+
+  finish(): Radix<V> {
+    this.done = true
+    return this.tree
+  }
+}
+
 /** A tree of `entries` (later duplicates win), built in place: O(total key length). */
 export function radixFromEntries<V>(entries: Iterable<readonly [string, V]>): Radix<V> {
-  const root = node<V>('', undefined, [], []) as Draft<V>
-  let size = 0
-  for (const [key, value] of entries) {
-    if (value === undefined) continue
-    if (putDraft(root, key, value)) size++
-  }
-  return size === 0 ? emptyRadix() : { size, root }
+  const b = new RadixBuilder<V>()
+  for (const [key, value] of entries) if (value !== undefined) b.set(key, value)
+  return b.size === 0 ? emptyRadix() : b.finish()
 }
 
 /** Every key and value, in key order (UTF-16 code units). For tests and debugging. */

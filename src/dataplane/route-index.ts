@@ -8,7 +8,7 @@
  * Each tree node holds the routes whose prefix ends exactly there, in declaration order: the
  * answer in one tree is the first route accepting the method at the deepest such node.
  */
-import { emptyRadix, radixDeepest, radixFromEntries, radixGet, radixGetLower, radixSet, radixValues, type Radix } from './radix.js'
+import { emptyRadix, RadixBuilder, radixDeepest, radixGet, radixGetLower, radixSet, radixValues, type Radix } from './radix.js'
 import type { CRoute } from './table.js'
 
 /** Routes of one host kind with one prefix, in declaration order. */
@@ -25,22 +25,46 @@ export interface Routes {
 
 export const EMPTY_ROUTES: Routes = Object.freeze({ star: emptyRadix<Bucket>(), hosts: emptyRadix<Tree>(), count: 0 })
 
-/** routes in declaration order */
-export function buildRoutes(routes: readonly CRoute[]): Routes {
-  const star = new Map<string, CRoute[]>()
-  const byHost = new Map<string, Map<string, CRoute[]>>()
-  for (const route of routes) {
-    let tree = star
+/**
+ * Builds a Routes one route at a time, in declaration order (O(prefix + host length) each), so a
+ * whole compile can spread the build over its slices; `finish()` costs nothing more.
+ */
+export class RoutesBuilder {
+  private readonly star = new RadixBuilder<CRoute[]>()
+  private readonly byHost = new Map<string, RadixBuilder<CRoute[]>>()
+  private readonly hosts = new RadixBuilder<Tree>()
+  private count = 0
+  private done = false
+
+  add(route: CRoute): void {
+    if (this.done) throw new Error('RoutesBuilder: add after finish')
+    let tree = this.star
     if (route.exactHost !== null) {
-      tree = byHost.get(route.exactHost) ?? new Map()
-      byHost.set(route.exactHost, tree)
+      let b = this.byHost.get(route.exactHost)
+      if (b === undefined) {
+        b = new RadixBuilder()
+        this.byHost.set(route.exactHost, b)
+        this.hosts.set(route.exactHost, b.result)
+      }
+      tree = b
     }
     const bucket = tree.get(route.prefix)
     if (bucket === undefined) tree.set(route.prefix, [route])
     else bucket.push(route)
+    this.count++
   }
-  const hosts = radixFromEntries(Array.from(byHost, ([host, tree]) => [host, radixFromEntries<Bucket>(tree)] as const))
-  return Object.freeze({ star: radixFromEntries<Bucket>(star), hosts, count: routes.length })
+
+  finish(): Routes {
+    this.done = true
+    return Object.freeze({ star: this.star.finish(), hosts: this.hosts.finish(), count: this.count })
+  }
+}
+
+/** routes in declaration order */
+export function buildRoutes(routes: readonly CRoute[]): Routes {
+  const b = new RoutesBuilder()
+  for (const route of routes) b.add(route)
+  return b.finish()
 }
 
 /** The tree of one host kind (`null`: `*`). */
