@@ -4,7 +4,11 @@
  * Two connections (redis-connection.ts): `cmd` runs commands and scripts, `sub` only
  * listens on the changes channel. Every multi-key write is one Lua script
  * (redis-scripts.ts), so it is atomic and revision-checked on the server; all keys share
- * one hash tag (see keys.ts) so the scripts also run on Redis Cluster.
+ * one hash tag (see keys.ts) so the scripts also run on Redis Cluster. The state is kept
+ * per resource (layout in keys.ts): a commit sends and stores only what it touched, and a
+ * follower's `changesSince` receives only the resources changed since its revision, so what
+ * a write costs does not grow with the size of the state. Every read of the state is one
+ * script too, so it is one snapshot.
  *
  * Failure model: while Redis is down the store fails fast instead of queueing — the proxy
  * keeps serving its last applied state and an admin write must answer 503 at once. The
