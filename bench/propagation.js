@@ -126,9 +126,9 @@ async function measurePassive (redisUrl, writer, followers, writes) {
       if (!m.has(info.appliedRevision)) m.set(info.appliedRevision, ms)
       for (const w of waiters) w()
     }
-    // COMMIT: evalsha sha 3 {p}:state {p}:revision {p}:events <expected> <next> ...
-    if ((args[0] === 'evalsha' || args[0] === 'eval') && args[2] === '3' && args[3]?.endsWith(':state')) {
-      commits.set(Number(args[7]), ms)
+    // COMMIT: evalsha sha 9 {p}:revision {p}:route-order ... {p}:state {p}:events <expected> <next> ...
+    if ((args[0] === 'evalsha' || args[0] === 'eval') && args[2] === '9' && args[3]?.endsWith(':revision') && args[11]?.endsWith(':events')) {
+      commits.set(Number(args[13]), ms)
     }
   })
   const appliedAt = (name, revision) => {

@@ -17,6 +17,7 @@ import type { Backend } from './helpers/backend.js'
 import { hit } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { spawnProxy } from './helpers/proxy-process.js'
+import { readState, writeState } from './helpers/raw-state.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
 
 let redis: RedisServer
@@ -200,15 +201,14 @@ describe('a fleet on Redis', () => {
   it('a state written to Redis without a publish (a missed message) is applied by every instance within a few resync intervals', async () => {
     const { prefix, apps } = await fleet(3)
     const raw = rawRedis()
-    const keys = storeKeys(prefix)
     const revision = await revisionOf(apps[0]!)
     await allAt(apps, revision)
 
-    const stored = JSON.parse((await raw.get(keys.state))!) as State
+    const stored = (await readState(raw, prefix))!
     expect(stored.revision).toBe(revision)
     const next: State = { ...stored, revision: revision + 1, routes: stored.routes.map((r) => (r.name === 'api' ? { ...r, split: { v2: 100 } } : r)) }
-    // What the commit script does, minus the PUBLISH: no instance hears of this write.
-    await raw.multi().set(keys.state, JSON.stringify(next)).set(keys.revision, String(next.revision)).exec()
+    // A write without the PUBLISH: no instance hears of it.
+    await writeState(raw, prefix, next, { publish: false })
 
     const t0 = performance.now()
     await allAt(apps, revision + 1, 5 * FAST.resyncMs)
@@ -280,7 +280,6 @@ describe('a fleet on Redis', () => {
     const { prefix, apps } = await fleet(2, { ...FAST, resyncMs: 60_000 })
     const [a, b] = apps as [TestApp, TestApp]
     const raw = rawRedis()
-    const keys = storeKeys(prefix)
 
     // A state that differs from the config's seed (revision 1, split 100/0) in revision and content.
     expect((await a.admin.put('/api/routes/api/split', { v1: 30, v2: 70 })).status).toBe(200)
@@ -316,9 +315,8 @@ describe('a fleet on Redis', () => {
     const t0 = performance.now()
     // The fleet re-seeds it with the last state it had, not the config's seed.
     await eventually(async () => {
-      const stored = await raw.get(keys.state).catch(() => null)
-      expect(stored).not.toBeNull()
-      expect(JSON.parse(stored!)).toEqual(before)
+      const stored = await readState(raw, prefix).catch(() => null)
+      expect(stored).toEqual(before)
     }, { timeoutMs: 5_000 })
     // Writes work again within 5 s of the restart, on top of the pre-outage revision.
     const write = await eventually(async () => {

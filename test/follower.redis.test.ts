@@ -187,11 +187,10 @@ describe('divergence is never silent', () => {
     const { Redis } = await import('ioredis')
     const raw = new Redis(redis.url)
     onTestFinished(() => raw.quit().then(() => undefined))
-    const { storeKeys } = await import('../src/store/keys.js')
-    const keys = storeKeys(prefix)
-    const stored = JSON.parse((await raw.get(keys.state))!) as State
+    const { readState, writeState } = await import('./helpers/raw-state.js')
+    const stored = (await readState(raw, prefix))!
     const bad: State = { ...stored, revision: 2, routes: stored.routes.map((r) => ({ ...r, split: { v1: 0, v2: 0 } })) }
-    await raw.multi().set(keys.state, JSON.stringify(bad)).set(keys.revision, '2').publish(keys.changes, '2').exec()
+    await writeState(raw, prefix, bad, { publish: true })
 
     // Both keep serving the last good state, and say they are behind.
     await eventually(async () => {
@@ -210,7 +209,7 @@ describe('divergence is never silent', () => {
 
     // A good write on top (a writer re-reads the store, so this one starts from revision 2).
     const fixed: State = { ...stored, revision: 3 }
-    await raw.multi().set(keys.state, JSON.stringify(fixed)).set(keys.revision, '3').publish(keys.changes, '3').exec()
+    await writeState(raw, prefix, fixed, { publish: true })
     await allFollow([a, b], 3, 'v1')
     const after = await (await fetch(`${a.app.adminUrl}/metrics`)).text()
     expect(after).toMatch(/^switchyard_state_behind_seconds 0$/m)

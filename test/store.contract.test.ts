@@ -10,10 +10,12 @@ import type { State } from '../src/config/schema.js'
 import { SwitchyardError } from '../src/errors.js'
 import { MemoryBacking, MemoryStore } from '../src/store/memory.js'
 import { RedisStore } from '../src/store/redis.js'
+import { applyDelta, diffStates, isEmpty, noneTouched, touchedOf, type Touched } from '../src/store/delta.js'
 import type { AuditEvent, Store } from '../src/store/store.js'
 import { eventually } from './helpers/eventually.js'
 import { IpcWorld } from './helpers/ipc-store.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
+import { pick, prng } from './helpers/random.js'
 
 interface World {
   /** Opens another store instance on this world's data; closed when the test ends unless `autoClose` is false. */
@@ -26,7 +28,12 @@ interface Harness {
   kind: 'memory' | 'redis'
   setup(): Promise<void>
   teardown(): Promise<void>
-  world(): World
+  /** `changelogCap` lowers the change log's length so a gap beyond it is quick to make. */
+  world(options?: WorldOptions): World
+}
+
+interface WorldOptions {
+  changelogCap?: number
 }
 
 async function opened(store: Store, autoClose: boolean): Promise<Store> {
@@ -39,8 +46,8 @@ const memory: Harness = {
   kind: 'memory',
   setup: async () => {},
   teardown: async () => {},
-  world() {
-    const backing = new MemoryBacking()
+  world(options = {}) {
+    const backing = new MemoryBacking(options)
     return {
       open: (autoClose = true) => opened(new MemoryStore(backing), autoClose),
       assertNoConnections: async () => expect(backing.stores.size).toBe(0),
@@ -58,12 +65,12 @@ const redisHarness: Harness = {
   teardown: async () => {
     await redis?.stop()
   },
-  world() {
+  world(options = {}) {
     const server = redis
     if (server === undefined) throw new Error('redis not started')
     const prefix = `contract-${++worlds}` // a fresh, empty key space per test
     return {
-      open: (autoClose = true) => opened(new RedisStore({ url: server.url, prefix }), autoClose),
+      open: (autoClose = true) => opened(new RedisStore({ url: server.url, prefix, ...options }), autoClose),
       async assertNoConnections() {
         const admin = new Redis(server.url)
         try {
@@ -116,13 +123,83 @@ const ipcHarness: Harness = {
   kind: 'memory',
   setup: async () => {},
   teardown: async () => {},
-  world() {
-    const world = new IpcWorld()
+  world(options = {}) {
+    const world = new IpcWorld(options)
     return {
       open: async (autoClose = true) => opened(await world.open(), autoClose),
       assertNoConnections: async () => expect(world.children.size).toBe(0),
     }
   },
+}
+
+/** A state with some of everything, for the changes tests. */
+function richState(revision: number): State {
+  const upstream = (port: number) => ({ targets: [{ id: `127.0.0.1:${port}`, url: `http://127.0.0.1:${port}`, state: 'active' as const }] })
+  return {
+    revision,
+    upstreams: { u1: upstream(3001), u2: upstream(3002) },
+    routes: ['a', 'b', 'c'].map((name) => ({ name, match: { pathPrefix: `/${name}/` }, split: { u1: 100 } })),
+    flags: { f1: { enabled: true } },
+    rollouts: {},
+  }
+}
+
+/**
+ * A random write on top of `prev` (a fresh copy, revision + 1): a split, a route added at the
+ * end or in the middle, deleted, re-created, two routes swapped, an upstream, flag or rollout
+ * put or deleted, or two of these at once.
+ */
+function randomChange(rand: () => number, prev: State, names: { next: number; deleted: string[] }): State {
+  const next = structuredClone(prev)
+  next.revision = prev.revision + 1
+  const change = (): void => {
+    const routes = next.routes
+    const kind = pick(rand, ['split', 'split', 'add', 'insert', 'delete', 'recreate', 'swap', 'upstream', 'dropUpstream', 'flag', 'dropFlag', 'rollout', 'dropRollout'] as const)
+    const someRoute = () => routes[Math.floor(rand() * routes.length)]
+    const newRoute = (name: string) => ({ name, match: { pathPrefix: `/${name}/` }, split: { u1: Math.floor(rand() * 100) + 1 } })
+    if (kind === 'split' && routes.length > 0) someRoute()!.split = { u1: Math.floor(rand() * 100) + 1 }
+    else if (kind === 'add') routes.push(newRoute(`n${names.next++}`))
+    else if (kind === 'insert') routes.splice(Math.floor(rand() * (routes.length + 1)), 0, newRoute(`n${names.next++}`))
+    else if (kind === 'delete' && routes.length > 1) names.deleted.push(routes.splice(Math.floor(rand() * routes.length), 1)[0]!.name)
+    else if (kind === 'recreate' && names.deleted.length > 0) routes.push(newRoute(names.deleted.pop()!))
+    else if (kind === 'swap' && routes.length > 1) {
+      const i = Math.floor(rand() * (routes.length - 1))
+      ;[routes[i], routes[i + 1]] = [routes[i + 1]!, routes[i]!]
+    } else if (kind === 'upstream') next.upstreams[pick(rand, ['u1', 'u2', 'u3'])] = { targets: [{ id: 'h:1', url: `http://h:${Math.floor(rand() * 1000) + 1}`, state: 'active' }] }
+    else if (kind === 'dropUpstream') delete next.upstreams[pick(rand, ['u2', 'u3'])]
+    else if (kind === 'flag') next.flags[pick(rand, ['f1', 'f2'])] = { enabled: rand() < 0.5, percent: Math.floor(rand() * 100) }
+    else if (kind === 'dropFlag') delete next.flags[pick(rand, ['f1', 'f2'])]
+    else if (kind === 'rollout') next.rollouts[pick(rand, ['ro1', 'ro2'])] = { step: Math.floor(rand() * 10) }
+    else if (kind === 'dropRollout') delete next.rollouts[pick(rand, ['ro1', 'ro2'])]
+  }
+  change()
+  if (rand() < 0.25) change()
+  return next
+}
+
+/** The union of what the writes after `revision` touched. */
+function touchedAfter(touchedAt: Map<number, Touched>, revision: number): Touched {
+  const union = noneTouched()
+  for (const [r, t] of touchedAt) {
+    if (r <= revision) continue
+    for (const kind of ['upstreams', 'routes', 'flags', 'rollouts'] as const) union[kind] = [...new Set([...union[kind], ...t[kind]])]
+    union.order ||= t.order
+  }
+  return union
+}
+
+/** The names a delta carries, sorted, to compare with what was touched. */
+function namesOf(t: Touched): Touched {
+  const sorted = (names: string[]) => [...names].sort()
+  return { upstreams: sorted(t.upstreams), routes: sorted(t.routes), flags: sorted(t.flags), rollouts: sorted(t.rollouts), order: t.order }
+}
+
+function withSplit(prev: State, route: string, weight: number): State {
+  return { ...prev, revision: prev.revision + 1, routes: prev.routes.map((r) => (r.name === route ? { ...r, split: { u1: weight } } : r)) }
+}
+
+function touchedRoutes(routes: string[], order = false): Touched {
+  return { ...noneTouched(), routes, order }
 }
 
 describe.each([
@@ -288,5 +365,259 @@ describe.each([
     await a.close() // idempotent
     await eventually(() => expect(handles()).toEqual({ Timeout: 0, TCPSocketWrap: 0 }), { timeoutMs: 3000 })
     await world.assertNoConnections()
+  })
+
+  it('changesSince: from every earlier revision, the changes applied to the state loaded there give load()', async () => {
+    const world = harness.world()
+    const [writer, reader] = [await world.open(), await world.open()]
+    const rand = prng(11)
+    const names = { next: 0, deleted: [] as string[] }
+    let current = richState(1)
+    await writer.commit(current, event(1), 0)
+    const loaded = new Map<number, State>([[1, (await reader.load())!]])
+    const touchedAt = new Map<number, Touched>()
+    for (let r = 2; r <= 40; r++) {
+      const next = randomChange(rand, current, names)
+      const touched = diffStates(current, next)
+      expect(await writer.commit(next, event(r), r - 1, touched)).toEqual({ ok: true, revision: r })
+      touchedAt.set(r, touched)
+      current = next
+      const state = (await reader.load())!
+      expect(state).toEqual(next)
+      loaded.set(r, state)
+    }
+    const latest = await reader.load()
+    // Every earlier revision: an instance that missed every message since then.
+    for (const [r, base] of loaded) {
+      const delta = await reader.changesSince(r)
+      expect(delta, `from revision ${r}`).not.toBeNull()
+      expect(delta!.revision).toBe(40)
+      expect(applyDelta(base, delta!), `from revision ${r}`).toEqual(latest)
+      // Only what changed since r, nothing more.
+      expect(namesOf(touchedOf(delta!)), `from revision ${r}`).toEqual(namesOf(touchedAfter(touchedAt, r)))
+    }
+  })
+
+  it('changesSince the current revision is an empty delta', async () => {
+    const world = harness.world()
+    const [a, b] = [await world.open(), await world.open()]
+    await a.commit(richState(1), event(1), 0)
+    expect(await a.commit(withSplit(richState(1), 'b', 40), event(2), 1, touchedRoutes(['b']))).toEqual({ ok: true, revision: 2 })
+    const delta = await b.changesSince(2)
+    expect(delta).toEqual({ revision: 2, upstreams: {}, routes: {}, flags: {}, rollouts: {} })
+    expect(isEmpty(delta!)).toBe(true)
+  })
+
+  it('changesSince is null when the store cannot tell: empty, behind the asked revision, a seed or a whole-state commit in between', async () => {
+    const store = await harness.world().open()
+    expect(await store.changesSince(0)).toBeNull() // empty
+    const s1 = richState(1)
+    await store.commit(s1, event(1), 0)
+    expect(await store.changesSince(0)).toBeNull() // the first write is whole
+    expect(await store.changesSince(2)).toBeNull() // the store is behind
+    const s2 = withSplit(s1, 'a', 10)
+    await store.commit(s2, event(2), 1, touchedRoutes(['a']))
+    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: {}, routes: { a: s2.routes[0] }, flags: {}, rollouts: {} })
+
+    const s3 = withSplit(s2, 'b', 20)
+    await store.commit(s3, event(3), 2) // whole: no touched names
+    expect(await store.changesSince(1)).toBeNull()
+    expect(await store.changesSince(2)).toBeNull()
+    expect(isEmpty((await store.changesSince(3))!)).toBe(true)
+    const s4 = withSplit(s3, 'c', 30)
+    await store.commit(s4, event(4), 3, touchedRoutes(['c']))
+    expect(applyDelta(s3, (await store.changesSince(3))!)).toEqual(s4)
+    expect(await store.changesSince(2)).toBeNull()
+
+    const s7 = { ...withSplit(s4, 'a', 70), revision: 7 }
+    expect(await store.seed(s7)).toBe(true)
+    expect(await store.changesSince(4)).toBeNull()
+    expect(isEmpty((await store.changesSince(7))!)).toBe(true)
+    const s8 = withSplit(s7, 'b', 80)
+    await store.commit(s8, event(8), 7, touchedRoutes(['b']))
+    expect(applyDelta(s7, (await store.changesSince(7))!)).toEqual(s8)
+    expect(await store.load()).toEqual(s8)
+  })
+
+  it('changesSince is null for a gap longer than the change log', async () => {
+    const store = await harness.world({ changelogCap: 3 }).open()
+    const states = [richState(1)]
+    await store.commit(states[0]!, event(1), 0)
+    for (let r = 2; r <= 8; r++) {
+      states.push(withSplit(states[r - 2]!, 'b', r))
+      await store.commit(states[r - 1]!, event(r), r - 1, touchedRoutes(['b']))
+    }
+    for (const r of [5, 6, 7, 8]) expect(applyDelta(states[r - 1]!, (await store.changesSince(r))!)).toEqual(states[7])
+    expect(await store.changesSince(4)).toBeNull() // 4 revisions behind, 3 logged
+    expect(await store.changesSince(1)).toBeNull()
+  })
+
+  it('a deleted and re-created route moves to the end; a route that comes or goes changes the order even when the writer did not say so', async () => {
+    const world = harness.world()
+    const [a, b] = [await world.open(), await world.open()]
+    const s1 = richState(1)
+    await a.commit(s1, event(1), 0)
+    const s2 = { ...s1, revision: 2, routes: s1.routes.filter((r) => r.name !== 'a') }
+    await a.commit(s2, event(2), 1, touchedRoutes(['a'], true))
+    const s3 = { ...s2, revision: 3, routes: [...s2.routes, { ...s1.routes[0]!, split: { u1: 5 } }] }
+    await a.commit(s3, event(3), 2, touchedRoutes(['a'], true))
+    const delta = (await b.changesSince(1))!
+    expect(delta.order).toEqual(['b', 'c', 'a'])
+    expect(delta.routes).toEqual({ a: s3.routes[2] })
+    expect((await b.load())!.routes.map((r) => r.name)).toEqual(['b', 'c', 'a'])
+    expect(applyDelta(s1, delta)).toEqual(s3)
+    expect((await b.changesSince(2))!.order).toEqual(['b', 'c', 'a'])
+
+    // A new route without `order: true`: the store still records (and hands out) the new order.
+    const s4 = { ...s3, revision: 4, routes: [...s3.routes, { name: 'd', split: { u1: 1 } }] }
+    expect(await a.commit(s4, event(4), 3, touchedRoutes(['d']))).toEqual({ ok: true, revision: 4 })
+    expect((await b.load())!.routes.map((r) => r.name)).toEqual(['b', 'c', 'a', 'd'])
+    expect((await b.changesSince(3))!.order).toEqual(['b', 'c', 'a', 'd'])
+    // A split changes no order.
+    const s5 = withSplit(s4, 'd', 2)
+    await a.commit(s5, event(5), 4, touchedRoutes(['d']))
+    expect((await b.changesSince(4))!.order).toBeUndefined()
+    expect(await b.load()).toEqual(s5)
+  })
+
+  it('a touched name the next state lacks is deleted; untouched resources are left as they are', async () => {
+    const store = await harness.world().open()
+    const s1 = { ...richState(1), rollouts: { ro1: { step: 1 } } }
+    await store.commit(s1, event(1), 0)
+    const { u2: _u2, ...upstreams } = s1.upstreams
+    const s2: State = { ...s1, revision: 2, upstreams, flags: {}, rollouts: {} }
+    await store.commit(s2, event(2), 1, { ...noneTouched(), upstreams: ['u2'], flags: ['f1'], rollouts: ['ro1'] })
+    expect(await store.load()).toEqual(s2)
+    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: { u2: null }, routes: {}, flags: { f1: null }, rollouts: { ro1: null } })
+  })
+
+  it('changesSince asked out of order (an older revision after a newer one, or racing commits) is consistent every time', async () => {
+    const world = harness.world()
+    const [writer, reader] = [await world.open(), await world.open()]
+    const states = new Map<number, State>()
+    let current = richState(1)
+    states.set(1, current)
+    await writer.commit(current, event(1), 0)
+    const write = async () => {
+      const next = withSplit(current, pick(prng(current.revision), ['a', 'b', 'c']), current.revision)
+      const prev = current
+      current = next
+      states.set(next.revision, next)
+      expect(await writer.commit(next, event(next.revision), prev.revision, diffStates(prev, next))).toEqual({ ok: true, revision: next.revision })
+    }
+    for (let i = 0; i < 5; i++) await write()
+    for (const r of [5, 2, 4, 1, 6, 3]) expect(applyDelta(states.get(r)!, (await reader.changesSince(r))!)).toEqual(current)
+    // Reads racing writes: each answer is one snapshot, whichever revision it saw.
+    for (let i = 0; i < 5; i++) {
+      const asked = [1, current.revision - 1, current.revision]
+      const [, ...deltas] = await Promise.all([write(), ...asked.map((r) => reader.changesSince(r))])
+      deltas.forEach((delta, j) => expect(applyDelta(states.get(asked[j]!)!, delta!)).toEqual(states.get(delta!.revision)))
+    }
+  })
+})
+
+/** Freezes `value` and everything in it, so a mutation throws. */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+  }
+  return value
+}
+
+function manyRoutes(n: number): State {
+  return {
+    revision: 1,
+    upstreams: { u1: { targets: [] }, u2: { targets: [] } },
+    routes: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, match: { pathPrefix: `/r${i}/` }, split: { u1: 100 } })),
+    flags: { f1: { enabled: true } },
+    rollouts: { ro1: { step: 1 } },
+  }
+}
+
+function emptyDelta(revision: number) {
+  return { revision, upstreams: {}, routes: {}, flags: {}, rollouts: {} }
+}
+
+describe('applyDelta', () => {
+  it('shares every resource and container the delta leaves alone, and never mutates its input', () => {
+    const state = deepFreeze(manyRoutes(10_000))
+    const before = structuredClone(state)
+    const route = { name: 'r5000', split: { u1: 50, u2: 50 } }
+    const next = applyDelta(state, { ...emptyDelta(2), routes: { r5000: route } })
+    expect(next.revision).toBe(2)
+    expect(next.routes).not.toBe(state.routes)
+    expect(next.routes).toHaveLength(10_000)
+    expect(next.routes[5000]).toBe(route)
+    for (let i = 0; i < 10_000; i++) if (i !== 5000) expect(next.routes[i]).toBe(state.routes[i])
+    expect(next.upstreams).toBe(state.upstreams)
+    expect(next.flags).toBe(state.flags)
+    expect(next.rollouts).toBe(state.rollouts)
+    expect(state).toEqual(before)
+
+    const flagged = applyDelta(state, { ...emptyDelta(3), flags: { f2: { enabled: false } }, upstreams: { u2: null } })
+    expect(flagged.routes).toBe(state.routes)
+    expect(flagged.flags).toEqual({ f1: { enabled: true }, f2: { enabled: false } })
+    expect(flagged.flags.f1).toBe(state.flags.f1)
+    expect(flagged.upstreams).toEqual({ u1: { targets: [] } })
+    expect(flagged.upstreams.u1).toBe(state.upstreams.u1)
+    expect(flagged.rollouts).toBe(state.rollouts)
+    expect(applyDelta(state, { ...emptyDelta(4), rollouts: { ro1: null } }).rollouts).toEqual({})
+    expect(state).toEqual(before)
+  })
+
+  it('without an order: replaces a route where it stands, removes one on null, appends an unknown one', () => {
+    const state = deepFreeze(manyRoutes(4))
+    const names = (s: State) => s.routes.map((r) => r.name)
+    expect(names(applyDelta(state, { ...emptyDelta(2), routes: { r1: null } }))).toEqual(['r0', 'r2', 'r3'])
+    expect(names(applyDelta(state, { ...emptyDelta(2), routes: { x: { name: 'x', split: { u1: 1 } } } }))).toEqual(['r0', 'r1', 'r2', 'r3', 'x'])
+    expect(names(applyDelta(state, { ...emptyDelta(2), routes: { nope: null } }))).toEqual(['r0', 'r1', 'r2', 'r3'])
+    const replaced = applyDelta(state, { ...emptyDelta(2), routes: { r2: { name: 'r2', split: { u2: 1 } } } })
+    expect(replaced.routes[2]).toEqual({ name: 'r2', split: { u2: 1 } })
+    expect(applyDelta(state, emptyDelta(2)).routes).toBe(state.routes)
+  })
+
+  it('many changed routes at once give what one change at a time gives', () => {
+    const state = deepFreeze(manyRoutes(50))
+    const routes: Record<string, { name: string; split: Record<string, number> } | null> = {}
+    for (let i = 0; i < 60; i += 3) routes[`r${i}`] = i % 2 ? null : { name: `r${i}`, split: { u2: i + 1 } }
+    const all = applyDelta(state, { ...emptyDelta(2), routes })
+    let stepwise = state
+    for (const [name, route] of Object.entries(routes)) stepwise = applyDelta(stepwise, { ...emptyDelta(2), routes: { [name]: route } })
+    expect(all).toEqual(stepwise)
+    expect(all.routes[1]).toBe(state.routes[1])
+  })
+
+  it('with an order: rebuilds the routes in it, sharing the unchanged ones; a name it cannot place is an error', () => {
+    const state = deepFreeze(manyRoutes(3))
+    const x = { name: 'x', split: { u1: 1 } }
+    const next = applyDelta(state, { ...emptyDelta(2), routes: { x, r0: null }, order: ['r2', 'x', 'r1'] })
+    expect(next.routes.map((r) => r.name)).toEqual(['r2', 'x', 'r1'])
+    expect(next.routes[0]).toBe(state.routes[2])
+    expect(next.routes[1]).toBe(x)
+    expect(() => applyDelta(state, { ...emptyDelta(2), routes: {}, order: ['r0', 'ghost'] })).toThrow(/"ghost".*neither in the delta nor in the state/)
+    expect(() => applyDelta(state, { ...emptyDelta(2), routes: { r0: null }, order: ['r0'] })).toThrow(/"r0".*deletes it/)
+  })
+})
+
+describe('touchedOf, isEmpty, diffStates', () => {
+  it('name what changed', () => {
+    const a = manyRoutes(3)
+    const b: State = structuredClone(a)
+    b.revision = 2
+    b.routes[1]!.split = { u2: 100 }
+    b.upstreams.u3 = { targets: [] }
+    delete b.flags.f1
+    expect(diffStates(a, b)).toEqual({ upstreams: ['u3'], routes: ['r1'], flags: ['f1'], rollouts: [], order: false })
+    expect(diffStates(a, structuredClone(a))).toEqual(noneTouched())
+    const reordered = { ...a, routes: [a.routes[1]!, a.routes[0]!, a.routes[2]!] }
+    expect(diffStates(a, reordered)).toEqual({ ...noneTouched(), order: true })
+    expect(diffStates(a, { ...a, routes: a.routes.slice(1) })).toEqual({ ...noneTouched(), routes: ['r0'], order: true })
+
+    const delta = { ...emptyDelta(5), routes: { r1: null }, flags: { f: { enabled: true } }, order: ['r0'] }
+    expect(touchedOf(delta)).toEqual({ upstreams: [], routes: ['r1'], flags: ['f'], rollouts: [], order: true })
+    expect(isEmpty(delta)).toBe(false)
+    expect(isEmpty(emptyDelta(5))).toBe(true)
+    expect(isEmpty({ ...emptyDelta(5), order: [] })).toBe(false)
   })
 })

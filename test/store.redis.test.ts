@@ -1,11 +1,15 @@
 /**
  * Redis-only behaviour: outages ("Redis down" / "Redis back"). A real redis-server
  * is SIGKILLed, restarted empty on the same port, or SIGSTOPped, and the store must fail
- * fast, report `connected`, and heal by itself.
+ * fast, report `connected`, and heal by itself. Then the per-resource layout: conversion
+ * from the old one-document layout, and what a write costs Redis at 10,000 routes.
  */
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest'
 import type { State } from '../src/config/schema.js'
 import { SwitchyardError } from '../src/errors.js'
+import { applyDelta, isEmpty, noneTouched, type Delta, type Touched } from '../src/store/delta.js'
+import { storeKeys } from '../src/store/keys.js'
 import { RedisStore } from '../src/store/redis.js'
 import type { AuditEvent } from '../src/store/store.js'
 import { eventually } from './helpers/eventually.js'
@@ -137,5 +141,188 @@ describe('redis store outages', () => {
     await store.close()
     expect(performance.now() - t0).toBeLessThan(1000)
     await eventually(() => expect(handles()).toEqual({ Timeout: 0, TCPSocketWrap: 0 }), { timeoutMs: 3000 })
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// The per-resource layout: conversion from the old one-document layout, and what a write costs.
+
+function rawRedis(): Redis {
+  const raw = new Redis(server.url)
+  onTestFinished(() => raw.quit().then(() => undefined))
+  return raw
+}
+
+/** A realistic state of `n` routes over 50 upstreams: a header rule, a 90/10 split, sticky hashing. */
+function bigState(n: number, revision = 1): State {
+  const upstreams: State['upstreams'] = {}
+  for (let u = 0; u < 50; u++) upstreams[`up${u}`] = { targets: [{ id: `10.0.0.${u}:8080`, url: `http://10.0.0.${u}:8080`, state: 'active' }] }
+  const routes: State['routes'] = Array.from({ length: n }, (_, i) => ({
+    name: `svc${i}`,
+    match: { pathPrefix: `/svc${i}/` },
+    rules: [{ match: { header: { 'x-canary': '1' } }, upstream: `up${(i + 1) % 50}` }],
+    split: { [`up${i % 50}`]: 90, [`up${(i + 1) % 50}`]: 10 },
+    sticky: { by: 'header', name: 'x-user' },
+  }))
+  return { revision, upstreams, routes, flags: { beta: { enabled: true, percent: 10 } }, rollouts: {} }
+}
+
+/** `prev` at revision + 1 with route `name`'s split set to `weights`. */
+function withSplit(prev: State, name: string, weights: Record<string, number>): State {
+  return { ...prev, revision: prev.revision + 1, routes: prev.routes.map((r) => (r.name === name ? { ...r, split: weights } : r)) }
+}
+
+function onlyRoutes(routes: string[], order = false): Touched {
+  return { ...noneTouched(), routes, order }
+}
+
+/** Bytes Redis has written to / read from all clients so far (INFO stats). */
+async function netBytes(raw: Redis): Promise<{ out: number; in: number }> {
+  const info = await raw.info('stats')
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)![1])
+  return { out: field('total_net_output_bytes'), in: field('total_net_input_bytes') }
+}
+
+/** What `action` made Redis send and receive, less the INFO calls that measure it. */
+async function bytesOf(raw: Redis, action: () => Promise<unknown>): Promise<{ out: number; in: number }> {
+  // Two INFOs back to back: what measuring alone costs.
+  const [a, b] = [await netBytes(raw), await netBytes(raw)]
+  const before = await netBytes(raw)
+  await action()
+  const after = await netBytes(raw)
+  return { out: after.out - before.out - (b.out - a.out), in: after.in - before.in - (b.in - a.in) }
+}
+
+describe('redis store layout: per resource, with a change log', () => {
+  it('converts a store in the old one-document layout on open, keeping its revision, state and audit log', async () => {
+    const prefix = `layout-${++prefixes}`
+    const keys = storeKeys(prefix)
+    const raw = rawRedis()
+    const old = bigState(20, 7)
+    // What an older version left: the document, its revision, an audit event.
+    await raw.multi().set(keys.legacyState, JSON.stringify(old)).set(keys.revision, '7').lpush(keys.events, JSON.stringify(event(7))).exec()
+
+    const store = await open(prefix)
+    expect(await raw.exists(keys.legacyState)).toBe(0)
+    expect(await raw.get(keys.revision)).toBe('7')
+    expect(await raw.hlen(keys.routes)).toBe(20)
+    expect(await raw.hlen(keys.upstreams)).toBe(50)
+    expect(JSON.parse((await raw.get(keys.routeOrder))!)).toEqual(old.routes.map((r) => r.name))
+    expect(await raw.lrange(keys.changelog, 0, -1)).toEqual(['7 *'])
+    expect(await store.load()).toEqual(old)
+    expect(await store.revision()).toBe(7)
+    expect((await store.events(10)).map((e) => e.revision)).toEqual([7])
+
+    // And it works on from there, one change at a time.
+    const next = withSplit(old, 'svc3', { up0: 100 })
+    expect(await store.commit(next, event(8), 7, onlyRoutes(['svc3']))).toEqual({ ok: true, revision: 8 })
+    expect(applyDelta(old, (await store.changesSince(7))!)).toEqual(next)
+    expect(await store.changesSince(6)).toBeNull()
+    expect(await store.load()).toEqual(next)
+  })
+
+  it('converts a document an older version writes later, on the next read or change', async () => {
+    const prefix = `layout-${++prefixes}`
+    const keys = storeKeys(prefix)
+    const raw = rawRedis()
+    const store = await open(prefix)
+    const s1 = bigState(5)
+    await store.commit(s1, event(1), 0)
+    // An older instance commits the way it always did: the whole document and the revision.
+    const s2 = withSplit(s1, 'svc1', { up9: 100 })
+    await raw.multi().set(keys.legacyState, JSON.stringify(s2)).set(keys.revision, '2').exec()
+    expect(await store.changesSince(1)).toBeNull() // it cannot tell what changed: read it whole
+    expect(await store.load()).toEqual(s2)
+    expect(await raw.exists(keys.legacyState)).toBe(0)
+    expect(isEmpty((await store.changesSince(2))!)).toBe(true)
+
+    // Again, and this time a change on top comes first: it converts, then writes the change.
+    const s3 = withSplit(s2, 'svc2', { up8: 100 })
+    await raw.multi().set(keys.legacyState, JSON.stringify(s3)).set(keys.revision, '3').exec()
+    const s4 = withSplit(s3, 'svc4', { up7: 100 })
+    expect(await store.commit(s4, event(4), 3, onlyRoutes(['svc4']))).toEqual({ ok: true, revision: 4 })
+    expect(await store.load()).toEqual(s4)
+    expect(applyDelta(s3, (await store.changesSince(3))!)).toEqual(s4)
+    expect(await store.changesSince(2)).toBeNull() // the conversion at 3 was a whole-state write
+  })
+
+  it('instances opening an old-layout store at once convert it once, all to the same state', async () => {
+    const prefix = `layout-${++prefixes}`
+    const keys = storeKeys(prefix)
+    const raw = rawRedis()
+    const old = bigState(300, 12)
+    await raw.multi().set(keys.legacyState, JSON.stringify(old)).set(keys.revision, '12').exec()
+    const stores = await Promise.all([open(prefix), open(prefix), open(prefix)])
+    for (const store of stores) expect(await store.load()).toEqual(old)
+    expect(await raw.lrange(keys.changelog, 0, -1)).toEqual(['12 *'])
+  })
+
+  it('at 10,000 routes a one-split change sends a few hundred bytes, not the ~2 MB state', async () => {
+    const prefix = `layout-${++prefixes}`
+    const keys = storeKeys(prefix)
+    const raw = rawRedis()
+    const [writer, b, c] = [await open(prefix), await open(prefix), await open(prefix)]
+    const heard: number[] = []
+    for (const s of [writer, b, c]) s.onChange((r) => heard.push(r))
+    const sub = rawRedis()
+    const messages: string[] = []
+    sub.on('message', (_channel: string, message: string) => messages.push(message))
+    await sub.subscribe(keys.changes)
+
+    const s1 = bigState(10_000)
+    expect(await writer.seed(s1)).toBe(true)
+    await eventually(() => expect(heard).toEqual([1, 1, 1]))
+    expect(messages).toEqual(['1 *'])
+    const whole = JSON.stringify(s1).length
+    expect(whole).toBeGreaterThan(1_500_000)
+
+    // A first write and read load the scripts into Redis (EVAL sends their source once per server).
+    const s2 = withSplit(s1, 'svc0', { up0: 50, up1: 50 })
+    await writer.commit(s2, event(2), 1, onlyRoutes(['svc0']))
+    await writer.changesSince(1)
+    await eventually(() => expect(messages).toHaveLength(2))
+
+    const s3 = withSplit(s2, 'svc9999', { up49: 50, up0: 50 })
+    const commit = await bytesOf(raw, async () => {
+      expect(await writer.commit(s3, event(3), 2, onlyRoutes(['svc9999']))).toEqual({ ok: true, revision: 3 })
+      await eventually(() => expect(messages).toHaveLength(3)) // delivered to every subscriber
+    })
+    expect(messages[2]).toBe('3 {"upstreams":[],"routes":["svc9999"],"flags":[],"rollouts":[],"order":false}')
+    // 4 subscribers (3 instances and this test's) get the message, the writer its reply.
+    expect(commit.out).toBeLessThanOrEqual(2048 * 4)
+    expect(commit.in).toBeLessThanOrEqual(2048)
+
+    for (const follower of [b, c]) {
+      let delta: Delta | null = null
+      const read = await bytesOf(raw, async () => (delta = await follower.changesSince(2)))
+      expect(delta).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {} })
+      expect(read.out).toBeLessThanOrEqual(2048)
+      expect(read.in).toBeLessThanOrEqual(2048)
+    }
+    // The measure itself is sound: a whole read does cost the state.
+    const full = await bytesOf(raw, () => b.load())
+    expect(full.out).toBeGreaterThan(whole)
+  })
+
+  it('at 10,000 routes, big changes in one commit (thousands of routes changed, deleted, added) read back exactly', async () => {
+    const prefix = `layout-${++prefixes}`
+    const [writer, reader] = [await open(prefix), await open(prefix)]
+    const s1 = bigState(10_000)
+    await writer.seed(s1)
+    // 2,500 splits: more names than one HMGET batch.
+    const changed = new Set(Array.from({ length: 2_500 }, (_, i) => `svc${i * 4}`))
+    const s2: State = { ...s1, revision: 2, routes: s1.routes.map((r) => (changed.has(r.name) ? { ...r, split: { up1: 100 } } : r)) }
+    await writer.commit(s2, event(2), 1, onlyRoutes([...changed]))
+    // 1,500 deleted and 1,200 added in the middle: batched HDEL and HSET, and a new order.
+    const dropped = new Set(Array.from({ length: 1_500 }, (_, i) => `svc${i * 5 + 1}`))
+    const added = Array.from({ length: 1_200 }, (_, i) => ({ name: `new${i}`, match: { pathPrefix: `/new${i}/` }, split: { up2: 100 } }))
+    const kept = s2.routes.filter((r) => !dropped.has(r.name))
+    const s3: State = { ...s2, revision: 3, routes: [...kept.slice(0, 5_000), ...added, ...kept.slice(5_000)] }
+    await writer.commit(s3, event(3), 2, onlyRoutes([...dropped, ...added.map((r) => r.name)], true))
+    expect(await reader.load()).toEqual(s3)
+    const fromOne = (await reader.changesSince(1))!
+    expect(new Set(Object.keys(fromOne.routes))).toEqual(new Set([...changed, ...dropped, ...added.map((r) => r.name)]))
+    expect(applyDelta(s1, fromOne)).toEqual(s3)
+    expect(applyDelta(s2, (await reader.changesSince(2))!)).toEqual(s3)
   })
 })

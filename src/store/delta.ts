@@ -3,6 +3,11 @@
  * themselves (`Delta`), so a follower fetches and recompiles only those. The full state is
  * read only at start, after an outage, or when the changes cannot be told (see
  * `Store.changesSince`).
+ *
+ * Everything here is pure and never mutates its inputs. `applyDelta` shares every resource
+ * (and every container) the delta leaves alone with the state it applies to, so a consumer
+ * can tell what changed by identity and a one-route change at 10,000 routes costs a slice
+ * and a scan, not a copy of the state.
  */
 import type { FlagSpec, RouteSpec, State, Upstream } from '../config/schema.js'
 
@@ -12,7 +17,7 @@ export interface Touched {
   routes: string[]
   flags: string[]
   rollouts: string[]
-  /** routes were added or removed, so the route order changed */
+  /** the sequence of route names changed: routes were added, removed (or reordered) */
   order: boolean
 }
 
@@ -24,26 +29,156 @@ export interface Delta {
   upstreams: Record<string, Upstream | null>
   routes: Record<string, RouteSpec | null>
   flags: Record<string, FlagSpec | null>
+  /** null: deleted */
   rollouts: Record<string, unknown>
   /** every route name in match (declaration) order; present only when routes were added or removed */
   order?: string[]
 }
 
+/** The kinds of named resources a state holds, in the order stores and deltas list them. */
+export const RESOURCE_KINDS = ['upstreams', 'routes', 'flags', 'rollouts'] as const
+export type ResourceKind = (typeof RESOURCE_KINDS)[number]
+
 export function noneTouched(): Touched {
   return { upstreams: [], routes: [], flags: [], rollouts: [], order: false }
 }
 
-// TEMPORARY (replaced by the stores branch)
-export function touchedOf(d: Delta): Touched {
-  return { upstreams: Object.keys(d.upstreams), routes: Object.keys(d.routes), flags: Object.keys(d.flags), rollouts: Object.keys(d.rollouts), order: d.order !== undefined }
+/** What `delta` changes, by name. */
+export function touchedOf(delta: Delta): Touched {
+  return {
+    upstreams: Object.keys(delta.upstreams),
+    routes: Object.keys(delta.routes),
+    flags: Object.keys(delta.flags),
+    rollouts: Object.keys(delta.rollouts),
+    order: delta.order !== undefined,
+  }
 }
-export function applyDelta(state: State, d: Delta): State {
-  const upstreams = { ...state.upstreams }
-  for (const [k, v] of Object.entries(d.upstreams)) if (v === null) delete upstreams[k]; else upstreams[k] = v
-  const flags = { ...state.flags }
-  for (const [k, v] of Object.entries(d.flags)) if (v === null) delete flags[k]; else flags[k] = v
-  let routes = state.routes.slice()
-  for (const [k, v] of Object.entries(d.routes)) { const i = routes.findIndex((r) => r.name === k); if (v === null) { if (i >= 0) routes.splice(i, 1) } else if (i >= 0) routes[i] = v; else routes.push(v) }
-  if (d.order) { const by = new Map(routes.map((r) => [r.name, r])); routes = d.order.map((n) => by.get(n)!) }
-  return { revision: d.revision, upstreams, routes, flags, rollouts: state.rollouts }
+
+/** True when `delta` changes nothing (its revision may still be newer: nothing to apply). */
+export function isEmpty(delta: Delta): boolean {
+  return delta.order === undefined && !hasKeys(delta.upstreams) && !hasKeys(delta.routes) && !hasKeys(delta.flags) && !hasKeys(delta.rollouts)
+}
+
+/**
+ * `state` with `delta` applied, at `delta.revision`. Every resource the delta does not name
+ * keeps its object, and a container it does not change is the same object. Routes: with
+ * `order`, the array is rebuilt in that order (throws when a name is neither in the delta
+ * nor in `state`); without, a changed route is replaced where it stands, null removes it and
+ * an unknown name is appended.
+ */
+export function applyDelta(state: State, delta: Delta): State {
+  return {
+    revision: delta.revision,
+    upstreams: applyRecord(state.upstreams, delta.upstreams),
+    routes: applyRoutes(state.routes, delta.routes, delta.order),
+    flags: applyRecord(state.flags, delta.flags),
+    rollouts: applyRecord(state.rollouts, delta.rollouts),
+  }
+}
+
+/**
+ * The names whose resources differ between `a` and `b` (compared as JSON, so two equal
+ * copies are equal), and whether the sequence of route names differs. `diffStates(a, b)`
+ * is what a commit of `b` on top of `a` touches.
+ */
+export function diffStates(a: State, b: State): Touched {
+  const byName = (routes: RouteSpec[]): Map<string, RouteSpec> => new Map(routes.map((r) => [r.name, r]))
+  const [ra, rb] = [byName(a.routes), byName(b.routes)]
+  let order = a.routes.length !== b.routes.length
+  for (let i = 0; !order && i < a.routes.length; i++) order = a.routes[i]!.name !== b.routes[i]!.name
+  return {
+    upstreams: diffRecords(a.upstreams, b.upstreams),
+    routes: diffMaps(ra, rb),
+    flags: diffRecords(a.flags, b.flags),
+    rollouts: diffRecords(a.rollouts, b.rollouts),
+    order,
+  }
+}
+
+function hasKeys(record: Record<string, unknown>): boolean {
+  for (const key in record) if (Object.hasOwn(record, key)) return true
+  return false
+}
+
+/** A copy of `record` with `changes` applied (null deletes), or `record` itself when there are none. */
+function applyRecord<T>(record: Record<string, T>, changes: Record<string, T | null>): Record<string, T> {
+  const names = Object.keys(changes)
+  if (names.length === 0) return record
+  // Upstreams, flags and rollouts number in the tens or hundreds: a spread copy is cheap.
+  const out = { ...record }
+  for (const name of names) {
+    const value = changes[name]
+    if (value === null || value === undefined) delete out[name]
+    else out[name] = value
+  }
+  return out
+}
+
+/** Above this many changed routes, one pass over the routes beats one scan per changed route. */
+const SCAN_PER_ROUTE_MAX = 8
+
+function applyRoutes(routes: RouteSpec[], changes: Record<string, RouteSpec | null>, order: string[] | undefined): RouteSpec[] {
+  if (order !== undefined) return routesInOrder(routes, changes, order)
+  const names = Object.keys(changes)
+  if (names.length === 0) return routes
+  if (names.length > SCAN_PER_ROUTE_MAX) return routesInOnePass(routes, changes, names)
+  const out = routes.slice()
+  for (const name of names) {
+    const route = changes[name] ?? null
+    // A plain loop, no closure: at 10,000 routes this is the whole cost of a one-route change.
+    let i = 0
+    while (i < out.length && out[i]!.name !== name) i++
+    if (route === null) {
+      if (i < out.length) out.splice(i, 1)
+    } else if (i < out.length) out[i] = route
+    else out.push(route)
+  }
+  return out
+}
+
+/** Many changed routes: one pass that replaces or drops, then the unknown ones appended. */
+function routesInOnePass(routes: RouteSpec[], changes: Record<string, RouteSpec | null>, names: string[]): RouteSpec[] {
+  const pending = new Set(names)
+  const out: RouteSpec[] = []
+  for (const route of routes) {
+    if (!pending.has(route.name)) {
+      out.push(route)
+      continue
+    }
+    pending.delete(route.name)
+    const changed = changes[route.name]
+    if (changed !== null && changed !== undefined) out.push(changed)
+  }
+  for (const name of pending) {
+    const route = changes[name]
+    if (route !== null && route !== undefined) out.push(route)
+  }
+  return out
+}
+
+function routesInOrder(routes: RouteSpec[], changes: Record<string, RouteSpec | null>, order: string[]): RouteSpec[] {
+  const known = new Map<string, RouteSpec>()
+  for (const route of routes) known.set(route.name, route)
+  return order.map((name) => {
+    const route = Object.hasOwn(changes, name) ? changes[name] : known.get(name)
+    if (route === null) throw new Error(`applyDelta: route ${JSON.stringify(name)} is in the order but the delta deletes it`)
+    if (route === undefined) throw new Error(`applyDelta: route ${JSON.stringify(name)} is in the order but neither in the delta nor in the state`)
+    return route
+  })
+}
+
+function diffRecords<T>(a: Record<string, T>, b: Record<string, T>): string[] {
+  const toMap = (r: Record<string, T>): Map<string, T> => new Map(Object.keys(r).map((k) => [k, r[k]!]))
+  return diffMaps(toMap(a), toMap(b))
+}
+
+function diffMaps<T>(a: Map<string, T>, b: Map<string, T>): string[] {
+  const out: string[] = []
+  for (const [name, va] of a) {
+    const vb = b.get(name)
+    // Shared objects (copy-on-write states) are equal without encoding them.
+    if (vb === undefined || (va !== vb && JSON.stringify(va) !== JSON.stringify(vb))) out.push(name)
+  }
+  for (const name of b.keys()) if (!a.has(name)) out.push(name)
+  return out
 }

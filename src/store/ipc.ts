@@ -9,9 +9,9 @@ import type { Worker } from 'node:cluster'
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
 import type { MemoryStore } from './memory.js'
-import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
+import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, Touched } from './store.js'
 
-type Op = 'load' | 'revision' | 'commit' | 'seed' | 'events' | 'register' | 'unregister' | 'instances' | 'lease' | 'releaseLease' | 'leaseHolder'
+type Op = 'load' | 'revision' | 'commit' | 'changesSince' | 'seed' | 'events' | 'register' | 'unregister' | 'instances' | 'lease' | 'releaseLease' | 'leaseHolder'
 
 interface CallMessage {
   sy: 'store-call'
@@ -112,15 +112,17 @@ export class IpcStore implements Store {
   revision(): Promise<number | null> {
     return this.call('revision')
   }
-  commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult> {
-    return this.call('commit', next, event, expected)
+  /** `touched` goes through to the primary's store, so it writes and logs only those resources. */
+  commit(next: State, event: AuditEvent, expected: number, touched?: Touched): Promise<CommitResult> {
+    // IPC encodes arguments as JSON: an absent `touched` must stay absent, not become null.
+    return touched === undefined ? this.call('commit', next, event, expected) : this.call('commit', next, event, expected, touched)
+  }
+  /** Answered from the primary's change log: a worker receives only the changed resources. */
+  changesSince(revision: number): Promise<Delta | null> {
+    return this.call('changesSince', revision)
   }
   seed(state: State): Promise<boolean> {
     return this.call('seed', state)
-  }
-  // TEMPORARY
-  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
-    return null
   }
   onChange(listener: (revision: number) => void): void {
     this.changeListeners.add(listener)

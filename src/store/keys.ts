@@ -4,17 +4,26 @@
  * Every name starts with the hash tag `{prefix}`: Redis Cluster hashes only the part in
  * braces, so all keys of a fleet live in one slot and the Lua scripts that touch several
  * of them at once (commit, seed, instances) run on a single node without CROSSSLOT errors.
- * The fleet's data is tiny (one state document, a capped log, a few instance records), so
- * keeping it on one node costs nothing.
+ * A fleet's data is small (a few MB at 10,000 routes), so keeping it on one node costs nothing.
  *
- * Layout:
- * - `{p}:state`     the whole state as one JSON document, `revision` included. One key, so a
- *                   reader never sees half a write and `load()` is a single GET.
- * - `{p}:revision`  the same revision as a plain integer. The commit script compares it
- *                   without decoding the state, and a periodic "did I miss a change?" check
- *                   can read it cheaply. Both keys are only ever written together, in one script.
+ * Layout: the state is kept per resource, so a write stores and announces only what it
+ * changed, and a follower fetches only that (`changesSince`):
+ * - `{p}:revision`  the state's revision, a plain integer: the commit script's compare-and-set
+ *                   reads it, and a periodic "did I miss a change?" check reads it alone.
+ * - `{p}:upstreams`, `{p}:routes`, `{p}:flags`, `{p}:rollouts`  hashes, name → the resource's JSON.
+ * - `{p}:route-order`  the JSON array of route names in match (declaration) order; rewritten
+ *                   only when routes are added, removed or reordered, not when one changes.
+ * - `{p}:changelog` what each of the last CHANGELOG_CAP revisions changed, newest first:
+ *                   `<revision> <Touched JSON>`, or `<revision> *` for a whole-state write
+ *                   (seed, commit without touched names, conversion from the old layout).
+ * - `{p}:state`     the old layout's whole-state document. Never written any more: when found
+ *                   (a store written by an older version) it is converted to the keys above,
+ *                   keeping its revision, and deleted.
+ * Every state key is written only by the scripts in redis-scripts.ts, so a reader (one
+ * script too) never sees half a write.
  * - `{p}:events`    the audit log: a list of JSON events, newest first (LPUSH), capped with LTRIM.
- * - `{p}:changes`   the pub/sub channel; each message is the new revision as a decimal string.
+ * - `{p}:changes`   the pub/sub channel; each message is `<revision> <Touched JSON>` (or
+ *                   `<revision> *`), as in the change log: the new revision comes first.
  * - `{p}:instance:<id>`  one key per proxy instance (JSON `InstanceInfo`) with a PX TTL.
  * - `{p}:instances` a set of registered ids: the index used to list them.
  * - `{p}:lease:<name>`  who holds the lease `name` (e.g. the rollout driver), with a PX TTL.
@@ -30,10 +39,23 @@ import { DEFAULTS } from '../config/schema.js'
 /** The audit log keeps this many events (`GET /api/events`); older ones are trimmed. */
 export const EVENTS_CAP = 1000
 
+/**
+ * The change log keeps what this many revisions changed: a follower further behind (or
+ * behind a whole-state write) reads the state whole. An entry is its touched names only.
+ */
+export const CHANGELOG_CAP = 1000
+
 export interface StoreKeys {
   readonly prefix: string
-  readonly state: string
+  /** the old layout's whole-state document, read only to convert it */
+  readonly legacyState: string
   readonly revision: string
+  readonly upstreams: string
+  readonly routes: string
+  readonly flags: string
+  readonly rollouts: string
+  readonly routeOrder: string
+  readonly changelog: string
   readonly events: string
   readonly changes: string
   readonly instances: string
@@ -49,8 +71,14 @@ export function storeKeys(prefix: string = DEFAULTS.redisPrefix): StoreKeys {
   const instancePrefix = `${tag}:instance:`
   return {
     prefix,
-    state: `${tag}:state`,
+    legacyState: `${tag}:state`,
     revision: `${tag}:revision`,
+    upstreams: `${tag}:upstreams`,
+    routes: `${tag}:routes`,
+    flags: `${tag}:flags`,
+    rollouts: `${tag}:rollouts`,
+    routeOrder: `${tag}:route-order`,
+    changelog: `${tag}:changelog`,
     events: `${tag}:events`,
     changes: `${tag}:changes`,
     instances: `${tag}:instances`,

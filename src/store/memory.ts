@@ -1,17 +1,31 @@
 /**
  * The in-process store: one process holds the state (`store: {type: memory}`).
  *
- * It follows the same contract as the Redis store so the control plane has one code path
- * and one contract suite covers both: states are kept as JSON text (a loaded state is a
- * fresh copy, exactly what a JSON round trip through Redis gives), commits compare-and-set
- * on the revision, and listeners hear of changes asynchronously (queueMicrotask), like a
- * pub/sub message, never inside the caller's `commit()`.
+ * It follows the same contract, and the same layout, as the Redis store so the control plane
+ * has one code path and one contract suite judges both alike: the state is kept as JSON text
+ * per resource (a loaded state is a fresh copy, exactly what Redis gives), a change log names
+ * what each of the last CHANGELOG_CAP revisions changed (`changesSince` decodes only those
+ * resources), commits compare-and-set on the revision, and listeners hear of changes
+ * asynchronously (queueMicrotask), like a pub/sub message, never inside the caller's `commit()`.
  */
 import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { EVENTS_CAP } from './keys.js'
+import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from './delta.js'
+import { CHANGELOG_CAP, EVENTS_CAP } from './keys.js'
+import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
 import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
+
+export interface MemoryBackingOptions {
+  /** How many revisions the change log covers; default CHANGELOG_CAP (tests lower it). */
+  changelogCap?: number
+}
+
+/** One change log entry: what a revision changed, or null for a whole-state write. */
+interface ChangelogEntry {
+  revision: number
+  touched: Touched | null
+}
 
 /**
  * The data several `MemoryStore` handles can share, like several clients of one Redis:
@@ -19,18 +33,113 @@ import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
  * changes. A plain `new MemoryStore()` gets a backing of its own.
  */
 export class MemoryBacking {
-  /** JSON of the state, or null while empty. */
-  stateJson: string | null = null
   revision: number | null = null
+  /** name → JSON per resource kind, like the Redis hashes */
+  readonly resources: Record<ResourceKind, Map<string, string>> = { upstreams: new Map(), routes: new Map(), flags: new Map(), rollouts: new Map() }
+  /** route names in match order */
+  routeOrder: string[] = []
+  /** newest first, at most `changelogCap` */
+  readonly changelog: ChangelogEntry[] = []
+  readonly changelogCap: number
   /** JSON events, newest first, at most EVENTS_CAP. */
   readonly events: string[] = []
   readonly instances = new Map<string, { json: string; expiresAt: number }>()
   readonly leases = new Map<string, { holder: string; expiresAt: number }>()
   readonly stores = new Set<MemoryStore>()
 
+  constructor(options: MemoryBackingOptions = {}) {
+    this.changelogCap = options.changelogCap ?? CHANGELOG_CAP
+  }
+
+  /**
+   * The whole state as one JSON document (what `load()` parses), or null while empty.
+   * Assigning replaces the state behind the stores' back, with no notice: null empties it
+   * (a Redis restarted empty), a document is a whole-state write at its revision.
+   */
+  get stateJson(): string | null {
+    const state = this.decode()
+    return state === null ? null : JSON.stringify(state)
+  }
+
+  set stateJson(json: string | null) {
+    if (json === null) {
+      this.revision = null
+      for (const kind of RESOURCE_KINDS) this.resources[kind].clear()
+      this.routeOrder = []
+      this.changelog.length = 0
+    } else {
+      this.replaceAll(parseStored<State>(json, 'state'))
+    }
+  }
+
+  /** The state, decoded afresh. */
+  decode(): State | null {
+    if (this.revision === null) return null
+    return decodeState(this.revision, this.routeOrder, this.resources)
+  }
+
+  /** A whole-state write: every resource replaced, logged as such. */
+  replaceAll(state: State): void {
+    for (const kind of RESOURCE_KINDS) this.resources[kind].clear()
+    this.write(allResources(state))
+    this.routeOrder = routeNames(state)
+    this.revision = state.revision
+    this.log(state.revision, null)
+  }
+
+  /** Writes the touched resources of `next`; `touched` is normalized. */
+  applyChange(next: State, touched: Touched): void {
+    const writes = touchedResources(next, touched)
+    // Like the Redis script: a route that comes or goes changes the order, whatever the caller said.
+    const routes = this.resources.routes
+    if (!touched.order && writes.routes.some(([name, json]) => routes.has(name) === (json === null))) touched.order = true
+    this.write(writes)
+    if (touched.order) this.routeOrder = routeNames(next)
+    this.revision = next.revision
+    this.log(next.revision, touched)
+  }
+
+  /** What changed after `revision`, or null when the log cannot tell (see Store.changesSince). */
+  changesSince(revision: number): Delta | null {
+    const current = this.revision
+    if (current === null || !Number.isInteger(revision) || revision > current) return null
+    const n = current - revision
+    if (n > this.changelog.length) return null
+    const names: Record<ResourceKind, Set<string>> = { upstreams: new Set(), routes: new Set(), flags: new Set(), rollouts: new Set() }
+    let order = false
+    for (let i = 0; i < n; i++) {
+      const entry = this.changelog[i]!
+      if (entry.revision !== current - i || entry.touched === null) return null
+      for (const kind of RESOURCE_KINDS) for (const name of entry.touched[kind]) names[kind].add(name)
+      if (entry.touched.order) order = true
+    }
+    const changed = (kind: ResourceKind): Array<[string, string | null]> => [...names[kind]].map((name) => [name, this.resources[kind].get(name) ?? null])
+    return decodeDelta(current, order ? this.routeOrder.slice() : undefined, {
+      upstreams: changed('upstreams'),
+      routes: changed('routes'),
+      flags: changed('flags'),
+      rollouts: changed('rollouts'),
+    })
+  }
+
   /** Tells every attached, open handle (the writer included, as Redis pub/sub does). */
   publish(revision: number): void {
     for (const store of this.stores) queueMicrotask(() => store.notifyChange(revision))
+  }
+
+  private write(writes: Writes): void {
+    for (const kind of RESOURCE_KINDS) {
+      const map = this.resources[kind]
+      for (const [name, json] of writes[kind]) {
+        if (json === null) map.delete(name)
+        else map.set(name, json)
+      }
+    }
+  }
+
+  private log(revision: number, touched: Touched | null): void {
+    this.changelog.unshift({ revision, touched })
+    if (this.changelog.length > this.changelogCap) this.changelog.length = this.changelogCap
   }
 }
 
@@ -57,8 +166,7 @@ export class MemoryStore implements Store {
 
   async load(): Promise<State | null> {
     this.ensureOpen()
-    const json = this.backing.stateJson
-    return json === null ? null : (JSON.parse(json) as State)
+    return this.backing.decode()
   }
 
   async revision(): Promise<number | null> {
@@ -66,7 +174,7 @@ export class MemoryStore implements Store {
     return this.backing.revision
   }
 
-  async commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult> {
+  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null): Promise<CommitResult> {
     this.ensureOpen()
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')
     const b = this.backing
@@ -76,8 +184,9 @@ export class MemoryStore implements Store {
     } else if (b.revision !== expected) {
       return { ok: false, reason: 'revision-mismatch', currentRevision: b.revision }
     }
-    b.stateJson = JSON.stringify(next)
-    b.revision = next.revision
+    // A first write (expected 0) is whole, like one without touched names: there is nothing to change.
+    if (touched === undefined || touched === null || expected === 0) b.replaceAll(next)
+    else b.applyChange(next, normalizeTouched(touched))
     b.events.unshift(JSON.stringify(event))
     if (b.events.length > EVENTS_CAP) b.events.length = EVENTS_CAP
     b.publish(next.revision)
@@ -88,15 +197,14 @@ export class MemoryStore implements Store {
     this.ensureOpen()
     const b = this.backing
     if (b.revision !== null && b.revision >= state.revision) return false
-    b.stateJson = JSON.stringify(state)
-    b.revision = state.revision
+    b.replaceAll(state)
     b.publish(state.revision)
     return true
   }
 
-  // TEMPORARY (replaced by the stores branch)
-  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
-    return null
+  async changesSince(revision: number): Promise<Delta | null> {
+    this.ensureOpen()
+    return this.backing.changesSince(revision)
   }
 
   onChange(listener: (revision: number) => void): void {

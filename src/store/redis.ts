@@ -4,7 +4,11 @@
  * Two connections (redis-connection.ts): `cmd` runs commands and scripts, `sub` only
  * listens on the changes channel. Every multi-key write is one Lua script
  * (redis-scripts.ts), so it is atomic and revision-checked on the server; all keys share
- * one hash tag (see keys.ts) so the scripts also run on Redis Cluster.
+ * one hash tag (see keys.ts) so the scripts also run on Redis Cluster. The state is kept
+ * per resource (layout in keys.ts): a commit sends and stores only what it touched, and a
+ * follower's `changesSince` receives only the resources changed since its revision, so what
+ * a write costs does not grow with the size of the state. Every read of the state is one
+ * script too, so it is one snapshot.
  *
  * Failure model: while Redis is down the store fails fast instead of queueing — the proxy
  * keeps serving its last applied state and an admin write must answer 503 at once. The
@@ -19,11 +23,13 @@ import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { DEFAULTS } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { EVENTS_CAP, storeKeys } from './keys.js'
+import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from './delta.js'
+import { CHANGELOG_CAP, EVENTS_CAP, storeKeys } from './keys.js'
 import type { StoreKeys } from './keys.js'
 import { RedisConnections } from './redis-connection.js'
 import type { RedisClient } from './redis-connection.js'
-import { COMMIT, INSTANCES, REGISTER, RELEASE_LEASE, RENEW_LEASE, SEED } from './redis-scripts.js'
+import { CHANGES, COMMIT, CONVERT, INSTANCES, LOAD, REGISTER, RELEASE_LEASE, RENEW_LEASE, SEED, STATE_KEYS } from './redis-scripts.js'
+import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
 import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
 
 export interface RedisStoreOptions {
@@ -40,7 +46,12 @@ export interface RedisStoreOptions {
   options?: Record<string, unknown>
   /** How long `open()` waits for Redis before rejecting. Default 3000 ms. */
   openTimeoutMs?: number
+  /** How many revisions the change log covers; default CHANGELOG_CAP (tests lower it). */
+  changelogCap?: number
 }
+
+/** A commit or a load finds the old layout at most this often in a row before giving up. */
+const CONVERT_ATTEMPTS = 5
 
 const OPEN_TIMEOUT_MS = 3_000 // within the 5 s a start-up may wait, and > one connectTimeout
 
@@ -51,12 +62,17 @@ export class RedisStore implements Store {
   /** `conn.cmd`: runs every command and script. */
   private readonly cmd: RedisClient
   private readonly openTimeoutMs: number
+  private readonly changelogCap: number
+  /** The state keys in the scripts' KEYS order. */
+  private readonly stateKeys: string[]
   private readonly changeListeners = new Set<(revision: number) => void>()
   private readonly connectionListeners = new Set<(connected: boolean) => void>()
 
   constructor(options: RedisStoreOptions = {}) {
     this.keys = storeKeys(options.prefix ?? DEFAULTS.redisPrefix)
     this.openTimeoutMs = options.openTimeoutMs ?? OPEN_TIMEOUT_MS
+    this.changelogCap = options.changelogCap ?? CHANGELOG_CAP
+    this.stateKeys = STATE_KEYS.map((name) => this.keys[name])
     this.conn = new RedisConnections(options, this.keys, {
       onConnectionChange: (connected) => {
         for (const listener of this.connectionListeners) callSafely(listener, connected)
@@ -65,8 +81,9 @@ export class RedisStore implements Store {
     })
     this.cmd = this.conn.cmd
     this.conn.sub.on('message', (channel: string, message: string) => {
-      const revision = Number(message)
-      if (channel === this.keys.changes && Number.isInteger(revision)) this.emitChange(revision)
+      // `<revision> <what changed>`: listeners need the revision; changesSince() reads the rest.
+      const revision = /^\d+(?= |$)/.exec(message)
+      if (channel === this.keys.changes && revision !== null) this.emitChange(Number(revision[0]))
     })
   }
 
@@ -90,11 +107,27 @@ export class RedisStore implements Store {
       await this.close()
       throw err
     }
+    // An upgraded fleet keeps its state: convert the old layout now rather than on the first
+    // read. A failure here is not fatal: every read converts it too, and reports why it cannot.
+    await this.convertOldLayout().catch(() => {})
   }
 
+  /** One script reads revision, route order and every hash, so the state is one snapshot. */
   async load(): Promise<State | null> {
-    const json = await this.call(() => this.cmd.get(this.keys.state))
-    return json === null ? null : parseJson<State>(json, 'state')
+    for (let attempt = 0; attempt < CONVERT_ATTEMPTS; attempt++) {
+      const reply = (await this.call(() => LOAD.run(this.cmd, this.stateKeys, []))) as [number, ...unknown[]]
+      if (reply[0] === 2) {
+        await this.convertOldLayout()
+        continue
+      }
+      if (reply[0] !== 1) return null
+      const [, revision, order, ...hashes] = reply as [1, string, string | null, ...string[][]]
+      const stored = {} as Record<ResourceKind, Array<[string, string]>>
+      RESOURCE_KINDS.forEach((kind, i) => (stored[kind] = pairs(hashes[i]!)))
+      // Hash fields come in no particular order: sort names so every instance lists them alike.
+      return decodeState(Number(revision), order === null ? [] : parseStored<string[]>(order, 'route order'), stored, true)
+    }
+    throw oldLayoutStuck()
   }
 
   async revision(): Promise<number | null> {
@@ -103,33 +136,73 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One script: compares the stored revision with `expected`, then writes state and
-   * revision, appends the event (LPUSH + LTRIM to EVENTS_CAP) and publishes the revision.
-   * An empty store accepts `expected === 0` (a first write) and answers `empty` otherwise,
-   * so an instance that knows a state re-seeds it before writing (a write never starts from empty).
+   * One script: compares the stored revision with `expected`, then writes the touched
+   * resources (or, without `touched`, replaces them all), sets the revision, logs what
+   * changed, appends the event (LPUSH + LTRIM to EVENTS_CAP) and publishes
+   * `<revision> <touched JSON>`. An empty store accepts `expected === 0` (a first write,
+   * always whole) and answers `empty` otherwise, so an instance that knows a state re-seeds
+   * it before writing (a write never starts from empty).
    */
-  async commit(next: State, event: AuditEvent, expected: number): Promise<CommitResult> {
+  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null): Promise<CommitResult> {
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')
-    const k = this.keys
-    const reply = await this.call(() =>
-      COMMIT.run(this.cmd, [k.state, k.revision, k.events], [expected, next.revision, JSON.stringify(next), JSON.stringify(event), EVENTS_CAP, k.changes]),
-    )
-    const [code, revision] = reply as [number, number?]
-    if (code === 1) return { ok: true, revision: next.revision }
-    if (code === 0 && revision !== undefined) return { ok: false, reason: 'revision-mismatch', currentRevision: revision }
-    return { ok: false, reason: 'empty' }
+    const whole = touched === undefined || touched === null || expected === 0
+    let names = whole ? null : normalizeTouched(touched)
+    const eventJson = JSON.stringify(event)
+    for (let attempt = 0; attempt < CONVERT_ATTEMPTS; attempt++) {
+      const head = [expected, next.revision, eventJson, EVENTS_CAP, this.changelogCap, this.keys.changes]
+      const body =
+        names === null
+          ? ['*', JSON.stringify(routeNames(next)), ...resourceArgs(allResources(next))]
+          : [JSON.stringify(names), names.order ? JSON.stringify(routeNames(next)) : '', ...resourceArgs(touchedResources(next, names))]
+      const reply = await this.call(() => COMMIT.run(this.cmd, [...this.stateKeys, this.keys.events], [...head, ...body]))
+      const [code, revision] = reply as [number, number?]
+      if (code === 1) return { ok: true, revision: next.revision }
+      if (code === 0 && revision !== undefined) return { ok: false, reason: 'revision-mismatch', currentRevision: revision }
+      if (code === -1) return { ok: false, reason: 'empty' }
+      if (code === -2 && names !== null) names = { ...names, order: true } // a route comes or goes: send the order
+      else if (code === -3) await this.convertOldLayout()
+      else throw new SwitchyardError('INTERNAL', `unexpected reply from the commit script: ${JSON.stringify(reply)}`)
+    }
+    throw oldLayoutStuck()
   }
 
-  /** One script: writes iff the store is empty or holds a lower revision; publishes when it wrote. */
+  /** One script: replaces everything iff the store is empty or holds a lower revision; publishes when it wrote. */
   async seed(state: State): Promise<boolean> {
-    const k = this.keys
-    const reply = await this.call(() => SEED.run(this.cmd, [k.state, k.revision], [state.revision, JSON.stringify(state), k.changes]))
+    const args = [state.revision, this.changelogCap, this.keys.changes, JSON.stringify(routeNames(state)), ...resourceArgs(allResources(state))]
+    const reply = await this.call(() => SEED.run(this.cmd, this.stateKeys, args))
     return reply === 1
   }
 
-  // TEMPORARY (replaced by the stores branch)
-  async changesSince(_revision: number): Promise<import('./delta.js').Delta | null> {
-    return null
+  /** One script reads the change log above `revision` and the resources it names. */
+  async changesSince(revision: number): Promise<Delta | null> {
+    if (!Number.isInteger(revision)) return null
+    const reply = (await this.call(() => CHANGES.run(this.cmd, this.stateKeys, [revision]))) as [number, ...unknown[]]
+    if (reply[0] !== 1) return null
+    const [, current, order, ...lists] = reply as [1, number, string | null, ...Array<Array<string | null>>]
+    const changed = {} as Record<ResourceKind, Array<[string, string | null]>>
+    RESOURCE_KINDS.forEach((kind, i) => {
+      const names = lists[2 * i]!
+      const values = lists[2 * i + 1]!
+      changed[kind] = names.map((name, j) => [name!, values[j] ?? null])
+    })
+    return decodeDelta(current, order === null ? undefined : parseStored<string[]>(order, 'route order'), changed)
+  }
+
+  /**
+   * Converts a store written by an older version (one `{p}:state` document) to the
+   * per-resource layout, keeping its revision. The script writes only while that document
+   * is still there at the revision read, so racing instances convert it once, and a newer
+   * document an older version wrote meanwhile is read again.
+   */
+  private async convertOldLayout(): Promise<void> {
+    for (let attempt = 0; attempt < CONVERT_ATTEMPTS; attempt++) {
+      const json = await this.call(() => this.cmd.get(this.keys.legacyState))
+      if (json === null) return
+      const state = parseStored<State>(json, 'state')
+      const args = [state.revision, this.changelogCap, JSON.stringify(routeNames(state)), ...resourceArgs(allResources(state))]
+      if ((await this.call(() => CONVERT.run(this.cmd, this.stateKeys, args))) === 1) return
+    }
+    throw oldLayoutStuck()
   }
 
   onChange(listener: (revision: number) => void): void {
@@ -144,7 +217,7 @@ export class RedisStore implements Store {
     const n = Math.min(Math.max(0, Math.floor(limit)), EVENTS_CAP)
     if (n === 0) return []
     const list = await this.call(() => this.cmd.lrange(this.keys.events, 0, n - 1))
-    return list.map((json) => parseJson<AuditEvent>(json, 'event'))
+    return list.map((json) => parseStored<AuditEvent>(json, 'event'))
   }
 
   /** SET with PX (Redis expires a dead instance by itself) and SADD to the index, atomically. */
@@ -164,7 +237,7 @@ export class RedisStore implements Store {
   async instances(): Promise<InstanceInfo[]> {
     const k = this.keys
     const list = (await this.call(() => INSTANCES.run(this.cmd, [k.instances], [k.instancePrefix]))) as string[]
-    return list.map((json) => parseJson<InstanceInfo>(json, 'instance')).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    return list.map((json) => parseStored<InstanceInfo>(json, 'instance')).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   }
 
   /** `SET NX PX` takes a free lease; the renew script extends one `holder` already holds. */
@@ -220,12 +293,25 @@ function unavailable(message: string, cause?: unknown): SwitchyardError {
   return new SwitchyardError('STORE_UNAVAILABLE', message, cause === undefined || cause === null ? undefined : { cause })
 }
 
-function parseJson<T>(json: string, what: string): T {
-  try {
-    return JSON.parse(json) as T
-  } catch (err) {
-    throw new SwitchyardError('INTERNAL', `the stored ${what} is not valid JSON`, { cause: err })
+/** The writes as the scripts read them: per hash, a count, then name and JSON ('' deletes). */
+function resourceArgs(writes: Writes): string[] {
+  const args: string[] = []
+  for (const kind of RESOURCE_KINDS) {
+    args.push(String(writes[kind].length))
+    for (const [name, json] of writes[kind]) args.push(name, json ?? '')
   }
+  return args
+}
+
+/** An HGETALL reply (name, value, name, value...) as pairs. */
+function pairs(flat: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!])
+  return out
+}
+
+function oldLayoutStuck(): SwitchyardError {
+  return new SwitchyardError('INTERNAL', 'the store keeps holding the old whole-state layout ({prefix}:state): is an older version still writing?')
 }
 
 function callSafely<A>(listener: (arg: A) => void, arg: A): void {

@@ -54,8 +54,11 @@ export interface Store {
    * subscriber. Throws STORE_UNAVAILABLE when unreachable.
    *
    * `touched` names what `next` changed from the state at `expected`: the store then writes
-   * and announces only those resources, and followers fetch only them (`changesSince`).
-   * Without it the whole state is replaced, and followers reload it whole.
+   * and announces only those resources (a touched name `next` lacks is deleted), and
+   * followers fetch only them (`changesSince`). Resources it does not name must equal the
+   * stored ones. A route that comes or goes changes the stored route order even when
+   * `touched.order` is false. Without `touched`, and for a first write (`expected` 0), the
+   * whole state is replaced, and followers reload it whole.
    */
   commit(next: State, event: AuditEvent, expected: number, touched?: Touched): Promise<CommitResult>
   /**

@@ -10,16 +10,21 @@ import { fileURLToPath } from 'node:url'
 import type { State } from '../../src/config/schema.js'
 import { SwitchyardError, type ErrorCode } from '../../src/errors.js'
 import { serveStore } from '../../src/store/ipc.js'
-import { MemoryStore } from '../../src/store/memory.js'
-import type { AuditEvent, CommitResult, InstanceInfo, Store } from '../../src/store/store.js'
+import { MemoryBacking, MemoryStore, type MemoryBackingOptions } from '../../src/store/memory.js'
+import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, Touched } from '../../src/store/store.js'
 
 const CHILD = fileURLToPath(new URL('./ipc-store-child.mjs', import.meta.url))
 
 /** The primary's side of one world: one MemoryStore, served to every child. */
 export class IpcWorld {
-  readonly primary = new MemoryStore()
+  readonly primary: MemoryStore
   readonly children = new Set<ChildProcess>()
-  private readonly answer = serveStore(this.primary, () => [...this.children].map(asWorker))
+  private readonly answer: ReturnType<typeof serveStore>
+
+  constructor(options: MemoryBackingOptions = {}) {
+    this.primary = new MemoryStore(new MemoryBacking(options))
+    this.answer = serveStore(this.primary, () => [...this.children].map(asWorker))
+  }
 
   async open(): Promise<ChildStore> {
     const child = fork(CHILD, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
@@ -74,7 +79,9 @@ export class ChildStore implements Store {
   open = () => this.call<void>('open')
   load = () => this.call<State | null>('load')
   revision = () => this.call<number | null>('revision')
-  commit = (next: State, event: AuditEvent, expected: number) => this.call<CommitResult>('commit', next, event, expected)
+  commit = (next: State, event: AuditEvent, expected: number, touched?: Touched) =>
+    touched === undefined ? this.call<CommitResult>('commit', next, event, expected) : this.call<CommitResult>('commit', next, event, expected, touched)
+  changesSince = (revision: number) => this.call<Delta | null>('changesSince', revision)
   seed = (state: State) => this.call<boolean>('seed', state)
   onChange = (l: (revision: number) => void) => void this.changeListeners.add(l)
   onConnectionChange = () => {}
