@@ -18,10 +18,10 @@ import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../confi
 import type { Touched } from '../store/delta.js'
 import { seedOf } from './bucket.js'
 import { outlierPolicy, release, type OutlierPolicy } from './outlier.js'
-import { emptyRadix, radixFromEntries, radixGet, radixSet, type Radix } from './radix.js'
+import { emptyRadix, RadixBuilder, radixGet, radixSet, type Radix } from './radix.js'
 import type { LiveCheck, PruneCandidates, Resources, Staging } from './resources.js'
 import { poolKey } from './resources.js'
-import { buildRoutes, EMPTY_ROUTES, updateRoutes, type Routes } from './route-index.js'
+import { EMPTY_ROUTES, RoutesBuilder, updateRoutes, type Routes } from './route-index.js'
 import type { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface CTarget {
@@ -245,7 +245,9 @@ class FullBuild {
   private readonly stage: Staging
   private readonly upstreams = new Map<string, CUpstream>()
   private readonly upstreamNames: string[]
-  private readonly compiled: CRoute[] = []
+  /** Both structures are built a route at a time inside the slices: built at the end, 10,000 routes would stall the loop for tens of ms. */
+  private readonly routes = new RoutesBuilder()
+  private readonly byName = new RadixBuilder<CRoute>()
   private u = 0
   private r = 0
 
@@ -269,7 +271,9 @@ class FullBuild {
       if ((this.u & 15) === 0 && performance.now() > until) return false
     }
     while (this.r < state.routes.length) {
-      this.compiled.push(compileRoute(state.routes[this.r++]!, this.upstreams, stage))
+      const route = compileRoute(state.routes[this.r++]!, this.upstreams, stage)
+      this.routes.add(route)
+      this.byName.set(route.name, route)
       if ((this.r & 63) === 0 && performance.now() > until) return false
     }
     return true
@@ -277,8 +281,8 @@ class FullBuild {
 
   finish(): RoutingTable {
     const { flags, staticFlags } = compileFlags(this.state)
-    const routes = buildRoutes(this.compiled)
-    const byName = radixFromEntries(this.compiled.map((r) => [r.name, r] as const))
+    const routes = this.routes.finish()
+    const byName = this.byName.finish()
     this.stage.commit()
     return Object.freeze({ revision: this.state.revision, routes, byName, upstreams: this.upstreams, flags, staticFlags })
   }
