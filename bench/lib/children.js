@@ -36,8 +36,8 @@ export function tempDir (prefix) {
  * output in `child.tail` (shown when it fails) and sets `child.exited` once it is gone, so a
  * crashed server is reported instead of waited for.
  */
-export function start (name, cmd, args) {
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+export function start (name, cmd, args, { ipc = false } = {}) {
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc'] : [])] })
   child.tail = ''
   const keep = (d) => { child.tail = (child.tail + d).slice(-4000) }
   child.stdout.on('data', keep)

@@ -10,7 +10,7 @@
  * `switchyard_state_behind_seconds` gauge and the instance registry, and a state that fails
  * to compile is logged and counted (`applyFailures`), never swallowed.
  */
-import type { State } from '../config/schema.js'
+import type { RouteSpec, State } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
 import { compileTableSliced, updateTable, type CompileOptions, type RoutingTable } from '../dataplane/table.js'
 import { SwitchyardError } from '../errors.js'
@@ -244,7 +244,7 @@ export class Follower {
         const next = applyDelta(this.applied, delta)
         const touched = touchedOf(delta)
         if (size(touched) > INCREMENTAL_MAX) await this.applyWhole(next)
-        else this.applyChange(next, touched)
+        else this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
       }
       return
     }
@@ -361,14 +361,14 @@ export class Follower {
    * (and the upstreams whose discovered targets changed); false (logged and counted once per
    * revision) when it cannot.
    */
-  private applyChange(state: State, touched: Touched, mode: 'new' | 'refresh' = 'new'): boolean {
+  private applyChange(state: State, touched: Touched, mode: 'new' | 'refresh' = 'new', specOf?: (name: string) => RouteSpec | undefined): boolean {
     const prev = this.table
     if (prev === null) return false
     const effective = effectiveState(state, this.providers)
     const all = effective === state && this.compiled === this.applied ? touched : withDiscovered(touched, this.compiled, effective)
     let update
     try {
-      update = updateTable(prev, effective, all, this.opts.dataplane.resources, this.compileOptions(effective))
+      update = updateTable(prev, effective, all, this.opts.dataplane.resources, this.compileOptions(effective), specOf)
     } catch (err) {
       this.failed(state, err)
       return false

@@ -11,6 +11,8 @@ import type { RoutingTable } from './table.js'
 
 export function drainWebsockets(table: RoutingTable, res: Resources): void {
   for (const rt of res.targets.values()) {
+    // Most targets carry no WebSocket and no pending close: nothing to look up (1,000 targets, every swap).
+    if (rt.websockets.size === 0 && rt.wsDrainTimer === undefined) continue
     const upstream = table.upstreams.get(rt.upstream)
     const active = upstream?.byId.get(rt.id)?.active === true
     if (active) {
