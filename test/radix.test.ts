@@ -12,17 +12,7 @@ import {
   RadixBuilder,
   type Radix,
 } from '../src/dataplane/radix.js'
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from './helpers/random.js'
 
 /** The labels below the root, as a nested picture: `{label: {…}}`, a value marked by `=v`. */
 function shape(t: Radix<string>): unknown {
@@ -196,7 +186,7 @@ describe('radix tree', () => {
   it('agrees with a Map over random sets and removals, every old version intact', () => {
     const seed = Number(process.env['SEED'] ?? 0) || (Date.now() % 1e9)
     for (const s of [1, 2, 3, seed]) {
-      const rnd = mulberry32(s)
+      const rnd = prng(s)
       const alphabet = ['a', 'b', 'c', '/', 'ab', 'abc']
       const randomKey = () => {
         let k = ''

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { radixCheck, radixEntries } from '../src/dataplane/radix.js'
 import { buildRoutes, EMPTY_ROUTES, findRoute, routeCount, routeList, RoutesBuilder, updateRoutes, type Routes } from '../src/dataplane/route-index.js'
 import type { CRoute } from '../src/dataplane/table.js'
+import { prng } from './helpers/random.js'
 
 // ---- the linear reference (the matching code before the index) ----
 
@@ -50,17 +51,6 @@ function linearFind(table: Linear, host: string, path: string, method: string): 
 
 // ---- random routes and requests ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function route(name: string, host: string | null, prefix: string, methods: string[] | null): CRoute {
   return { name, exactHost: host, prefix, methods: methods === null ? null : new Set(methods) } as unknown as CRoute
 }
@@ -73,7 +63,7 @@ class Gen {
   readonly rnd: () => number
   private n = 0
   constructor(readonly seed: number) {
-    this.rnd = mulberry32(seed)
+    this.rnd = prng(seed)
   }
   int(n: number): number {
     return Math.floor(this.rnd() * n)
