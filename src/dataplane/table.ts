@@ -209,14 +209,6 @@ function compileRoute(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, s
   })
 }
 
-/** The upstreams a compiled route sends to (split and rules). */
-export function upstreamsOf(route: CRoute): Set<string> {
-  const out = new Set<string>()
-  for (const c of route.split) out.add(c.upstream)
-  for (const rule of route.rules) out.add(rule.choice.upstream)
-  return out
-}
-
 /**
  * Builds the table for `state` all at once. Pools, target runtimes and stats come from `res` so
  * they survive the swap. Every change to `res` (new runtimes, pools and counters, health and
