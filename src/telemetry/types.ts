@@ -1,0 +1,59 @@
+/**
+ * Fleet-wide traffic figures. Every instance (every worker) publishes, once a second, what its
+ * data plane counted in that second per (route, upstream); an aggregator sums the live
+ * instances over a sliding window. The rollout analysis and `GET /api/stats` read the sums.
+ */
+
+/** What one (route, upstream) pair counted in one period: increments, not totals. */
+export interface SeriesDelta {
+  route: string
+  upstream: string
+  /** responses by status class: index 1..5 = 1xx..5xx; index 0 = proxy errors without a status sent */
+  byClass: number[]
+  /** 5xx answers and proxy errors (the error rate's numerator) */
+  errors: number
+  /** requests per latency bucket (`LATENCY_BOUNDS_MS` of the data plane); trailing zeros may be cut */
+  latency: number[]
+  latencySumMs: number
+}
+
+/** One instance's report for one second. */
+export interface TelemetrySample {
+  instance: string
+  /** epoch ms at the end of the period it covers */
+  at: number
+  periodMs: number
+  series: SeriesDelta[]
+}
+
+/** Sums over a window for one (route, upstream) pair, or for an upstream over all routes. */
+export interface WindowFigures {
+  route: string | null
+  upstream: string
+  requests: number
+  errors: number
+  /** null without requests */
+  errorRate: number | null
+  /** requests per second over the window */
+  rate: number
+  p50Ms: number | null
+  p99Ms: number | null
+}
+
+export interface FleetStats {
+  windowMs: number
+  /** epoch ms: the window is (at - windowMs, at] */
+  at: number
+  /** instances that reported within the window */
+  instances: string[]
+  routes: WindowFigures[]
+  upstreams: WindowFigures[]
+}
+
+/** What the rollout analysis and the admin API ask of the aggregator. */
+export interface FleetTelemetry {
+  /** Fleet sums over the last `windowMs`. Throws STORE_UNAVAILABLE when the store cannot answer. */
+  window(windowMs: number): Promise<FleetStats>
+  /** The figures of one (route, upstream) pair over the last `windowMs` (zeros when none), with its histogram. */
+  pair(route: string, upstream: string, windowMs: number): Promise<{ figures: WindowFigures; latency: number[] }>
+}
