@@ -24,6 +24,8 @@ export interface Change<T = unknown> {
   result: T
   /** the resources it created, replaced or deleted: what the store writes and followers recompile */
   touched: Touched
+  /** the audit log's reason, when the change itself knows it best (a rollout's step and figures) */
+  reason?: string
 }
 
 export type Mutation<T> = (draft: State) => Change<T>
@@ -39,7 +41,7 @@ export function draftOf(state: State): State {
 }
 
 /** Makes `draft`'s container `key` its own copy (once), so it can be changed without touching the state it came from. */
-function own<K extends 'upstreams' | 'routes' | 'flags'>(draft: State, key: K): State[K] {
+function own<K extends 'upstreams' | 'routes' | 'flags' | 'rollouts'>(draft: State, key: K): State[K] {
   const mine = owned.get(draft)
   if (mine === undefined) throw new Error('mutations apply to a draftOf() a state')
   if (!mine.has(key)) {
@@ -50,7 +52,7 @@ function own<K extends 'upstreams' | 'routes' | 'flags'>(draft: State, key: K): 
   return draft[key]
 }
 
-function touched(kind: 'upstreams' | 'routes' | 'flags', name: string, order = false): Touched {
+function touched(kind: 'upstreams' | 'routes' | 'flags' | 'rollouts', name: string, order = false): Touched {
   const t = noneTouched()
   t[kind].push(name)
   t.order = order
@@ -244,4 +246,20 @@ export function deleteFlag(name: string): Mutation<null> {
     delete own(draft, 'flags')[name]
     return { action: 'flag.delete', target: `flags/${name}`, before, after: null, result: null, touched: touched('flags', name) }
   }
+}
+
+/**
+ * Replaces route `route.name` and rollout record `id` (undefined: deletes it) in `draft`, for
+ * the rollout mutations: a weight change and the rollout step that made it are one write.
+ */
+export function replaceInDraft(draft: State, route: RouteSpec | undefined, id: string, rollout: unknown): Touched {
+  const t = touched('rollouts', id)
+  if (route !== undefined) {
+    own(draft, 'routes')[indexOfRoute(draft, route.name)] = route
+    t.routes.push(route.name)
+  }
+  const rollouts = own(draft, 'rollouts')
+  if (rollout === undefined) delete rollouts[id]
+  else rollouts[id] = rollout
+  return t
 }

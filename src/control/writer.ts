@@ -61,7 +61,7 @@ export class Writer {
         revision: draft.revision,
         at: new Date().toISOString(),
         actor: opts.actor,
-        reason: opts.reason ?? null,
+        reason: change.reason ?? opts.reason ?? null,
         action: change.action,
         target: change.target,
         before: change.before,

@@ -12,6 +12,7 @@
  *   prom-client cannot stop their observers), so many instances in one process neither clash
  *   ("already registered") nor leak observers; counters and gauges live on one Registry per instance.
  */
+import { rolloutsOf } from '../rollout/mutations.js'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
@@ -224,8 +225,19 @@ export class Metrics {
         }
       },
     })
-    // No rollout exists yet: the metric is declared (HELP and TYPE lines) without samples.
-    new Gauge({ name: `${PREFIX}rollout_weight`, help: 'Weight of an upstream in a rollout, 0..100.', labelNames: ['rollout', 'upstream'], registers })
+    new Gauge({
+      name: `${PREFIX}rollout_weight`,
+      help: "Weight (percent of the route's traffic) of each side of a rollout, from this instance's applied state; finished rollouts show where they ended.",
+      labelNames: ['rollout', 'upstream'],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of Object.values(rolloutsOf(control.state))) {
+          this.set({ rollout: r.id, upstream: r.from }, 100 - r.weight)
+          this.set({ rollout: r.id, upstream: r.to }, r.weight)
+        }
+      },
+    })
     processMetrics()
   }
 

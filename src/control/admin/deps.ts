@@ -1,5 +1,6 @@
 import type { Dataplane } from '../../dataplane/server.js'
 import type { ControlPlane } from '../control-plane.js'
+import type { Notifier } from '../../rollout/notify.js'
 import type { DnsProvider } from '../providers/dns.js'
 
 /** What the admin API needs from the rest of the instance. */
@@ -10,6 +11,8 @@ export interface AdminDeps {
   tokens: { name: string; token: string }[]
   /** DNS target discovery, for its lookup metrics */
   discovery?: DnsProvider
+  /** sends rollout webhooks for the writes the API makes (start, pause, resume, promote, abort) */
+  notifier?: Notifier
   /** set once the instance is stopping: /readyz answers 503 SHUTTING_DOWN while it still serves */
   shuttingDown?: boolean
 }

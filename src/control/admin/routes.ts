@@ -1,11 +1,15 @@
-/** Routes: `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`. */
+/**
+ * Routes: `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`.
+ * While a rollout drives a route, these writes answer 409 unless `?force=true` (which aborts it).
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { Name, RouteSpec, Split, type RouteSpec as Route } from '../../config/schema.js'
 import { normalizeState } from '../../config/validate.js'
 import { deleteRoute, indexOfRoute, putRoute, setSplit } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
-import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { guarded } from '../../rollout/mutations.js'
+import { readResponses, Revision, RouteWriteQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit, validationError } from './write.js'
 
 const RouteParams = Type.Object({ name: Name })
@@ -34,7 +38,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
         summary: 'create or replace a route',
         params: RouteParams,
         headers: WriteHeaders,
-        querystring: WaitAppliedQuery,
+        querystring: RouteWriteQuery,
         body: RouteBody,
         response: writeResponses(RouteSpec.properties, true),
       },
@@ -46,7 +50,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
       }
       // Lowercases rule header names, as the config loader does.
       const route = normalizeState({ upstreams: {}, routes: [{ ...req.body, name }] }).routes[0] as Route
-      const { revision, result } = await commit(control, req, putRoute(route))
+      const { revision, result } = await commit(control, req, guarded(name, req.query.force === true, putRoute(route), Date.now()))
       return answerWrite(control, reply, result.created ? 201 : 200, revision, route, req.query.waitApplied)
     },
   )
@@ -54,11 +58,11 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
   app.delete(
     '/api/routes/:name',
     {
-      schema: { tags, summary: 'remove a route', params: RouteParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) },
+      schema: { tags, summary: 'remove a route', params: RouteParams, headers: WriteHeaders, querystring: RouteWriteQuery, response: writeResponses({ name: Name }) },
     },
     async (req, reply) => {
       const { name } = req.params
-      const { revision } = await commit(control, req, deleteRoute(name))
+      const { revision } = await commit(control, req, guarded(name, req.query.force === true, deleteRoute(name), Date.now()))
       return answerWrite(control, reply, 200, revision, { name }, req.query.waitApplied)
     },
   )
@@ -71,7 +75,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
         summary: 'replace the whole split of a route (an upstream not named gets weight 0)',
         params: RouteParams,
         headers: WriteHeaders,
-        querystring: WaitAppliedQuery,
+        querystring: RouteWriteQuery,
         body: Split,
         response: writeResponses({ route: Name, split: Split }),
       },
@@ -79,7 +83,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     async (req, reply) => {
       const { name } = req.params
       const split = req.body
-      const { revision } = await commit(control, req, setSplit(name, split))
+      const { revision } = await commit(control, req, guarded(name, req.query.force === true, setSplit(name, split), Date.now()))
       return answerWrite(control, reply, 200, revision, { route: name, split }, req.query.waitApplied)
     },
   )

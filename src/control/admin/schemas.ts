@@ -26,6 +26,12 @@ export const WaitAppliedQuery = Type.Object({
   waitApplied: Type.Optional(WaitMs('answer once every live instance applied the write, or 202 after this many ms')),
 })
 
+/** Writes to a route: a rollout in progress on it refuses them (409) unless `force`. */
+export const RouteWriteQuery = Type.Object({
+  waitApplied: WaitAppliedQuery.properties.waitApplied,
+  force: Type.Optional(Type.Boolean({ description: 'abort a rollout in progress on the route (at once, no ramp) and write anyway' })),
+})
+
 export const DrainQuery = Type.Object({
   waitMs: Type.Optional(WaitMs('wait until no instance has a request in flight to the target, up to this many ms')),
   waitApplied: WaitAppliedQuery.properties.waitApplied,

@@ -14,6 +14,7 @@ import { eventsPlugin } from './events.js'
 import { flagsPlugin } from './flags.js'
 import { instancesPlugin } from './instances.js'
 import { metricsPlugin } from './metrics.js'
+import { rolloutsPlugin } from './rollouts.js'
 import { routesPlugin } from './routes.js'
 import { statePlugin } from './state.js'
 import { targetsPlugin } from './targets.js'
@@ -75,7 +76,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   )
   app.get('/docs/json', { config: open, schema: { hide: true } }, async () => app.swagger())
 
-  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, eventsPlugin, instancesPlugin]) {
+  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })
   }
   await app.register(metricsPlugin, { deps })

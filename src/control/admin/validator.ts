@@ -3,7 +3,7 @@
  * config loader), with a strict query-string conversion. TypeBox's `Value.Convert`, which the
  * stock compiler uses, reads `1.5` as 1, `true` as 1 and `0x10` as 16 for an integer: a typo
  * in `?waitMs=` would then silently mean something else. Here only a plain decimal number
- * becomes a number; anything else stays a string and fails the check with a 400.
+ * becomes a number, only `true` or `false` a boolean; anything else stays a string and fails the check with a 400.
  */
 import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify'
 import type { TSchema } from 'typebox'
@@ -18,6 +18,7 @@ function convertQuery(schema: TSchema, value: unknown): unknown {
   for (const [key, v] of Object.entries(out)) {
     const type = Object.hasOwn(properties, key) ? properties[key]?.type : undefined
     if ((type === 'integer' || type === 'number') && typeof v === 'string' && DECIMAL.test(v)) out[key] = Number(v)
+    if (type === 'boolean' && (v === 'true' || v === 'false')) out[key] = v === 'true'
   }
   return out
 }

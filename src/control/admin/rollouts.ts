@@ -1,0 +1,91 @@
+/**
+ * Rollouts: `POST /api/rollouts` starts one, `GET /api/rollouts[/{id}]` reads them (the
+ * answering instance's applied state, like every read), `POST /api/rollouts/{id}/pause|resume|
+ * promote|abort` controls one. Starting and controlling are ordinary revisioned, audited
+ * writes; the moves in between are the driver's (whichever instance holds the lease).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { Name } from '../../config/schema.js'
+import type { Control } from '../../rollout/machine.js'
+import { controlRollout, rolloutOf, rolloutsOf, startRollout } from '../../rollout/mutations.js'
+import { redact } from '../../rollout/plan.js'
+import { Rollout, RolloutSpec } from '../../rollout/schema.js'
+import type { AdminDeps } from './deps.js'
+import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { answerWrite, commit } from './write.js'
+
+const IdParams = Type.Object({ id: Name })
+const ACTIONS: Record<Control, string> = {
+  pause: 'hold the current weight (analysis goes on; a failure still rolls back)',
+  resume: 'continue a paused rollout (a step without a pause moves on to the next step)',
+  promote: 'end the rollout now at 100 % `to`',
+  abort: 'end the rollout and send 100 % of the route back to `from` (gradually with `abort.rampMs`)',
+}
+
+export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
+  const { control } = deps
+  const tags = ['rollouts']
+
+  app.get(
+    '/api/rollouts',
+    { schema: { tags, summary: 'every rollout, newest first (finished ones too, the last 50)', response: readResponses({ revision: Revision, rollouts: Type.Array(Rollout) }) } },
+    async () => {
+      const state = control.state
+      const rollouts = Object.values(rolloutsOf(state))
+        .sort((a, b) => b.createdAt - a.createdAt)
+        .map(redact)
+      return { revision: state.revision, rollouts }
+    },
+  )
+
+  app.get(
+    '/api/rollouts/:id',
+    { schema: { tags, summary: 'phase, step, weight, last analysis and history of a rollout', params: IdParams, response: readResponses({ revision: Revision, ...Rollout.properties }) } },
+    async (req, reply) => {
+      const state = control.state
+      reply.header('etag', `"${state.revision}"`)
+      return { revision: state.revision, ...redact(rolloutOf(state, req.params.id)) }
+    },
+  )
+
+  app.post(
+    '/api/rollouts',
+    {
+      schema: {
+        tags,
+        summary: 'start a rollout of a route from one upstream to another',
+        headers: WriteHeaders,
+        querystring: WaitAppliedQuery,
+        body: RolloutSpec,
+        response: writeResponses(Rollout.properties, true),
+      },
+    },
+    async (req, reply) => {
+      const { revision, result } = await commit(control, req, startRollout(req.body, Date.now()))
+      deps.notifier?.notify(result, 'started', result.message)
+      return answerWrite(control, reply, 201, revision, redact(result), req.query.waitApplied)
+    },
+  )
+
+  for (const action of Object.keys(ACTIONS) as Control[]) {
+    app.post(
+      `/api/rollouts/:id/${action}`,
+      {
+        schema: {
+          tags,
+          summary: ACTIONS[action],
+          params: IdParams,
+          headers: WriteHeaders,
+          querystring: WaitAppliedQuery,
+          response: writeResponses(Rollout.properties),
+        },
+      },
+      async (req, reply) => {
+        const { revision, result } = await commit(control, req, controlRollout(req.params.id, action, Date.now()))
+        for (const e of result.events) deps.notifier?.notify(result.rollout, e.event, e.message)
+        return answerWrite(control, reply, 200, revision, redact(result.rollout), req.query.waitApplied)
+      },
+    )
+  }
+}
