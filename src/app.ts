@@ -12,6 +12,8 @@ import { logDataplaneEvents } from './control/dataplane-log.js'
 import { HealthChecker } from './control/health.js'
 import { DnsProvider } from './control/providers/dns.js'
 import { Dataplane } from './dataplane/server.js'
+import { RolloutDriver } from './rollout/driver.js'
+import { Notifier } from './rollout/notify.js'
 import { silentLogger, type Logger } from './log.js'
 import { MemoryStore } from './store/memory.js'
 import type { Store } from './store/store.js'
@@ -27,11 +29,19 @@ export interface AppOptions {
   behindAlertMs?: number
   /** Where control-side events are logged; default: nowhere (in-process instances in tests). */
   logger?: Logger
+  /** How often this instance publishes its traffic figures (default 1000 ms). */
+  telemetryMs?: number
+  /** How often the rollout driver looks at the rollouts (default 250 ms). */
+  rolloutTickMs?: number
+  /** TTL of the rollout driver's lease (default 5000 ms). */
+  rolloutLeaseMs?: number
 }
 
 export interface App {
   readonly dataplane: Dataplane
   readonly control: ControlPlane
+  /** the rollout driver (drives only while this instance holds the `rollouts` lease) */
+  readonly rollouts: RolloutDriver
   readonly admin: FastifyInstance
   readonly log: Logger
   readonly proxyUrl: string
@@ -111,13 +121,17 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   control.follower.use(dns)
   control.follower.onApplied((state) => dns.follow(state))
   control.follower.onApplied((state) => health.sync(state))
-  const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, shuttingDown: false }
+  const notifier = new Notifier({ log })
+  const rollouts = new RolloutDriver({ control, telemetry: control.telemetry, notifier, log, leaseMs: opts.rolloutLeaseMs, tickMs: opts.rolloutTickMs })
+  const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, notifier, shuttingDown: false }
   // The proxy port strips these from Authorization, so they never reach an upstream.
   dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
   let admin = await createAdminServer(deps)
   let current = config
   const cleanup = async () => {
     stopEventLog()
+    await rollouts.stop()
+    notifier.close()
     dns.close()
     health.stop()
     await control.close().catch(() => {})
@@ -126,6 +140,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   }
   try {
     await control.start()
+    rollouts.start()
     // Like a cluster warming in Envoy: discovered upstreams have their first answer (or failure) before serving.
     await dns.settled()
     const listen = { ...DEFAULTS.listen, ...config.listen }
@@ -136,6 +151,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     return {
       dataplane,
       control,
+      rollouts,
       log,
       get admin() {
         return admin

@@ -2,9 +2,11 @@
  * `switchyard ctl`: drives a running proxy through its admin API.
  * Exit codes: 0 done, 1 the API refused or could not be reached (or a wait ran out), 2 usage.
  */
+import { parseArgs } from 'node:util'
 import { parseCommand, usageError as usageErrorFor, UsageError, type CommandSpec } from './args.js'
 import { drain, flag, parseDuration, split, target } from './ctl-commands.js'
 import { ApiError, formatApiError, UnreachableError, type CtlOptions } from './ctl-http.js'
+import { events, EVENTS_USAGE, rollout, ROLLOUT_OPTIONS, ROLLOUT_USAGE } from './ctl-rollout.js'
 import { status } from './ctl-status.js'
 
 export const CTL_USAGE = `usage: switchyard ctl [options] COMMAND
@@ -16,6 +18,10 @@ export const CTL_USAGE = `usage: switchyard ctl [options] COMMAND
   flag set NAME on|off [--percent N] [--by-header H | --by-cookie C | --by-ip]
   flag get NAME
   flag list
+  rollout start --route R --from V1 --to V2 [--steps 10,50,100] [--pause 30s] [--wait] ...
+  rollout status [ID] [--watch] | list | pause ID | resume ID | promote ID | abort ID
+  events [--limit N] [--follow]            the audit log
+  (switchyard ctl rollout start --help, ... lists each command's options)
 options:
   --admin URL          admin API (else $SWITCHYARD_ADMIN_URL, else http://127.0.0.1:9901)
   --token T            bearer token (else $SWITCHYARD_ADMIN_TOKEN)
@@ -26,7 +32,12 @@ options:
   -h, --help           this help
 durations: 500ms, 30s, 2m or a number of milliseconds`
 
-const STRING_OPTIONS = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie'] as const
+const STRING_OPTIONS = [
+  'admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie',
+  'route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'limit',
+] as const
+/** Boolean options besides --json and --by-ip; `--wait` of `rollout start` is one, `drain --wait 30s` takes a value. */
+const ROLLOUT_FLAGS = ['watch', 'follow']
 const COMMAND: CommandSpec = {
   name: 'ctl',
   usage: CTL_USAGE,
@@ -34,6 +45,7 @@ const COMMAND: CommandSpec = {
     ...Object.fromEntries(STRING_OPTIONS.map((name) => [name, { type: 'string' }])),
     json: { type: 'boolean' },
     'by-ip': { type: 'boolean' },
+    ...Object.fromEntries(ROLLOUT_FLAGS.map((name) => [name, { type: 'boolean' }])),
   },
 }
 const GLOBAL = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'json']
@@ -47,6 +59,27 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   'flag set': ['percent', 'by-header', 'by-cookie', 'by-ip'],
   'flag get': [],
   'flag list': [],
+  events: ['limit', 'follow'],
+  ...Object.fromEntries(Object.entries(ROLLOUT_OPTIONS).map(([sub, names]) => [`rollout ${sub}`, names])),
+}
+
+/** `rollout start --help` and `events --help` print their own usage (with their options). */
+function subcommandHelp(args: string[]): string | undefined {
+  if (!args.includes('--help') && !args.includes('-h')) return undefined
+  const { positionals } = parseArgs({ args, strict: false, allowPositionals: true })
+  if (positionals[0] === 'events') return EVENTS_USAGE
+  if (positionals[0] === 'rollout') return ROLLOUT_USAGE[positionals[1] ?? ''] ?? Object.values(ROLLOUT_USAGE).join('\n\n')
+  return undefined
+}
+
+/**
+ * `rollout start --wait` is a flag while `drain --wait 30s` takes a value: for `rollout start`
+ * a bare `--wait` (last, or followed by another option) is given the value `true`.
+ */
+function bareWait(args: string[]): string[] {
+  const { positionals } = parseArgs({ args, strict: false, allowPositionals: true })
+  if (positionals[0] !== 'rollout' || positionals[1] !== 'start') return args
+  return args.map((a, i) => (a === '--wait' && (i === args.length - 1 || args[i + 1]!.startsWith('--')) ? '--wait=true' : a))
 }
 
 function usageError(message: string): number {
@@ -54,7 +87,12 @@ function usageError(message: string): number {
 }
 
 export async function ctl(args: string[]): Promise<number> {
-  const parsed = parseCommand(args, COMMAND)
+  const help = subcommandHelp(args)
+  if (help !== undefined) {
+    process.stdout.write(help + '\n')
+    return 0
+  }
+  const parsed = parseCommand(bareWait(args), COMMAND)
   if (typeof parsed === 'number') return parsed
   const positional = parsed.positionals
   // What the commands read: every option given, flags as "true".
@@ -65,14 +103,10 @@ export async function ctl(args: string[]): Promise<number> {
   }
   const [command, ...rest] = positional
   if (command === undefined) return usageError('no command given')
-  // Honest about what is missing rather than a command that pretends to work.
-  if (command === 'rollout') {
-    process.stderr.write('switchyard ctl: rollouts are not built yet\n')
-    return 2
-  }
-  const key = command === 'target' || command === 'flag' ? `${command} ${rest[0] ?? ''}` : command
+  const grouped = command === 'target' || command === 'flag' || command === 'rollout'
+  const key = grouped ? `${command} ${rest[0] ?? ''}` : command
   const allowed = COMMAND_OPTIONS[key]
-  if (allowed === undefined && command !== 'target' && command !== 'flag') return usageError(`unknown command ${JSON.stringify(command)}`)
+  if (allowed === undefined && !grouped) return usageError(`unknown command ${JSON.stringify(command)}`)
   for (const name of options.keys()) {
     if (!GLOBAL.includes(name) && !(allowed ?? []).includes(name)) return usageError(`unknown option --${name}${allowed ? ` for ${key}` : ''}`)
   }
@@ -105,6 +139,10 @@ export async function ctl(args: string[]): Promise<number> {
         return await target(opts, rest, options)
       case 'flag':
         return await flag(opts, rest, options)
+      case 'rollout':
+        return await rollout(opts, rest, options)
+      case 'events':
+        return await events(opts, rest, options)
     }
     return usageError(`unknown command ${JSON.stringify(command)}`)
   } catch (err) {

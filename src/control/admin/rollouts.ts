@@ -41,11 +41,24 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
 
   app.get(
     '/api/rollouts/:id',
-    { schema: { tags, summary: 'phase, step, weight, last analysis and history of a rollout', params: IdParams, response: readResponses({ revision: Revision, ...Rollout.properties }) } },
+    {
+      schema: {
+        tags,
+        summary: 'phase, step, weight, last analysis and history of a rollout, and which instance drives the fleet\'s rollouts',
+        params: IdParams,
+        response: readResponses({
+          revision: Revision,
+          ...Rollout.properties,
+          driver: Type.Union([Type.String(), Type.Null()], { description: 'id of the instance that holds the rollout lease now (see GET /api/instances); null when none does or the store cannot tell' }),
+        }),
+      },
+    },
     async (req, reply) => {
       const state = control.state
+      const r = redact(rolloutOf(state, req.params.id))
+      const driver = await control.store.leaseHolder('rollouts').catch(() => null)
       reply.header('etag', `"${state.revision}"`)
-      return { revision: state.revision, ...redact(rolloutOf(state, req.params.id)) }
+      return { revision: state.revision, ...r, driver }
     },
   )
 
