@@ -94,7 +94,7 @@ export class RolloutDriver {
     }
     const analysis = (x: Rollout): AnalysisResult | null =>
       figures !== null && analysisDue(x, now)
-        ? analyze(x.spec.analysis ?? {}, figures.to, figures.from, x.analysis?.failures ?? 0, now, figures.windowMs)
+        ? analyze(x.spec.analysis ?? {}, figures.to, figures.from, x.analysis?.failures ?? 0, now, figures.windowMs, { to: x.to, from: x.from })
         : null
     // Most ticks change nothing: decide on the applied state before paying for a write.
     const route = control.state.routes.find((x) => x.name === r.route)
