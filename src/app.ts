@@ -111,6 +111,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     heartbeatMs: opts.heartbeatMs,
     instanceTtlMs: opts.instanceTtlMs,
     behindAlertMs: opts.behindAlertMs,
+    telemetryMs: opts.telemetryMs,
   })
   // DNS discovery feeds the follower's compile; it follows the applied upstreams' `discovery`.
   const dns = new DnsProvider({

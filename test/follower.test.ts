@@ -5,6 +5,7 @@
  * and however many syncs were asked for while it was down, the follower ends on the store's
  * revision — the regression tests of a wedged sync that once left an instance behind for good.
  */
+import type { TelemetrySample } from '../src/telemetry/types.js'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { State } from '../src/config/schema.js'
 import { Follower } from '../src/control/follower.js'
@@ -90,6 +91,8 @@ class FlippingStore implements Store {
   lease = (...a: Parameters<Store['lease']>) => this.guard(() => this.inner.lease(...a))
   releaseLease = (...a: Parameters<Store['releaseLease']>) => this.guard(() => this.inner.releaseLease(...a))
   leaseHolder = (n: string) => this.guard(() => this.inner.leaseHolder(n))
+  pushTelemetry = (sample: TelemetrySample, retainMs: number) => this.guard(() => this.inner.pushTelemetry(sample, retainMs))
+  telemetry = (sinceMs: number) => this.guard(() => this.inner.telemetry(sinceMs))
   close = () => this.inner.close()
 }
 

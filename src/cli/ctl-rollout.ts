@@ -215,6 +215,8 @@ export async function rollout(opts: CtlOptions, pos: string[], o: Options): Prom
   switch (sub) {
     case 'start': {
       if (rest.length > 0) throw new UsageError('rollout start takes options only (--route, --from, --to ...)')
+      const wait = o.get('wait')
+      if (wait !== undefined && wait !== 'true') throw new UsageError(`--wait takes no value for rollout start (it waits until the rollout ends), not ${JSON.stringify(wait)}`)
       const answer = await call(opts, { method: 'POST', path: '/api/rollouts', body: startBody(o), write: true })
       const r = answer.body as RolloutView
       if (!o.has('wait')) {

@@ -63,10 +63,17 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   ...Object.fromEntries(Object.entries(ROLLOUT_OPTIONS).map(([sub, names]) => [`rollout ${sub}`, names])),
 }
 
+/** The command words, read leniently (before the strict parse reports any problem). */
+function positionalsOf(args: string[]): string[] {
+  // --wait may be bare here (`rollout start --wait`): read as a flag, it cannot swallow a word.
+  const options = { ...COMMAND.options, wait: { type: 'boolean' as const } }
+  return parseArgs({ args, options, strict: false, allowPositionals: true }).positionals
+}
+
 /** `rollout start --help` and `events --help` print their own usage (with their options). */
 function subcommandHelp(args: string[]): string | undefined {
   if (!args.includes('--help') && !args.includes('-h')) return undefined
-  const { positionals } = parseArgs({ args, strict: false, allowPositionals: true })
+  const positionals = positionalsOf(args)
   if (positionals[0] === 'events') return EVENTS_USAGE
   if (positionals[0] === 'rollout') return ROLLOUT_USAGE[positionals[1] ?? ''] ?? Object.values(ROLLOUT_USAGE).join('\n\n')
   return undefined
@@ -77,7 +84,7 @@ function subcommandHelp(args: string[]): string | undefined {
  * a bare `--wait` (last, or followed by another option) is given the value `true`.
  */
 function bareWait(args: string[]): string[] {
-  const { positionals } = parseArgs({ args, strict: false, allowPositionals: true })
+  const positionals = positionalsOf(args)
   if (positionals[0] !== 'rollout' || positionals[1] !== 'start') return args
   return args.map((a, i) => (a === '--wait' && (i === args.length - 1 || args[i + 1]!.startsWith('--')) ? '--wait=true' : a))
 }

@@ -2,13 +2,18 @@
  * The control plane of one proxy instance, put together from its pieces:
  * - `follower` (follower.ts): store → compile → swap, and the divergence signal;
  * - `writer` (writer.ts): revisioned, audited writes of pure mutations (mutations.ts);
- * - `fleet` (fleet.ts): the instance registry, waitApplied, fleet-wide in-flight.
+ * - `fleet` (fleet.ts): the instance registry, waitApplied, fleet-wide in-flight;
+ * - `telemetry`: this instance's traffic figures published each second, and the fleet's sums
+ *   over a window (telemetry/), which the rollout analysis and `GET /api/stats` read.
  * The admin API and the rollout driver use these pieces; nothing else talks to the store.
  */
 import type { State } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
 import type { Logger } from '../log.js'
 import type { Store } from '../store/store.js'
+import { Aggregator } from '../telemetry/aggregator.js'
+import { TelemetryPublisher } from '../telemetry/publisher.js'
+import type { FleetTelemetry } from '../telemetry/types.js'
 import { Fleet } from './fleet.js'
 import { Follower } from './follower.js'
 import type { Mutation } from './mutations.js'
@@ -30,12 +35,16 @@ export interface ControlPlaneOptions {
   instanceTtlMs?: number | undefined
   /** How long an instance may stay behind the store before it is reported. */
   behindAlertMs?: number | undefined
+  /** How often this instance publishes its traffic figures (default 1000 ms). */
+  telemetryMs?: number | undefined
 }
 
 export class ControlPlane {
   readonly follower: Follower
   readonly writer: Writer
   readonly fleet: Fleet
+  readonly telemetry: FleetTelemetry
+  private readonly publisher: TelemetryPublisher
 
   constructor(private readonly opts: ControlPlaneOptions) {
     this.follower = new Follower({
@@ -54,6 +63,14 @@ export class ControlPlane {
       heartbeatMs: opts.heartbeatMs,
       instanceTtlMs: opts.instanceTtlMs,
       behindAlertMs: opts.behindAlertMs,
+    })
+    this.telemetry = new Aggregator(opts.store)
+    this.publisher = new TelemetryPublisher({
+      store: opts.store,
+      resources: opts.dataplane.resources,
+      instanceId: this.fleet.instanceId,
+      log: opts.log,
+      periodMs: opts.telemetryMs,
     })
   }
 
@@ -77,6 +94,7 @@ export class ControlPlane {
   async start(): Promise<void> {
     await this.follower.start()
     await this.fleet.start()
+    this.publisher.start()
   }
 
   /** A revisioned, audited write (see Writer.write). */
@@ -85,6 +103,7 @@ export class ControlPlane {
   }
 
   async close(): Promise<void> {
+    this.publisher.stop()
     this.follower.close()
     await this.fleet.close()
   }

@@ -9,9 +9,24 @@ import type { Worker } from 'node:cluster'
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
 import type { MemoryStore } from './memory.js'
+import type { TelemetrySample } from '../telemetry/types.js'
 import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, Touched } from './store.js'
 
-type Op = 'load' | 'revision' | 'commit' | 'changesSince' | 'seed' | 'events' | 'register' | 'unregister' | 'instances' | 'lease' | 'releaseLease' | 'leaseHolder'
+type Op =
+  | 'load'
+  | 'revision'
+  | 'commit'
+  | 'changesSince'
+  | 'seed'
+  | 'events'
+  | 'register'
+  | 'unregister'
+  | 'instances'
+  | 'lease'
+  | 'releaseLease'
+  | 'leaseHolder'
+  | 'pushTelemetry'
+  | 'telemetry'
 
 interface CallMessage {
   sy: 'store-call'
@@ -149,6 +164,13 @@ export class IpcStore implements Store {
   }
   leaseHolder(name: string): Promise<string | null> {
     return this.call('leaseHolder', name)
+  }
+  /** Each worker's figures go to the primary's store, so any worker sums the whole group. */
+  pushTelemetry(sample: TelemetrySample, retainMs: number): Promise<void> {
+    return this.call('pushTelemetry', sample, retainMs)
+  }
+  telemetry(sinceMs: number): Promise<TelemetrySample[]> {
+    return this.call('telemetry', sinceMs)
   }
   async close(): Promise<void> {
     this.closed = true

@@ -27,6 +27,9 @@
  * - `{p}:instance:<id>`  one key per proxy instance (JSON `InstanceInfo`) with a PX TTL.
  * - `{p}:instances` a set of registered ids: the index used to list them.
  * - `{p}:lease:<name>`  who holds the lease `name` (e.g. the rollout driver), with a PX TTL.
+ * - `{p}:telemetry:<id>`  one sorted set per instance of its per-period traffic figures
+ *                   (JSON `TelemetrySample`, scored by `at`), trimmed to the retention on each
+ *                   push and expiring with it; `{p}:telemetry-instances` is its index set.
  *
  * Why one key per instance with PX rather than a sorted set of expiry scores: Redis itself
  * expires a dead instance, judged by the Redis clock alone (no clock skew between proxy
@@ -63,6 +66,8 @@ export interface StoreKeys {
   readonly instancePrefix: string
   instance(id: string): string
   lease(name: string): string
+  readonly telemetryInstances: string
+  telemetry(id: string): string
 }
 
 /** The key names for `prefix`; the same prefix always gives the same names. */
@@ -85,5 +90,7 @@ export function storeKeys(prefix: string = DEFAULTS.redisPrefix): StoreKeys {
     instancePrefix,
     instance: (id) => `${instancePrefix}${id}`,
     lease: (name) => `${tag}:lease:${name}`,
+    telemetryInstances: `${tag}:telemetry-instances`,
+    telemetry: (id) => `${tag}:telemetry:${id}`,
   }
 }

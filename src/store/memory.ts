@@ -14,6 +14,7 @@ import { SwitchyardError } from '../errors.js'
 import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from './delta.js'
 import { CHANGELOG_CAP, EVENTS_CAP } from './keys.js'
 import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
+import type { TelemetrySample } from '../telemetry/types.js'
 import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
 
 export interface MemoryBackingOptions {
@@ -45,6 +46,8 @@ export class MemoryBacking {
   readonly events: string[] = []
   readonly instances = new Map<string, { json: string; expiresAt: number }>()
   readonly leases = new Map<string, { holder: string; expiresAt: number }>()
+  /** instance → its samples as JSON with their `at`, oldest first, and when it is forgotten */
+  readonly telemetry = new Map<string, { samples: { at: number; json: string }[]; expiresAt: number }>()
   readonly stores = new Set<MemoryStore>()
 
   constructor(options: MemoryBackingOptions = {}) {
@@ -263,6 +266,27 @@ export class MemoryStore implements Store {
   async leaseHolder(name: string): Promise<string | null> {
     this.ensureOpen()
     return this.liveLease(name)?.holder ?? null
+  }
+
+  async pushTelemetry(sample: TelemetrySample, retainMs: number): Promise<void> {
+    this.ensureOpen()
+    const now = Date.now()
+    const entry = this.backing.telemetry.get(sample.instance) ?? { samples: [], expiresAt: 0 }
+    entry.samples.push({ at: sample.at, json: JSON.stringify(sample) })
+    entry.samples = entry.samples.filter((x) => x.at > now - retainMs)
+    entry.expiresAt = now + retainMs
+    this.backing.telemetry.set(sample.instance, entry)
+  }
+
+  async telemetry(sinceMs: number): Promise<TelemetrySample[]> {
+    this.ensureOpen()
+    const now = Date.now()
+    const out: TelemetrySample[] = []
+    for (const [id, entry] of this.backing.telemetry) {
+      if (entry.expiresAt <= now) this.backing.telemetry.delete(id)
+      else for (const x of entry.samples) if (x.at > sinceMs) out.push(JSON.parse(x.json) as TelemetrySample)
+    }
+    return out
   }
 
   /** Expiry judged lazily by timestamp, like instances: no timer. */

@@ -19,6 +19,7 @@
  * re-subscribed, then calls every onChange listener with -1: messages may have been missed,
  * or Redis may have restarted empty, so the control plane must reload (and maybe re-seed).
  */
+import type { TelemetrySample } from '../telemetry/types.js'
 import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { DEFAULTS } from '../config/schema.js'
@@ -255,6 +256,43 @@ export class RedisStore implements Store {
 
   async leaseHolder(name: string): Promise<string | null> {
     return this.call(() => this.cmd.get(this.keys.lease(name)))
+  }
+
+  /** One pipeline: add the sample, drop those past the retention, refresh the key's expiry and the index. */
+  async pushTelemetry(sample: TelemetrySample, retainMs: number): Promise<void> {
+    const k = this.keys
+    const key = k.telemetry(sample.instance)
+    const ttl = Math.max(1, Math.ceil(retainMs))
+    await this.call(() =>
+      this.cmd
+        .multi()
+        .zadd(key, sample.at, JSON.stringify(sample))
+        .zremrangebyscore(key, '-inf', sample.at - ttl)
+        .pexpire(key, ttl)
+        .sadd(k.telemetryInstances, sample.instance)
+        .exec(),
+    )
+  }
+
+  /** The index, then each instance's samples after `sinceMs` in one pipeline; ids whose key expired leave the index. */
+  async telemetry(sinceMs: number): Promise<TelemetrySample[]> {
+    const k = this.keys
+    const ids = await this.call(() => this.cmd.smembers(k.telemetryInstances))
+    if (ids.length === 0) return []
+    const pipe = this.cmd.pipeline()
+    for (const id of ids) pipe.zrangebyscore(k.telemetry(id), `(${sinceMs}`, '+inf')
+    for (const id of ids) pipe.exists(k.telemetry(id))
+    const replies = (await this.call(() => pipe.exec())) ?? []
+    const out: TelemetrySample[] = []
+    const gone: string[] = []
+    ids.forEach((id, i) => {
+      const [err, list] = replies[i] ?? []
+      if (err) throw err
+      for (const json of list as string[]) out.push(parseStored<TelemetrySample>(json, 'telemetry sample'))
+      if (replies[ids.length + i]?.[1] === 0) gone.push(id)
+    })
+    if (gone.length > 0) await this.call(() => this.cmd.srem(k.telemetryInstances, ...gone)).catch(() => 0)
+    return out
   }
 
   /** Quits both connections (or drops them when Redis is down); leaves no socket or reconnect timer. */

@@ -4,6 +4,7 @@
  * The control plane never talks to Redis except through this interface.
  */
 import type { State } from '../config/schema.js'
+import type { TelemetrySample } from '../telemetry/types.js'
 import type { Delta, Touched } from './delta.js'
 
 export type { Delta, Touched } from './delta.js'
@@ -97,5 +98,13 @@ export interface Store {
   releaseLease(name: string, holder: string): Promise<boolean>
   /** Who holds the lease now, or null when nobody does. */
   leaseHolder(name: string): Promise<string | null>
+  /**
+   * Keeps one instance's traffic figures for one period (fleet telemetry) for `retainMs`:
+   * samples older than that are dropped, and an instance that stops pushing is forgotten
+   * after it. Not revisioned, not audited, not announced.
+   */
+  pushTelemetry(sample: TelemetrySample, retainMs: number): Promise<void>
+  /** Every kept sample whose `at` is after `sinceMs` (epoch ms), of every instance, in no particular order. */
+  telemetry(sinceMs: number): Promise<TelemetrySample[]>
   close(): Promise<void>
 }

@@ -4,6 +4,7 @@
  * opened store is a child process holding a real `IpcStore`, driven from here over the same
  * IPC channel. Calls go here → child → IpcStore → (IPC) → here → MemoryStore and back.
  */
+import type { TelemetrySample } from '../../src/telemetry/types.js'
 import { fork, type ChildProcess } from 'node:child_process'
 import type { Worker } from 'node:cluster'
 import { fileURLToPath } from 'node:url'
@@ -92,6 +93,8 @@ export class ChildStore implements Store {
   lease = (name: string, holder: string, ttlMs: number) => this.call<boolean>('lease', name, holder, ttlMs)
   releaseLease = (name: string, holder: string) => this.call<boolean>('releaseLease', name, holder)
   leaseHolder = (name: string) => this.call<string | null>('leaseHolder', name)
+  pushTelemetry = (sample: TelemetrySample, retainMs: number) => this.call<void>('pushTelemetry', sample, retainMs)
+  telemetry = (sinceMs: number) => this.call<TelemetrySample[]>('telemetry', sinceMs)
 
   /** Closes the child's IpcStore; the child then leaves. Later calls fail with STORE_UNAVAILABLE. */
   async close(): Promise<void> {

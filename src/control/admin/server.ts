@@ -17,6 +17,7 @@ import { metricsPlugin } from './metrics.js'
 import { rolloutsPlugin } from './rollouts.js'
 import { routesPlugin } from './routes.js'
 import { statePlugin } from './state.js'
+import { statsPlugin } from './stats.js'
 import { targetsPlugin } from './targets.js'
 import { upstreamsPlugin } from './upstreams.js'
 import { ErrorBody } from './schemas.js'
@@ -76,7 +77,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   )
   app.get('/docs/json', { config: open, schema: { hide: true } }, async () => app.swagger())
 
-  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, eventsPlugin, instancesPlugin]) {
+  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })
   }
   await app.register(metricsPlugin, { deps })

@@ -1,0 +1,84 @@
+/**
+ * Fleet sums over a sliding window: every instance's samples in the window, added up per
+ * (route, upstream) and per upstream. Read on demand (an analysis every few seconds, an API
+ * call); nothing runs in the background. A sample counts when its period ended inside the
+ * window, so the newest second (not yet published) is missing: figures lag about one period.
+ */
+import { SwitchyardError } from '../errors.js'
+import type { Store } from '../store/store.js'
+import { addInto, percentile } from './histogram.js'
+import type { FleetStats, FleetTelemetry, SeriesDelta, WindowFigures } from './types.js'
+
+interface Sum {
+  route: string | null
+  upstream: string
+  requests: number
+  errors: number
+  latency: number[]
+}
+
+function add(sum: Sum, s: SeriesDelta): void {
+  let n = 0
+  for (const c of s.byClass) n += c
+  sum.requests += n
+  sum.errors += s.errors
+  addInto(sum.latency, s.latency)
+}
+
+function figures(sum: Sum, windowMs: number): WindowFigures {
+  return {
+    route: sum.route,
+    upstream: sum.upstream,
+    requests: sum.requests,
+    errors: sum.errors,
+    errorRate: sum.requests === 0 ? null : sum.errors / sum.requests,
+    rate: sum.requests / (windowMs / 1000),
+    p50Ms: percentile(sum.latency, 0.5),
+    p99Ms: percentile(sum.latency, 0.99),
+  }
+}
+
+export class Aggregator implements FleetTelemetry {
+  constructor(private readonly store: Store) {}
+
+  private async sums(windowMs: number): Promise<{ at: number; instances: Set<string>; pairs: Map<string, Sum>; upstreams: Map<string, Sum> }> {
+    if (!this.store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
+    const at = Date.now()
+    const samples = await this.store.telemetry(at - windowMs)
+    const instances = new Set<string>()
+    const pairs = new Map<string, Sum>()
+    const upstreams = new Map<string, Sum>()
+    for (const sample of samples) {
+      if (sample.at > at) continue
+      instances.add(sample.instance)
+      for (const s of sample.series) {
+        const key = `${s.route}\u0000${s.upstream}`
+        let pair = pairs.get(key)
+        if (pair === undefined) pairs.set(key, (pair = { route: s.route, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))
+        add(pair, s)
+        let up = upstreams.get(s.upstream)
+        if (up === undefined) upstreams.set(s.upstream, (up = { route: null, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))
+        add(up, s)
+      }
+    }
+    return { at, instances, pairs, upstreams }
+  }
+
+  async window(windowMs: number): Promise<FleetStats> {
+    const { at, instances, pairs, upstreams } = await this.sums(windowMs)
+    const byName = (a: WindowFigures, b: WindowFigures) => `${a.route}/${a.upstream}`.localeCompare(`${b.route}/${b.upstream}`)
+    return {
+      windowMs,
+      at,
+      instances: [...instances].sort(),
+      routes: [...pairs.values()].map((s) => figures(s, windowMs)).sort(byName),
+      upstreams: [...upstreams.values()].map((s) => figures(s, windowMs)).sort(byName),
+    }
+  }
+
+  async pair(route: string, upstream: string, windowMs: number): Promise<{ figures: WindowFigures; latency: number[] }> {
+    const { pairs } = await this.sums(windowMs)
+    const sum = pairs.get(`${route}\u0000${upstream}`) ?? { route, upstream, requests: 0, errors: 0, latency: [] }
+    return { figures: figures(sum, windowMs), latency: sum.latency }
+  }
+}
