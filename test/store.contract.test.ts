@@ -12,6 +12,7 @@ import { MemoryBacking, MemoryStore } from '../src/store/memory.js'
 import { RedisStore } from '../src/store/redis.js'
 import { applyDelta, diffStates, isEmpty, noneTouched, touchedOf, type Touched } from '../src/store/delta.js'
 import type { AuditEvent, Store } from '../src/store/store.js'
+import type { TelemetrySample } from '../src/telemetry/types.js'
 import { eventually } from './helpers/eventually.js'
 import { IpcWorld } from './helpers/ipc-store.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
@@ -340,6 +341,32 @@ describe.each([
     expect(await b.releaseLease('driver', 'B')).toBe(true)
     expect(await a.leaseHolder('driver')).toBeNull()
     expect(await a.lease('driver', 'A', 400)).toBe(true)
+  })
+
+  it('telemetry: every instance\'s samples after `since`, from any handle; older than the retention dropped; a silent instance forgotten', async () => {
+    const world = harness.world()
+    const [a, b] = [await world.open(), await world.open()]
+    const now = Date.now()
+    const sample = (instance: string, at: number, requests: number): TelemetrySample => ({
+      instance,
+      at,
+      periodMs: 1000,
+      series: [{ route: 'api', upstream: 'v2', byClass: [0, 0, requests, 0, 0, 1], errors: 1, latency: [0, 3, 0, requests - 2], latencySumMs: 12.5 }],
+    })
+    await a.pushTelemetry(sample('A', now - 3000, 10), 60_000)
+    await a.pushTelemetry(sample('A', now - 1000, 20), 60_000)
+    await b.pushTelemetry(sample('B', now - 500, 30), 60_000)
+    const all = await b.telemetry(now - 10_000)
+    expect(all.map((x) => `${x.instance}@${now - x.at}`).sort()).toEqual(['A@1000', 'A@3000', 'B@500'])
+    expect(all.find((x) => x.instance === 'B')).toEqual(sample('B', now - 500, 30))
+    expect((await a.telemetry(now - 2000)).map((x) => x.instance).sort()).toEqual(['A', 'B'])
+    expect(await a.telemetry(now)).toEqual([])
+    // a push drops the instance's samples older than its retention
+    await a.pushTelemetry(sample('A', now, 5), 2000)
+    expect((await b.telemetry(0)).filter((x) => x.instance === 'A').map((x) => now - x.at).sort()).toEqual([0, 1000])
+    // an instance that stops pushing is forgotten once its retention ran out
+    await b.pushTelemetry(sample('B', now, 1), 300)
+    await eventually(async () => expect((await a.telemetry(0)).map((x) => x.instance)).not.toContain('B'), { timeoutMs: 3000 })
   })
 
   it('concurrent attempts on a free lease: exactly one wins', async () => {
