@@ -56,9 +56,9 @@ async function startNginx (nginx, name, port, server) {
   return child
 }
 
-function switchyardConfig (port, backend) {
+function switchyardConfig (port, backend, adminPort = 0) {
   return `listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: ${adminPort} }
 store: { type: memory }
 upstreams:
   v1: { targets: [ { url: "${backend}" } ] }
@@ -73,9 +73,9 @@ routes:
 `
 }
 
-function switchyardArgv (port, backend) {
-  const config = path.join(tmp, 'switchyard.yaml')
-  fs.writeFileSync(config, switchyardConfig(port, backend))
+function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard') {
+  const config = path.join(tmp, `${name}.yaml`)
+  fs.writeFileSync(config, switchyardConfig(port, backend, adminPort))
   const template = env.BENCH_SWITCHYARD_CMD ?? 'node dist/cli.js start --config {config}'
   const argv = template.trim().split(/\s+/).map((a) =>
     a.replaceAll('{config}', config).replaceAll('{port}', String(port)).replaceAll('{backend}', backend))
@@ -157,6 +157,23 @@ async function main () {
   await waitHttp(sy, sport)
   targets.push({ name: 'switchyard', port: sport, child: sy })
 
+  // the same switchyard with a canary rollout in progress on the bench route (50 %, analysed
+  // every second from the fleet's figures): the hot path must pay nothing for it
+  if (env.BENCH_ROLLOUT !== '0' && !env.BENCH_SWITCHYARD_CMD) {
+    const rport = await freePort()
+    const radmin = await freePort()
+    const rargv = switchyardArgv(rport, backend, radmin, 'switchyard-rollout')
+    const child = start('switchyard-rollout', rargv[0], rargv.slice(1))
+    await waitHttp(child, rport)
+    const res = await fetch(`http://127.0.0.1:${radmin}/api/rollouts`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'bench', route: 'bench', from: 'v1', to: 'v2', steps: [{ weight: 50, pauseMs: 86_400_000 }], analysis: { intervalMs: 1000, minRequests: 1 } })
+    })
+    if (res.status !== 201) throw new Error(`starting the bench rollout answered ${res.status}: ${await res.text()}`)
+    targets.push({ name: 'switchyard-rollout', port: rport, child, adminPort: radmin })
+  }
+
   // peers
   for (const [name, file] of [['fastify-http-proxy', 'fastify-proxy.js'], ['bare-undici', 'bare-undici.js']]) {
     const port = await freePort()
@@ -210,6 +227,13 @@ async function main () {
     }
   }
 
+  const ro = targets.find((t) => t.name === 'switchyard-rollout')
+  if (ro) {
+    // the rollout must still be in progress, analysed, not failed: else the row measured something else
+    const r = await (await fetch(`http://127.0.0.1:${ro.adminPort}/api/rollouts/bench`)).json()
+    console.log(`\nrollout during the bench: phase ${r.phase}, weight ${r.weight}, last analysis ${r.analysis?.verdict ?? 'none'} (${r.analysis?.requests ?? 0} requests in ${r.analysis?.windowMs ?? 0} ms)`)
+    if (r.phase !== 'progressing') console.log('WARNING: the rollout was not in progress at the end: the switchyard-rollout row does not show a rollout in progress')
+  }
   const rss = readRss(sy.pid)
   await stop(sy, CPU_PROF ? 30_000 : 5_000)
   if (CPU_PROF) console.log(`\ncpu profile: ${fs.readdirSync(OUT).filter((f) => f.endsWith('.cpuprofile')).sort().pop() ?? 'NOT WRITTEN'} in bench/.out`)
@@ -247,6 +271,7 @@ function report (names, results, rss) {
       parts.push(`/${n} ${fmt(sy.rps / byName[n].rps, 2)}`)
     }
     console.log(`switchyard rps ratio: ${parts.join('  ')}`)
+    if (byName['switchyard-rollout']) console.log(`with a rollout in progress: ${fmt(byName['switchyard-rollout'].rps / sy.rps, 2)}× the rps of switchyard without`)
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
   }
   console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)

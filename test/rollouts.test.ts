@@ -68,6 +68,8 @@ describe('canary', () => {
     const started = await a.admin.post('/api/rollouts', canary())
     expect(started.status).toBe(201)
     expect(started.body).toMatchObject({ id: 'c1', phase: 'progressing', stepIndex: 0, weight: 20 })
+    const metrics = await (await fetch(a.app.adminUrl + '/metrics')).text()
+    expect(metrics).toMatch(/switchyard_rollout_weight\{rollout="c1",upstream="v2"\} (20|50|100)\n/)
     const done = await phase(a, 'c1', 'promoted')
     const results = await load.stop()
     expect(results.filter((r) => r !== 200)).toEqual([])
@@ -263,12 +265,14 @@ describe('webhooks', () => {
     const { a } = await setup()
     await a.admin.post('/api/rollouts', canary({ steps: [{ weight: 10 }], notify: [{ url, secret: 's3cret', events: ['started', 'promoted'] }] }))
     expect((await rollout(a, 'c1')).spec.notify[0].secret).toBe('***')
+    expect(JSON.stringify((await a.admin.get('/api/state')).body)).not.toContain('s3cret')
     await a.admin.post('/api/rollouts/c1/promote')
     const events = await eventually(() => {
       expect(got.map((g) => JSON.parse(g.body).event).sort()).toEqual(['promoted', 'started'])
       return got
     }, { timeoutMs: 10_000 })
     expect(calls).toBe(3) // the first attempt answered 500 and was retried
+    expect(await (await fetch(a.app.adminUrl + '/metrics')).text()).toContain('switchyard_rollout_webhooks_total{result="sent"} 2')
     for (const e of events) {
       const expected = 'sha256=' + createHmac('sha256', 's3cret').update(e.body).digest('hex')
       expect(e.headers['x-switchyard-signature']).toBe(expected)

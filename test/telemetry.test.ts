@@ -7,7 +7,7 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { LATENCY_BOUNDS_MS, latencyBucket } from '../src/dataplane/stats.js'
 import { addInto, percentile, trimmed } from '../src/telemetry/histogram.js'
-import { startApp } from './helpers/admin.js'
+import { startApp, type TestConfig } from './helpers/admin.js'
 import { eventually } from './helpers/eventually.js'
 import { startLoad } from './helpers/load.js'
 import { spawnProxy } from './helpers/proxy-process.js'
@@ -59,8 +59,8 @@ describe('GET /api/stats', () => {
   it('two instances on one Redis: traffic through A, figures asked of B, errors and latency included', async () => {
     const v1 = await statusBackend('v1')
     const v2 = await statusBackend('v2', 500)
-    const config = {
-      store: { type: 'redis' as const, url: redis.url, prefix: 'stats' },
+    const config: TestConfig = {
+      store: { type: 'redis', url: redis.url, prefix: 'stats' },
       upstreams: { v1: { targets: [{ url: v1.url }] }, v2: { targets: [{ url: v2.url }] } },
       routes: [
         { name: 'ok', match: { pathPrefix: '/ok' }, split: { v1: 1 } },

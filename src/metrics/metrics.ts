@@ -12,12 +12,12 @@
  *   prom-client cannot stop their observers), so many instances in one process neither clash
  *   ("already registered") nor leak observers; counters and gauges live on one Registry per instance.
  */
-import { rolloutsOf } from '../rollout/mutations.js'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 import { REJECT_REASONS } from '../dataplane/request-checks.js'
 import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
+import { rolloutsOf } from '../rollout/mutations.js'
 
 /** What the metrics read at scrape time: the live counters and the applied state. */
 export interface MetricsDeps {
@@ -28,6 +28,8 @@ export interface MetricsDeps {
     /** `effective`: the applied state plus discovered targets, what target gauges iterate */
     readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly effective: State }
   }
+  /** Rollout webhook deliveries, when rollouts run. */
+  notifier?: { readonly sent: number; readonly failed: number; readonly dropped: number }
   /** DNS discovery's lookup counters per upstream, when it runs. */
   discovery?: { stats(): readonly { upstream: string; lookups: number; failures: number }[] } | undefined
 }
@@ -209,6 +211,19 @@ export class Metrics {
       registers,
       collect() {
         this.set(control.store.connected ? 1 : 0)
+      },
+    })
+    const notifier = deps.notifier
+    new Counter({
+      name: `${PREFIX}rollout_webhooks_total`,
+      help: 'Rollout webhook deliveries by result: sent (a 2xx), failed (no 2xx after 4 attempts; each logged), dropped (too many pending).',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset()
+        this.inc({ result: 'sent' }, notifier?.sent ?? 0)
+        this.inc({ result: 'failed' }, notifier?.failed ?? 0)
+        this.inc({ result: 'dropped' }, notifier?.dropped ?? 0)
       },
     })
     const discovery = deps.discovery

@@ -2,6 +2,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { FlagSpec, Name, RouteSpec } from '../../config/schema.js'
+import { rolloutsOf } from '../../rollout/mutations.js'
+import { redact } from '../../rollout/plan.js'
+import { Rollout } from '../../rollout/schema.js'
 import type { AdminDeps } from './deps.js'
 import { readResponses, Revision, StoredUpstream } from './schemas.js'
 
@@ -10,7 +13,7 @@ export const StateBody = {
   upstreams: Type.Record(Name, StoredUpstream),
   routes: Type.Array(RouteSpec),
   flags: Type.Record(Name, FlagSpec),
-  rollouts: Type.Record(Type.String(), Type.Unknown()),
+  rollouts: Type.Record(Name, Rollout, { description: 'rollouts by id (webhook secrets shown as ***)' }),
 }
 
 export const statePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
@@ -21,7 +24,10 @@ export const statePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
       // One read of the reference: the answer is one consistent revision even if a write lands meanwhile.
       const state = deps.control.state
       reply.header('etag', `"${state.revision}"`)
-      return state
+      const rollouts = rolloutsOf(state)
+      const ids = Object.keys(rollouts)
+      if (!ids.some((id) => rollouts[id]!.spec.notify?.some((n) => n.secret !== undefined))) return { ...state, rollouts }
+      return { ...state, rollouts: Object.fromEntries(ids.map((id) => [id, redact(rollouts[id]!)])) }
     },
   )
 }
