@@ -199,3 +199,13 @@ describe('guard and bookkeeping', () => {
     expect(tick(rollout(s), route(s), T0 + 10_000, result('fail', T0 + 10_000))).toBeNull()
   })
 })
+
+describe('a route that went away', () => {
+  it('the driver aborts the rollout instead of failing every tick', () => {
+    const s = started()
+    const gone = { ...s, routes: [] }
+    const next = apply(gone, driverMove('r1', T0 + 10, () => null)).s
+    expect(rollout(next)).toMatchObject({ phase: 'aborted', message: 'aborted: route api no longer exists' })
+    expect(() => drive(next, T0 + 20, 'pass')).toThrow(NothingToDo)
+  })
+})

@@ -8,6 +8,7 @@
  */
 import type { ControlPlane } from '../control/control-plane.js'
 import { LeaseKeeper } from '../control/lease.js'
+import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { FleetTelemetry, WindowFigures } from '../telemetry/types.js'
 import { analysisDue, intervalOf, isActive, tick as nextMove } from './machine.js'
@@ -75,7 +76,11 @@ export class RolloutDriver {
       for (const r of Object.values(rolloutsOf(this.opts.control.state))) {
         if (!isActive(r)) continue
         if (!this.lease.held) return
-        await this.drive(r).catch((err: unknown) => this.opts.log.warn({ err, rollout: r.id }, 'rollout step failed; retrying'))
+        await this.drive(r).catch((err: unknown) => {
+          // The store being down is already logged and shown (store_connected); the driver just retries.
+          const quiet = err instanceof SwitchyardError && err.code === 'STORE_UNAVAILABLE'
+          this.opts.log[quiet ? 'debug' : 'warn']({ err, rollout: r.id }, 'rollout move failed; retrying at the next tick')
+        })
       }
     } finally {
       this.busy = false
@@ -98,10 +103,13 @@ export class RolloutDriver {
         : null
     // Most ticks change nothing: decide on the applied state before paying for a write.
     const route = control.state.routes.find((x) => x.name === r.route)
-    if (route === undefined || nextMove(r, route, now, analysis(r)) === null) return
+    if (route !== undefined && nextMove(r, route, now, analysis(r)) === null) return
     try {
       const { change } = await control.writer.write(driverMove(r.id, now, analysis), { actor: `rollout:${r.id}` })
-      for (const e of change.result.events) notifier.notify(change.result.rollout, e.event, e.message)
+      for (const e of change.result.events) {
+        this.opts.log[e.event === 'analysis' ? 'debug' : 'info']({ rollout: r.id, event: e.event, weight: change.result.rollout.weight }, `rollout ${r.id}: ${e.message}`)
+        notifier.notify(change.result.rollout, e.event, e.message)
+      }
     } catch (err) {
       if (!(err instanceof NothingToDo)) throw err
     }

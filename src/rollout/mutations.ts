@@ -9,7 +9,7 @@ import { indexOfRoute, replaceInDraft, type Change, type Mutation } from '../con
 import { SwitchyardError } from '../errors.js'
 import type { Touched } from '../store/delta.js'
 import { control, forceAbort, isActive, tick, type Control, type Move } from './machine.js'
-import { checkStart, newRollout, previewRule, redact, splitFor, withDefaults, withPreview } from './plan.js'
+import { appendHistory, checkStart, newRollout, previewRule, redact, splitFor, withDefaults, withPreview } from './plan.js'
 import { isFinished, type AnalysisResult, type Rollout, type RolloutSpec } from './schema.js'
 
 /** Finished rollouts kept in the state (the oldest beyond these go when a new one starts). */
@@ -116,6 +116,14 @@ export function driverMove(id: string, now: number, analysis: (r: Rollout) => An
   return (draft) => {
     const r = Object.hasOwn(draft.rollouts, id) ? rolloutsOf(draft)[id] : undefined
     if (r === undefined || !isActive(r)) throw new NothingToDo()
+    if (!draft.routes.some((x) => x.name === r.route)) {
+      // The route went away under the rollout (a whole-state write): nothing left to move.
+      const message = `aborted: route ${r.route} no longer exists`
+      const { ramp: _ramp, pausedRemainingMs: _p, ...rest } = r
+      const rollout = appendHistory({ ...rest, phase: 'aborted', message, updatedAt: now }, { at: now, event: 'aborted', stepIndex: r.stepIndex, weight: r.weight, message })
+      const touched = replaceInDraft(draft, undefined, id, rollout)
+      return { action: 'rollout.aborted', target: `rollouts/${id}`, before: { phase: r.phase }, after: { phase: 'aborted' }, result: { rollout, events: [{ event: 'aborted', message }] }, touched, reason: message }
+    }
     const move = tick(r, routeOf(draft, r.route), now, analysis(r))
     if (move === null) throw new NothingToDo()
     const first = move.events[0]!.event
