@@ -7,7 +7,7 @@
 import { SwitchyardError } from '../errors.js'
 import type { Store } from '../store/store.js'
 import { addInto, percentile } from './histogram.js'
-import type { FleetStats, FleetTelemetry, SeriesDelta, WindowFigures } from './types.js'
+import type { FleetSeries, FleetStats, FleetTelemetry, SeriesDelta, WindowFigures } from './types.js'
 
 interface Sum {
   route: string | null
@@ -80,5 +80,30 @@ export class Aggregator implements FleetTelemetry {
     const { pairs } = await this.sums(windowMs)
     const sum = pairs.get(`${route}\u0000${upstream}`) ?? { route, upstream, requests: 0, errors: 0, latency: [] }
     return { figures: figures(sum, windowMs), latency: sum.latency }
+  }
+
+  async series(windowMs: number, stepMs: number): Promise<FleetSeries> {
+    if (!this.store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
+    // Steps end on multiples of stepMs, so points stay put from one call to the next.
+    const end = Math.floor(Date.now() / stepMs) * stepMs
+    const count = Math.max(1, Math.round(windowMs / stepMs))
+    const start = end - count * stepMs
+    const times = Array.from({ length: count }, (_, i) => start + (i + 1) * stepMs)
+    const sums = new Map<string, Sum[]>()
+    for (const sample of await this.store.telemetry(start)) {
+      if (sample.at > end) continue
+      const i = Math.min(count - 1, Math.floor((sample.at - start - 1) / stepMs))
+      for (const s of sample.series) {
+        let row = sums.get(s.upstream)
+        if (row === undefined) sums.set(s.upstream, (row = times.map(() => ({ route: null, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))))
+        add(row[i]!, s)
+      }
+    }
+    const upstreams: FleetSeries['upstreams'] = {}
+    for (const [name, row] of [...sums].sort(([a], [b]) => a.localeCompare(b))) {
+      const f = row.map((sum) => figures(sum, stepMs))
+      upstreams[name] = { rate: f.map((x) => x.rate), errorRate: f.map((x) => x.errorRate), p99Ms: f.map((x) => x.p99Ms) }
+    }
+    return { stepMs, times, upstreams }
   }
 }

@@ -50,10 +50,20 @@ export interface FleetStats {
   upstreams: WindowFigures[]
 }
 
+/** Per-upstream time series over a window, one point per step (null: no request in that step). */
+export interface FleetSeries {
+  stepMs: number
+  /** epoch ms at the end of each step, oldest first */
+  times: number[]
+  upstreams: Record<string, { rate: number[]; errorRate: (number | null)[]; p99Ms: (number | null)[] }>
+}
+
 /** What the rollout analysis and the admin API ask of the aggregator. */
 export interface FleetTelemetry {
   /** Fleet sums over the last `windowMs`. Throws STORE_UNAVAILABLE when the store cannot answer. */
   window(windowMs: number): Promise<FleetStats>
   /** The figures of one (route, upstream) pair over the last `windowMs` (zeros when none), with its histogram. */
   pair(route: string, upstream: string, windowMs: number): Promise<{ figures: WindowFigures; latency: number[] }>
+  /** Per-upstream rate, error rate and p99 over the last `windowMs`, in steps of `stepMs` (the dashboard's charts). */
+  series(windowMs: number, stepMs: number): Promise<FleetSeries>
 }

@@ -10,6 +10,7 @@ import Type from 'typebox'
 import { installAuth } from './auth.js'
 import type { AdminDeps } from './deps.js'
 import { BODY_LIMIT, clientErrorHandler, frameworkErrors, installErrorHandling, MAX_PARAM_LENGTH } from './error-handler.js'
+import { dashboardPlugin } from './dashboard.js'
 import { eventsPlugin } from './events.js'
 import { flagsPlugin } from './flags.js'
 import { instancesPlugin } from './instances.js'
@@ -77,7 +78,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   )
   app.get('/docs/json', { config: open, schema: { hide: true } }, async () => app.swagger())
 
-  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, eventsPlugin, instancesPlugin]) {
+  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, dashboardPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })
   }
   await app.register(metricsPlugin, { deps })
