@@ -8,6 +8,7 @@ import { normalizeState } from './config/validate.js'
 import type { AdminDeps } from './control/admin/deps.js'
 import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
+import { startAccessLog } from './control/access-log.js'
 import { logDataplaneEvents } from './control/dataplane-log.js'
 import { HealthChecker } from './control/health.js'
 import { DnsProvider } from './control/providers/dns.js'
@@ -100,6 +101,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   const log = opts.logger ?? silentLogger
   const dataplane = new Dataplane()
   const stopEventLog = logDataplaneEvents(dataplane.resources, log)
+  const stopAccessLog = startAccessLog(dataplane.resources, log)
+  dataplane.resources.accessSample = config.accessLog?.sample ?? 0
   const health = new HealthChecker(dataplane.resources)
   const store = opts.store ?? (await storeFor(config))
   const control = new ControlPlane({
@@ -131,6 +134,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   let current = config
   const cleanup = async () => {
     stopEventLog()
+    stopAccessLog()
     await rollouts.stop()
     notifier.close()
     dns.close()
@@ -201,6 +205,10 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
           adminUrl = freshUrl
           void old.close().catch(() => {})
           changes.push(`admin now listens on ${adminUrl}`)
+        }
+        if ((next.accessLog?.sample ?? 0) !== (current.accessLog?.sample ?? 0)) {
+          dataplane.resources.accessSample = next.accessLog?.sample ?? 0
+          changes.push(`accessLog.sample ${dataplane.resources.accessSample}`)
         }
         if (next.shutdownTimeoutMs !== current.shutdownTimeoutMs) changes.push(`shutdownTimeoutMs ${next.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs}`)
         if (next.shutdownDelayMs !== current.shutdownDelayMs) changes.push(`shutdownDelayMs ${next.shutdownDelayMs ?? DEFAULTS.shutdownDelayMs}`)

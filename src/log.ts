@@ -7,6 +7,7 @@
  * Lines are written synchronously: control-plane events are rare (a state change, a Redis
  * reconnect, an ejection), and a line written just before `process.exit` must not be lost.
  */
+import { createRequire } from 'node:module'
 import { pino, type DestinationStream, type Logger } from 'pino'
 
 export type { Logger }
@@ -14,9 +15,14 @@ export type { Logger }
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
+export const LOG_FORMATS = ['json', 'pretty'] as const
+export type LogFormat = (typeof LOG_FORMATS)[number]
+
 export interface LoggerOptions {
   /** default `info` */
   level?: LogLevel
+  /** `json` (default): one JSON object per line, for log shippers; `pretty`: coloured lines for a terminal */
+  format?: LogFormat
   /** default: stdout */
   destination?: DestinationStream
 }
@@ -29,8 +35,14 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    opts.destination ?? pino.destination({ fd: 1, sync: true }),
+    opts.destination ?? (opts.format === 'pretty' ? prettyStream() : pino.destination({ fd: 1, sync: true })),
   )
+}
+
+/** pino-pretty, loaded only when asked for (a terminal, not production). Synchronous, like the JSON lines. */
+function prettyStream(): DestinationStream {
+  const pretty = createRequire(import.meta.url)('pino-pretty') as (opts: object) => DestinationStream
+  return pretty({ sync: true, destination: 1, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', colorize: process.stdout.isTTY === true })
 }
 
 /** Writes nothing: the default for instances run in-process (tests, the demo's embedded parts). */

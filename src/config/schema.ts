@@ -241,6 +241,12 @@ export const ConfigFile = Type.Object(
     store: Type.Optional(StoreConfig),
     shutdownTimeoutMs: Type.Optional(Ms('grace period for in-flight requests on SIGTERM', 0)),
     shutdownDelayMs: Type.Optional(Ms('on SIGTERM, time /readyz answers 503 while the proxy still serves, before it stops accepting', 0)),
+    accessLog: Type.Optional(
+      Type.Object(
+        { sample: Type.Number({ minimum: 0, maximum: 1, description: 'share of requests logged (0.01 = one in a hundred, 1 = all); 0 = off' }) },
+        { additionalProperties: false, description: 'an access log line per sampled request (off by default), written off the request path' },
+      ),
+    ),
     upstreams: Type.Record(Name, UpstreamSpec, { additionalProperties: false }),
     routes: Type.Array(RouteSpec, { maxItems: 10_000 }),
     flags: Type.Optional(Type.Record(Name, FlagSpec, { additionalProperties: false })),

@@ -55,7 +55,7 @@ export class ControlPlane {
       resyncMs: opts.resyncMs,
       behindAlertMs: opts.behindAlertMs,
     })
-    this.writer = new Writer(opts.store, this.follower)
+    this.writer = new Writer(opts.store, this.follower, opts.log)
     this.fleet = new Fleet({
       store: opts.store,
       dataplane: opts.dataplane,

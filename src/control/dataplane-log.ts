@@ -1,5 +1,5 @@
 /**
- * Logs the data plane's rare events (published on `node:diagnostics_channel`, since the data
+ * Logs the data plane's rare events (ejections, returns, health flips) (published on `node:diagnostics_channel`, since the data
  * plane never logs) with the process logger. Several instances may run in one process (tests,
  * the demo): each listener logs only the events of its own data plane's resources.
  *
@@ -8,7 +8,14 @@
  * count is logged with the next line that gets through.
  */
 import diagnostics from 'node:diagnostics_channel'
-import { TARGET_EJECTED, TARGET_RETURNED, type TargetEjectedEvent, type TargetReturnedEvent } from '../dataplane/events.js'
+import {
+  TARGET_EJECTED,
+  TARGET_HEALTH,
+  TARGET_RETURNED,
+  type TargetEjectedEvent,
+  type TargetHealthEvent,
+  type TargetReturnedEvent,
+} from '../dataplane/events.js'
 import type { Logger } from '../log.js'
 
 const MAX_PER_SECOND = 20
@@ -51,10 +58,18 @@ export function logDataplaneEvents(scope: object, log: Logger): () => void {
     if (e.scope !== scope || !admit()) return
     log.info({ upstream: e.upstream, target: e.target, ejectedMs: e.ejectedMs }, `target ${e.upstream}/${e.target} back after its ejection`)
   }
+  const onHealth = (message: unknown): void => {
+    const e = message as TargetHealthEvent
+    if (e.scope !== scope || !admit()) return
+    if (e.healthy) log.info({ upstream: e.upstream, target: e.target, healthy: true }, `target ${e.upstream}/${e.target} is healthy`)
+    else log.warn({ upstream: e.upstream, target: e.target, healthy: false, reason: e.reason }, `target ${e.upstream}/${e.target} is unhealthy: ${e.reason}`)
+  }
   diagnostics.subscribe(TARGET_EJECTED, onEjected)
   diagnostics.subscribe(TARGET_RETURNED, onReturned)
+  diagnostics.subscribe(TARGET_HEALTH, onHealth)
   return () => {
     diagnostics.unsubscribe(TARGET_EJECTED, onEjected)
     diagnostics.unsubscribe(TARGET_RETURNED, onReturned)
+    diagnostics.unsubscribe(TARGET_HEALTH, onHealth)
   }
 }

@@ -5,6 +5,7 @@
  */
 import { validateChange } from '../config/validate.js'
 import { SwitchyardError } from '../errors.js'
+import type { Logger } from '../log.js'
 import type { AuditEvent, Store } from '../store/store.js'
 import type { Follower } from './follower.js'
 import { draftOf, type Change, type Mutation } from './mutations.js'
@@ -28,6 +29,7 @@ export class Writer {
   constructor(
     private readonly store: Store,
     private readonly follower: Follower,
+    private readonly log?: Logger,
   ) {}
 
   /**
@@ -71,6 +73,12 @@ export class Writer {
       if (result.ok) {
         // Applied here at once, so this instance's next read shows its own write.
         follower.offer(draft, change.touched)
+        // One line per change, on the instance that made it (the others log `applied state`).
+        const { upstreams, routes, flags, rollouts } = change.touched
+        this.log?.info(
+          { revision: draft.revision, actor: event.actor, reason: event.reason, action: event.action, target: event.target, changed: { upstreams, routes, flags, rollouts } },
+          `state changed: ${event.action} ${event.target} by ${event.actor}`,
+        )
         return { revision: draft.revision, change }
       }
       if (result.reason === 'revision-mismatch' && opts.ifMatch !== undefined) {

@@ -8,6 +8,8 @@ import type { EjectionReason } from './stats.js'
 
 export const TARGET_EJECTED = 'switchyard:target-ejected'
 export const TARGET_RETURNED = 'switchyard:target-returned'
+export const TARGET_HEALTH = 'switchyard:target-health'
+export const ACCESS = 'switchyard:access'
 
 /** Outlier detection took a target out. */
 export interface TargetEjectedEvent {
@@ -35,6 +37,17 @@ export interface TargetReturnedEvent {
   ejectedMs: number
 }
 
+/** A target's health flipped: its active check passed or failed enough times, a connect failed, a passive failure timed out. */
+export interface TargetHealthEvent {
+  scope: object
+  upstream: string
+  target: string
+  healthy: boolean
+  /** why it is not healthy (`health check failing`, `connect failed`); absent when healthy */
+  reason?: string
+}
+
+const health = diagnostics.channel(TARGET_HEALTH)
 const ejected = diagnostics.channel(TARGET_EJECTED)
 const returned = diagnostics.channel(TARGET_RETURNED)
 
@@ -44,4 +57,32 @@ export function publishEjected(event: TargetEjectedEvent): void {
 
 export function publishReturned(event: TargetReturnedEvent): void {
   if (returned.hasSubscribers) returned.publish(event)
+}
+
+export function publishHealth(event: TargetHealthEvent): void {
+  if (health.hasSubscribers) health.publish(event)
+}
+
+/** One sampled request, for the access log (`accessLog.sample`). */
+export interface AccessEvent {
+  scope: object
+  /** epoch ms when the response closed */
+  time: number
+  method: string
+  /** as the client sent it */
+  url: string
+  host: string
+  /** 0 when the client left before any status was sent */
+  status: number
+  route: string
+  upstream: string
+  target: string | null
+  ms: number
+  client: string | null
+}
+
+const access = diagnostics.channel(ACCESS)
+
+export function publishAccess(event: AccessEvent): void {
+  if (access.hasSubscribers) access.publish(event)
 }

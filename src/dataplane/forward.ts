@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
+import { publishAccess } from './events.js'
 import { responseHeaders } from './headers.js'
 import { recordFault, recordResponse } from './outlier.js'
 import type { Resources } from './resources.js'
@@ -97,10 +98,30 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private readonly onClientClose = (): void => {
     this.ctx.requestClosed()
+    const sample = this.ctx.res.accessSample
+    if (sample > 0 && Math.random() < sample) this.logAccess()
     if (this.done) return
     // The client went away mid-exchange: cancel the upstream request (its socket is destroyed).
     this.clientGone = true
     this.abortFn?.(new Error('client closed the connection'))
+  }
+
+  /** Hands one sampled request to the access log (written later, off this path). */
+  private logAccess(): void {
+    const { req, res } = this
+    publishAccess({
+      scope: this.ctx.res,
+      time: Date.now(),
+      method: req.method ?? '',
+      url: req.url ?? '',
+      host: req.headers.host ?? '',
+      status: res.headersSent ? res.statusCode : 0,
+      route: this.choice.stats.route,
+      upstream: this.choice.stats.upstream,
+      target: this.target?.rt.id ?? null,
+      ms: performance.now() - this.t0,
+      client: req.socket.remoteAddress ?? null,
+    })
   }
 
   /** made on the first backpressure only: most responses never need it */

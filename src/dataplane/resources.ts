@@ -37,6 +37,8 @@ export class Resources {
   readonly pools = new Map<string, Pool>()
   readonly targets = new Map<string, TargetRuntime>()
   readonly traffic = new Map<string, TrafficStats>()
+  /** share of requests handed to the access log (0: off, the default) */
+  accessSample = 0
   readonly upstreams = new Map<string, UpstreamCounters>()
   /** Requests that matched no route (404 NO_ROUTE); not attributable to a route or upstream. */
   noRoute = 0

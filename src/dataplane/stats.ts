@@ -3,6 +3,7 @@
  * analysis, instance registry) reads them on its own timer. Nothing here allocates per request.
  */
 import type { Socket } from 'node:net'
+import { publishHealth } from './events.js'
 
 /** Latency histogram bounds in ms: 0.1 ms × 1.25^i, i = 0..63 (up to ~ 163 s), fine enough for p99. */
 export const LATENCY_BOUNDS_MS: readonly number[] = Array.from({ length: 64 }, (_, i) => 0.1 * 1.25 ** i)
@@ -140,6 +141,11 @@ export class TargetRuntime {
       this.passiveUntil = 0
       this.startRamp()
     } else this.downReason = 'health check failing'
+    // A flip is rare (a check's threshold, a connect failure): told on a channel, never logged here.
+    // Published after the caller set its reason: a microtask later.
+    queueMicrotask(() =>
+      publishHealth({ scope: this.counters.scope, upstream: this.upstream, target: this.id, healthy: this.healthyNow, ...(this.healthyNow ? {} : { reason: this.downReason }) }),
+    )
   }
 
   /** A target that joins or comes back starts its slow-start ramp now (a time read, on a rare event). */
