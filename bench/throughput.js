@@ -126,6 +126,19 @@ const WRK = TOOL === 'wrk' ? which('wrk') : null
 if (TOOL === 'wrk' && !WRK) throw new Error('BENCH_TOOL=wrk but wrk is not on PATH')
 const load = TOOL === 'wrk' ? runWrk : runAutocannon
 
+/** GETs `url` every `ms` until stopped; resolves with how many scrapes answered 200. */
+function scrapeEvery (url, ms) {
+  let ok = 0
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      try { const r = await fetch(url); await r.text(); if (r.status === 200) ok++ } catch {}
+      await new Promise((resolve) => setTimeout(resolve, ms))
+    }
+  })()
+  return { stop: async () => { running = false; await loop; return ok } }
+}
+
 // ---------- main ----------
 
 async function main () {
@@ -149,13 +162,25 @@ async function main () {
 
   // switchyard
   const sport = await freePort()
-  const argv = switchyardArgv(sport, backend)
+  const sadmin = await freePort()
+  const argv = switchyardArgv(sport, backend, sadmin)
   if (!env.BENCH_SWITCHYARD_CMD && !fs.existsSync(path.join(ROOT, 'dist', 'cli.js'))) {
     throw new Error('dist/cli.js not found: run `npm run build` first (or set BENCH_SWITCHYARD_CMD)')
   }
   const sy = start('switchyard', argv[0], argv.slice(1))
   await waitHttp(sy, sport)
-  targets.push({ name: 'switchyard', port: sport, child: sy })
+  // switchyard at default settings is scraped like Prometheus would (here every second, 15x the
+  // usual rate) while it is measured; `switchyard-quiet` has logs off and is never scraped: the
+  // difference is what observability costs the proxy
+  targets.push({ name: 'switchyard', port: sport, child: sy, scrape: `http://127.0.0.1:${sadmin}/metrics` })
+  if (env.BENCH_QUIET !== '0' && !env.BENCH_SWITCHYARD_CMD) {
+    const qport = await freePort()
+    const qargv = switchyardArgv(qport, backend, 0, 'switchyard-quiet')
+    qargv.push('--log-level', 'silent')
+    const child = start('switchyard-quiet', qargv[0], qargv.slice(1))
+    await waitHttp(child, qport)
+    targets.push({ name: 'switchyard-quiet', port: qport, child })
+  }
 
   // the same switchyard with a canary rollout in progress on the bench route (50 %, analysed
   // every second from the fleet's figures): the hot path must pay nothing for it
@@ -212,7 +237,9 @@ async function main () {
       for (const t of targets) {
         const url = `http://127.0.0.1:${t.port}/`
         if (WARMUP > 0) await load(url, c, WARMUP)
+        const scraper = t.scrape ? scrapeEvery(t.scrape, 1000) : null
         const r = await load(url, c, DURATION)
+        if (scraper) r.scrapes = await scraper.stop()
         if (t.child.exited) throw new Error(`${t.name} died during the bench ${JSON.stringify(t.child.exited)}:\n${t.child.tail}`)
         results[c][t.name].rounds.push(r)
         process.stdout.write(`  c=${c} round ${round + 1} ${t.name.padEnd(18)} ${fmt(r.rps, 0).padStart(8)} rps  ` +
@@ -271,6 +298,7 @@ function report (names, results, rss) {
       parts.push(`/${n} ${fmt(sy.rps / byName[n].rps, 2)}`)
     }
     console.log(`switchyard rps ratio: ${parts.join('  ')}`)
+    if (byName['switchyard-quiet']) console.log(`metrics scraped every second and logs at info: ${fmt(sy.rps / byName['switchyard-quiet'].rps, 2)}× the rps of switchyard with logs off and no scrape`)
     if (byName['switchyard-rollout']) console.log(`with a rollout in progress: ${fmt(byName['switchyard-rollout'].rps / sy.rps, 2)}× the rps of switchyard without`)
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
   }
