@@ -56,9 +56,10 @@ async function startNginx (nginx, name, port, server) {
   return child
 }
 
-function switchyardConfig (port, backend, adminPort = 0) {
+function switchyardConfig (port, backend, adminPort = 0, extra = '') {
   return `listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
+${extra}
 store: { type: memory }
 upstreams:
   v1: { targets: [ { url: "${backend}" } ] }
@@ -73,9 +74,9 @@ routes:
 `
 }
 
-function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard') {
+function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard', extra = '') {
   const config = path.join(tmp, `${name}.yaml`)
-  fs.writeFileSync(config, switchyardConfig(port, backend, adminPort))
+  fs.writeFileSync(config, switchyardConfig(port, backend, adminPort, extra))
   const template = env.BENCH_SWITCHYARD_CMD ?? 'node dist/cli.js start --config {config}'
   const argv = template.trim().split(/\s+/).map((a) =>
     a.replaceAll('{config}', config).replaceAll('{port}', String(port)).replaceAll('{backend}', backend))
@@ -180,6 +181,14 @@ async function main () {
     const child = start('switchyard-quiet', qargv[0], qargv.slice(1))
     await waitHttp(child, qport)
     targets.push({ name: 'switchyard-quiet', port: qport, child })
+  }
+  // the access log on, one request in a hundred (JSON lines on stdout, a pipe the bench reads)
+  if (env.BENCH_ACCESS !== '0' && !env.BENCH_SWITCHYARD_CMD) {
+    const aport = await freePort()
+    const aargv = switchyardArgv(aport, backend, 0, 'switchyard-access', 'accessLog: { sample: 0.01 }')
+    const child = start('switchyard-access', aargv[0], aargv.slice(1))
+    await waitHttp(child, aport)
+    targets.push({ name: 'switchyard-access', port: aport, child })
   }
 
   // the same switchyard with a canary rollout in progress on the bench route (50 %, analysed
@@ -299,6 +308,7 @@ function report (names, results, rss) {
     }
     console.log(`switchyard rps ratio: ${parts.join('  ')}`)
     if (byName['switchyard-quiet']) console.log(`metrics scraped every second and logs at info: ${fmt(sy.rps / byName['switchyard-quiet'].rps, 2)}× the rps of switchyard with logs off and no scrape`)
+    if (byName['switchyard-access']) console.log(`access log at 1 %: ${fmt(byName['switchyard-access'].rps / sy.rps, 2)}× the rps of switchyard without`)
     if (byName['switchyard-rollout']) console.log(`with a rollout in progress: ${fmt(byName['switchyard-rollout'].rps / sy.rps, 2)}× the rps of switchyard without`)
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
   }
