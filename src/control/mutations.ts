@@ -12,7 +12,7 @@
  */
 import type { FlagSpec, RouteSpec, State, Target, TargetState, Upstream } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { noneTouched, type Touched } from '../store/delta.js'
+import { copyRoutes, noneTouched, routePosition, type Touched } from '../store/delta.js'
 
 /** What a mutation did, for the audit log and the answer. */
 export interface Change<T = unknown> {
@@ -45,7 +45,7 @@ function own<K extends 'upstreams' | 'routes' | 'flags'>(draft: State, key: K): 
   if (!mine.has(key)) {
     mine.add(key)
     const c = draft[key]
-    draft[key] = (Array.isArray(c) ? c.slice() : { ...c }) as State[K]
+    draft[key] = (Array.isArray(c) ? copyRoutes(c) : { ...c }) as State[K]
   }
   return draft[key]
 }
@@ -57,11 +57,9 @@ function touched(kind: 'upstreams' | 'routes' | 'flags', name: string, order = f
   return t
 }
 
-/** A route's index, by a plain loop (no closure: this runs on 10,000 routes per write). */
+/** A route's index: a lookup, not a pass over 10,000 routes per write (see `routePosition`). */
 function findRoute(state: State, name: string): number {
-  const routes = state.routes
-  for (let i = 0; i < routes.length; i++) if (routes[i]!.name === name) return i
-  return -1
+  return routePosition(state.routes, name)
 }
 
 /** Throws 404 unless `state` has upstream `name`. */
