@@ -8,7 +8,9 @@
 // compiler on a data plane that does not listen): propagation of split writes to every
 // instance (p50/p99) and Redis output bytes per write. Prints one table.
 // Knobs: BENCH_ROUTES=1,1000,10000  BENCH_FLEET_ROUTES=1,10000  BENCH_DURATION=4 (s)
-//        BENCH_FLEET=20  BENCH_WRITES=50
+//        BENCH_FLEET=20  BENCH_WRITES=50 (after BENCH_WARMUP_WRITES=5)  BENCH_FLEET_RPS=1000
+//        BENCH_WRITE_GAP_MS=200 (pause between fleet writes; 0: back to back)
+//        BENCH_DEBUG=1 (each write's propagation per instance)  BENCH_CPU_PROF=dir (profiles of the writes)
 import autocannon from 'autocannon'
 import fs from 'node:fs'
 import http from 'node:http'
@@ -22,6 +24,8 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 4)
 const FLEET = Number(process.env.BENCH_FLEET ?? 20)
 const WRITES = Number(process.env.BENCH_WRITES ?? 50)
 const FLEET_RPS = Number(process.env.BENCH_FLEET_RPS ?? 1000)
+const WARMUP_WRITES = Number(process.env.BENCH_WARMUP_WRITES ?? 5)
+const WRITE_GAP_MS = Number(process.env.BENCH_WRITE_GAP_MS ?? 200)
 const UPSTREAMS = 50
 const TARGETS_PER_UPSTREAM = 20
 
@@ -49,15 +53,14 @@ function config (routes, backend, store) {
 async function instance (mode, cfg, dir, label) {
   const file = path.join(dir, `${label}.json`)
   fs.writeFileSync(file, JSON.stringify(cfg))
-  const prof = process.env.BENCH_CPU_PROF && mode === 'follower' ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []
-  const child = start(label, process.execPath, [...prof, '--max-old-space-size=4096', 'bench/lib/scale-instance.js', mode, file], { ipc: true })
+  const child = start(label, process.execPath, ['--max-old-space-size=4096', 'bench/lib/scale-instance.js', mode, file], { ipc: true })
   child.applied = new Map() // revision → at
   child.on('message', (m) => {
     if (m.type === 'applied') child.applied.set(m.revision, m.at)
     else if (m.type === 'ready') child.ready = m
     else child.answer?.(m)
   })
-  child.ask = (type) => new Promise((resolve) => { child.answer = (m) => { if (m.type === type) { child.answer = undefined; resolve(m) } }; child.send({ type }) })
+  child.ask = (type, extra = {}) => new Promise((resolve) => { child.answer = (m) => { if (m.type === type) { child.answer = undefined; resolve(m) } }; child.send({ type, ...extra }) })
   await until(label, child, () => child.ready, 120_000)
   return child
 }
@@ -161,7 +164,9 @@ async function fleet (n, backend, dir) {
   const writer = full[0]
   // Both full proxies serve a steady load (not a saturating one: on 2 cores that would time the
   // scheduler, not the propagation).
-  const loadSeconds = Math.max(DURATION, 8)
+  // Long enough to cover every write and its pause, which the check after the writes confirms.
+  const loadSeconds = Math.max(DURATION, 8, Math.ceil(4 + ((WARMUP_WRITES + WRITES) * (WRITE_GAP_MS + 250)) / 1000))
+  const loadEnds = performance.now() + loadSeconds * 1000
   const servingLoad = FLEET_RPS === 0 ? Promise.resolve([]) : Promise.all(full.map((c) => load(`http://127.0.0.1:${c.ready.proxyPort}/svc${n - 1}/x`, 4, loadSeconds, FLEET_RPS / full.length)))
   await sleep(500)
   // Redis bytes while idle (heartbeats), to subtract from those of the writes.
@@ -169,6 +174,22 @@ async function fleet (n, backend, dir) {
   const idleT0 = performance.now()
   await sleep(1000)
   const idlePerMs = (await redisInfo(port) - idle0) / (performance.now() - idleT0)
+  // Likewise the followers' idle CPU (periodic heartbeat and revision check).
+  const idleCpu0 = await Promise.all(followers.map((c) => c.ask('cpu')))
+  const idleCpuT0 = performance.now()
+  await sleep(1000)
+  const idleCpu1 = await Promise.all(followers.map((c) => c.ask('cpu')))
+  const idleCpuPerMs = idleCpu1.reduce((a, c, i) => a + c.us - idleCpu0[i].us, 0) / followers.length / 1000 / (performance.now() - idleCpuT0)
+  // Warm-up writes, not counted (as in the single-process part): the first change a process
+  // applies runs code that was never run, in 20 processes at once.
+  for (let i = 0; i < WARMUP_WRITES; i++) {
+    const w = await splitWrite(writer.ready.adminPort, n, i)
+    await until(`revision ${w.revision} on every instance`, null, () => all.every((c) => c.applied.has(w.revision)), 10_000)
+    await sleep(WRITE_GAP_MS)
+  }
+  // BENCH_CPU_PROF=dir: a CPU profile of every instance over the writes alone.
+  const profDir = process.env.BENCH_CPU_PROF
+  if (profDir) await Promise.all(all.map((c) => c.ask('prof-start')))
   const cpu0 = await Promise.all(followers.map((c) => c.ask('cpu')))
   const out0 = await redisInfo(port)
   const w0 = performance.now()
@@ -178,11 +199,16 @@ async function fleet (n, backend, dir) {
     await until(`revision ${w.revision} on every instance`, null, () => all.every((c) => c.applied.has(w.revision)), 10_000)
     for (const c of all) delays.push(c.applied.get(w.revision) - w.t0)
     if (process.env.BENCH_DEBUG) console.error(w.ms.toFixed(1), all.map((c) => (c.applied.get(w.revision) - w.t0).toFixed(1)).join(" "))
+    // Each write on its own: the next one starts once this one's after-effects (the deferred
+    // registry reports, the instances' reports to this bench) are over.
+    await sleep(WRITE_GAP_MS)
   }
   const elapsed = performance.now() - w0
+  if (FLEET_RPS > 0 && performance.now() > loadEnds) throw new Error('the serving load ended before the writes did: raise BENCH_DURATION')
   const cpu1 = await Promise.all(followers.map((c) => c.ask('cpu')))
-  // CPU a follower spends per write (its heartbeats over the same time included)
-  const followerCpuMs = cpu1.reduce((a, c, i) => a + c.us - cpu0[i].us, 0) / followers.length / WRITES / 1000
+  if (profDir) await Promise.all(all.map((c) => c.ask('prof-stop', { file: path.join(profDir, `${c.label}.cpuprofile`) })))
+  // CPU a follower spends per write, less what it spends idle over the same time
+  const followerCpuMs = (cpu1.reduce((a, c, i) => a + c.us - cpu0[i].us, 0) / followers.length / 1000 - idleCpuPerMs * elapsed) / WRITES
   const bytes = (await redisInfo(port)) - out0 - idlePerMs * elapsed
   const served = (await servingLoad).reduce((a, r) => ({ errors: a.errors + r.errors, requests: a.requests + r.requests }), { errors: 0, requests: 0 })
   for (const c of all) c.kill('SIGTERM')
@@ -210,7 +236,7 @@ async function main () {
   for (const r of rows) {
     console.log(`| ${r.routes} | ${f(r.first.rps, 0)} | ${f(r.last.rps, 0)} (${f(r.last.rps / ref.last.rps, 2)}×) | ${f(r.first.cpuUs)} / ${f(r.last.cpuUs)} | ${f(r.writeQuietMs, 2)} | ${f(r.writeLoadMs, 2)} | ${f(r.rpsWithWrites, 0)} | ${f(r.eldP99, 1)} / ${f(r.eldMax, 1)} |`)
   }
-  console.log(`\nFleet on one Redis (${FLEET} instances: 2 full proxies serving ${FLEET_RPS} rps in all; ${WRITES} split writes)`)
+  console.log(`\nFleet on one Redis (${FLEET} instances: 2 full proxies serving ${FLEET_RPS} rps in all; ${WRITES} split writes, ${WRITE_GAP_MS} ms apart, after ${WARMUP_WRITES} not counted)`)
   console.log('| routes | propagation p50 ms | p99 ms | Redis output bytes per write | per instance | follower CPU ms per write | errors under load |')
   console.log('|---|---|---|---|---|---|---|')
   for (const r of fleets) console.log(`| ${r.routes} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.bytesPerWrite, 0)} | ${f(r.perInstance, 0)} | ${f(r.followerCpuMs, 2)} | ${r.servedErrors} |`)

@@ -12,6 +12,7 @@ import { eventually } from './helpers/eventually.js'
 import { memoryLogger, type MemoryLog } from './helpers/log.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
 import { startTcpLink } from './helpers/tcp-link.js'
+import { CHANGES, LOAD } from '../src/store/redis-scripts.js'
 
 let redis: RedisServer
 let prefixes = 0
@@ -113,5 +114,66 @@ describe('a Redis follower fetches and applies only the changes', () => {
     // Applied revisions only ever grow.
     expect(seen).toEqual([...seen].sort((x, y) => x - y))
     expect(new Set(seen).size).toBe(seen.length)
+  })
+
+  it('a follower one revision behind applies a published change from its message alone: no read of the store', async () => {
+    // Periodic re-reads off: they could cross a write and ask for the changes themselves.
+    const { config: c } = await config()
+    const a = await startApp(c, { resyncMs: 600_000 })
+    const logB = memoryLogger()
+    const b = await startApp(c, { resyncMs: 600_000, logger: logB.logger })
+    await sameState(a, b)
+
+    // Every command Redis runs, in order; a marker echoed at the end says all were seen.
+    const monitor = await new Redis(redis.url).monitor()
+    onTestFinished(() => void monitor.disconnect())
+    const commands: string[][] = []
+    monitor.on('monitor', (_time: string, args: string[]) => commands.push(args))
+    const marker = new Redis(redis.url)
+    onTestFinished(() => void marker.quit())
+    const seen = async (): Promise<void> => {
+      const word = `marker-${commands.length}-${Math.random()}`
+      await marker.echo(word)
+      await eventually(() => expect(commands.some((args) => args[1] === word)).toBe(true))
+    }
+    await seen()
+    const from = commands.length
+
+    for (let i = 0; i < 5; i++) await split(a, `r${i}`, 'v2')
+    await sameState(a, b)
+    await seen()
+    const scripts = commands.slice(from).filter((args) => args[0]!.toLowerCase() === 'evalsha').map((args) => args[1])
+    // Neither the follower nor the writer read the changes or the state: the messages carried them.
+    expect(scripts.filter((sha) => sha === CHANGES.sha || sha === LOAD.sha)).toEqual([])
+    expect(applies(logB).slice(1)).toEqual([2, 3, 4, 5, 6].map((revision) => ({ revision, whole: false })))
+  })
+
+  it('published changes that do not follow, are stale or do not parse: the follower asks the store and ends on the writer state', async () => {
+    const { config: c, prefix } = await config()
+    const a = await startApp(c, { resyncMs: 100 })
+    const b = await startApp(c, { resyncMs: 100 })
+    const pub = new Redis(redis.url)
+    onTestFinished(() => void pub.quit())
+    const channel = `{${prefix}}:changes`
+    const seen: number[] = []
+    b.app.control.follower.onApplied((s) => seen.push(s.revision))
+    const forged = (revision: number, route: string) =>
+      `${revision} {"upstreams":[],"routes":["${route}"],"flags":[],"rollouts":[],"order":false}\n` +
+      JSON.stringify({ revision, upstreams: {}, routes: { [route]: { name: route, match: { pathPrefix: `/${route}/` }, split: { v1: 1, v2: 99 } } }, flags: {}, rollouts: {} })
+
+    const r2 = await split(a, 'r1', 'v2')
+    await sameState(a, b)
+    // Stale (below the applied revision), far ahead (a gap), not JSON, not a delta of its revision.
+    await pub.publish(channel, forged(1, 'r1'))
+    await pub.publish(channel, forged(r2 + 50, 'r2'))
+    await pub.publish(channel, `${r2 + 1} {"routes":["r2"]}\n{"revision":`)
+    await pub.publish(channel, `${r2 + 1} {"routes":["r2"]}\n${JSON.stringify({ revision: r2 + 7, upstreams: {}, routes: {}, flags: {}, rollouts: {} })}`)
+    const r3 = await split(a, 'r2', 'v2')
+    await sameState(a, b)
+    expect((await state(b)).revision).toBe(r3)
+    // Applied revisions only ever grow, and none was a forged one.
+    expect(seen).toEqual([...seen].sort((x, y) => x - y))
+    expect(new Set(seen).size).toBe(seen.length)
+    expect(seen.every((r) => r <= r3)).toBe(true)
   })
 })

@@ -287,7 +287,10 @@ describe('redis store layout: per resource, with a change log', () => {
       expect(await writer.commit(s3, event(3), 2, onlyRoutes(['svc9999']))).toEqual({ ok: true, revision: 3 })
       await eventually(() => expect(messages).toHaveLength(3)) // delivered to every subscriber
     })
-    expect(messages[2]).toBe('3 {"upstreams":[],"routes":["svc9999"],"flags":[],"rollouts":[],"order":false}')
+    // The notice, then the change itself (small enough to travel with it).
+    const [notice, change] = messages[2]!.split('\n')
+    expect(notice).toBe('3 {"upstreams":[],"routes":["svc9999"],"flags":[],"rollouts":[],"order":false}')
+    expect(JSON.parse(change!)).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {} })
     // 4 subscribers (3 instances and this test's) get the message, the writer its reply.
     expect(commit.out).toBeLessThanOrEqual(2048 * 4)
     expect(commit.in).toBeLessThanOrEqual(2048)

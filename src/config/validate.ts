@@ -9,7 +9,7 @@
 import type { Problem } from '../errors.js'
 import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
 import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
-import type { Touched } from '../store/delta.js'
+import { routePosition, type Touched } from '../store/delta.js'
 import { formatPath, type PathSegment } from './shape.js'
 import { isObj } from './malformed.js'
 import { discoveryProblems } from './validate-discovery.js'
@@ -105,7 +105,7 @@ export function validateState(s: StateSpec | unknown): Problem[] {
  * other 9,999. `state` is the state after the change, and the state before it passed
  * `validateState` (or this).
  */
-export function validateChange(state: State, touched: Touched): Problem[] {
+export function validateChange(state: State, touched: Touched, before?: State): Problem[] {
   const problems: Problem[] = []
   const report = (segments: PathSegment[], message: string) => problems.push({ path: formatPath(segments), message })
   const hasUpstream = (name: string) => Object.hasOwn(state.upstreams, name)
@@ -116,7 +116,15 @@ export function validateChange(state: State, touched: Touched): Problem[] {
   }
 
   const routes = state.routes
-  if (touched.routes.length > 0 || removed.length > 0) {
+  if (touched.routes.length > 0 && removed.length === 0) {
+    // The touched routes alone, found by position (no pass over 10,000 routes), in route order.
+    const at = touched.routes.map((name) => routePosition(routes, name)).filter((i) => i >= 0)
+    for (const i of at.sort((x, y) => x - y)) {
+      const route = routes[i]!
+      if (!standsAsBefore(before, route, i)) checkClashes(routes, i, report)
+      checkRoute(route as unknown as Obj, ['routes', i], hasUpstream, report)
+    }
+  } else if (touched.routes.length > 0 || removed.length > 0) {
     const wanted = new Set(touched.routes)
     for (let i = 0; i < routes.length; i++) {
       const route = routes[i]!
@@ -137,6 +145,17 @@ export function validateChange(state: State, touched: Touched): Problem[] {
 
   for (const name of touched.flags) if (Object.hasOwn(state.flags, name)) checkFlag(name, state.flags[name] as unknown as Obj, report)
   return problems
+}
+
+/**
+ * True when `route` has the name and match that route `i` had in `before` (a state that passed
+ * validation, which the change left alone but for the touched routes): it can clash with no
+ * other route, so a split or rule change is not checked against every route.
+ */
+function standsAsBefore(before: State | undefined, route: RouteSpec, i: number): boolean {
+  const was = before?.routes[i]
+  if (was === undefined || was.name !== route.name) return false
+  return was.match === route.match || JSON.stringify(was.match) === JSON.stringify(route.match)
 }
 
 /** Route `i` against every other route: same name, or same match (reported on the later of the two, as `validateState` does). */

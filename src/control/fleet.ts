@@ -32,10 +32,19 @@ export interface FleetInstance extends InstanceInfo {
 /** How often waits re-read the registry: fast enough to answer within ms, light on the store. */
 const POLL_MS = 5
 const DRAIN_POLL_MS = 10
+/**
+ * The registry hears of an applied state this long after it (one report for every state
+ * applied meanwhile), not at once: at once, 20 instances would report while the last of them
+ * still apply, on the same cores, and a burst of writes would cost a report each.
+ * `?waitApplied` answers this much later.
+ */
+const REPORT_DELAY_MS = 50
 
 export class Fleet {
-  readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  private readonly host = hostname()
+  readonly instanceId = `${this.host}:${process.pid}:${randomBytes(3).toString('hex')}`
   private timer: NodeJS.Timeout | undefined
+  private reportTimer: NodeJS.Timeout | undefined
   private closed = false
 
   constructor(private readonly opts: FleetOptions) {}
@@ -44,12 +53,21 @@ export class Fleet {
     return this.opts.behindAlertMs ?? 5_000
   }
 
-  /** Registers now, again after every applied state (so waitApplied answers within ms), and on a timer. */
+  /** Registers now, again shortly after applied states (so waitApplied answers soon), and on a timer. */
   async start(): Promise<void> {
-    this.opts.follower.onApplied(() => void this.heartbeat())
+    this.opts.follower.onApplied(() => this.reportSoon())
     await this.heartbeat()
     this.timer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? 1_000)
     this.timer.unref()
+  }
+
+  private reportSoon(): void {
+    if (this.reportTimer !== undefined || this.closed) return
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined
+      void this.heartbeat()
+    }, REPORT_DELAY_MS)
+    this.reportTimer.unref()
   }
 
   /**
@@ -68,7 +86,7 @@ export class Fleet {
     if (this.closed || !store.connected) return
     const info: Omit<InstanceInfo, 'lastSeen'> = {
       id: this.instanceId,
-      host: hostname(),
+      host: this.host,
       pid: process.pid,
       appliedRevision: follower.state.revision,
       behindMs: follower.behindMs(),
@@ -152,7 +170,9 @@ export class Fleet {
   async close(): Promise<void> {
     this.closed = true
     if (this.timer) clearInterval(this.timer)
+    if (this.reportTimer) clearTimeout(this.reportTimer)
     this.timer = undefined
+    this.reportTimer = undefined
     await this.opts.store.unregister(this.instanceId).catch(() => {})
   }
 }

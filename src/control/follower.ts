@@ -15,8 +15,8 @@ import type { Dataplane } from '../dataplane/server.js'
 import { compileTableSliced, updateTable, type CompileOptions, type RoutingTable } from '../dataplane/table.js'
 import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { applyDelta, touchedOf } from '../store/delta.js'
-import type { Store, Touched } from '../store/store.js'
+import { applyDelta, indexRoutes, touchedOf } from '../store/delta.js'
+import type { Delta, Store, Touched } from '../store/store.js'
 import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
 
 export interface FollowerOptions {
@@ -118,6 +118,15 @@ export class Follower {
     return this.ready
   }
 
+  /**
+   * True when, as far as this instance knows, it applied the store's latest revision: running,
+   * connected, no sync or whole compile under way, and no newer revision heard of. A write may
+   * then start from the applied state without asking the store (its compare-and-set decides).
+   */
+  get current(): boolean {
+    return this.ready && !this.closed && !this.running && !this.compiling && this.opts.store.connected && this.storeRevision === this.applied.revision
+  }
+
   /** States the store held that failed to compile here (each revision counted once). */
   get applyFailures(): number {
     return this.failures
@@ -140,9 +149,9 @@ export class Follower {
    */
   async start(): Promise<void> {
     const { store, log } = this.opts
-    store.onChange((revision) => {
+    store.onChange((revision, delta) => {
       this.observe(revision)
-      void this.sync()
+      if (delta === undefined || !this.applyPublished(delta)) void this.sync()
     })
     store.onConnectionChange((up) => {
       log.info({ connected: up }, up ? 'store connected' : 'store disconnected')
@@ -186,6 +195,27 @@ export class Follower {
     if (state.revision <= this.applied.revision) return
     if (!this.compiling && state.revision === this.applied.revision + 1) this.applyChange(state, touched)
     else void this.sync()
+  }
+
+  /**
+   * A change the store sent along with its notice: applied at once when it follows the applied
+   * revision directly, with no round trip to the store. False when it cannot be (not ready, a
+   * whole compile running, a gap, too large, a state that does not compile): the caller syncs,
+   * which asks the store what lies in between.
+   */
+  private applyPublished(delta: Delta): boolean {
+    if (!this.ready || this.closed || this.compiling) return false
+    if (delta.revision <= this.applied.revision) return true
+    if (delta.revision !== this.applied.revision + 1) return false
+    const touched = touchedOf(delta)
+    if (size(touched) > INCREMENTAL_MAX) return false
+    let next: State
+    try {
+      next = applyDelta(this.applied, delta)
+    } catch {
+      return false // an order naming a route it does not bring: the store's own changes will tell
+    }
+    return this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
   }
 
   /** How long the applied revision has been behind the store's, in ms (0 when it is not). */
@@ -349,6 +379,7 @@ export class Follower {
     }
     this.opts.dataplane.setTable(table)
     this.swapped(table, state, effective, { whole: true })
+    indexRoutes(state.routes)
     if (this.refreshPending) {
       this.refreshPending = false
       this.refresh()

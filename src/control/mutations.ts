@@ -12,7 +12,7 @@
  */
 import type { FlagSpec, RouteSpec, State, Target, TargetState, Upstream } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { noneTouched, type Touched } from '../store/delta.js'
+import { copyRoutes, noneTouched, routePosition, type Touched } from '../store/delta.js'
 
 /** What a mutation did, for the audit log and the answer. */
 export interface Change<T = unknown> {
@@ -47,7 +47,7 @@ function own<K extends 'upstreams' | 'routes' | 'flags' | 'rollouts'>(draft: Sta
   if (!mine.has(key)) {
     mine.add(key)
     const c = draft[key]
-    draft[key] = (Array.isArray(c) ? c.slice() : { ...c }) as State[K]
+    draft[key] = (Array.isArray(c) ? copyRoutes(c) : { ...c }) as State[K]
   }
   return draft[key]
 }
@@ -59,11 +59,9 @@ function touched(kind: 'upstreams' | 'routes' | 'flags' | 'rollouts', name: stri
   return t
 }
 
-/** A route's index, by a plain loop (no closure: this runs on 10,000 routes per write). */
+/** A route's index: a lookup, not a pass over 10,000 routes per write (see `routePosition`). */
 function findRoute(state: State, name: string): number {
-  const routes = state.routes
-  for (let i = 0; i < routes.length; i++) if (routes[i]!.name === name) return i
-  return -1
+  return routePosition(state.routes, name)
 }
 
 /** Throws 404 unless `state` has upstream `name`. */

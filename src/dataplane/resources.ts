@@ -40,6 +40,11 @@ export class Resources {
   /** share of requests handed to the access log (0: off, the default) */
   accessSample = 0
   readonly upstreams = new Map<string, UpstreamCounters>()
+  /**
+   * Targets that carry (or carried) a WebSocket: what a swap checks for WebSockets to drain
+   * (drain.ts). Added to by the WebSocket proxy; drained of idle ones by that check.
+   */
+  readonly wsTargets = new Set<TargetRuntime>()
   /** Requests that matched no route (404 NO_ROUTE); not attributable to a route or upstream. */
   noRoute = 0
   /** Requests the proxy refused itself for what the client sent (request-checks.ts); never charged to an upstream. */

@@ -15,7 +15,7 @@
 import type { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
 import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../config/schema.js'
-import type { Touched } from '../store/delta.js'
+import { routePosition, type Touched } from '../store/delta.js'
 import { seedOf } from './bucket.js'
 import { outlierPolicy, release, type OutlierPolicy } from './outlier.js'
 import { emptyRadix, RadixBuilder, radixGet, radixSet, type Radix } from './radix.js'
@@ -349,20 +349,20 @@ export function updateTable(
   return { table, released }
 }
 
-/** The specs of the named routes in `state`, in one pass over the routes. */
+/** The specs of the named routes in `state`, by their positions (see `routePosition`). */
 function routeSpecs(state: State, names: readonly string[]): Map<string, RouteSpec> {
   const out = new Map<string, RouteSpec>()
-  if (names.length === 0) return out
-  const wanted = new Set(names)
-  for (const r of state.routes) if (wanted.has(r.name)) out.set(r.name, r)
+  for (const name of names) {
+    const i = routePosition(state.routes, name)
+    if (i >= 0) out.set(name, state.routes[i]!)
+  }
   return out
 }
 
 /** A route's declaration position (its index in the state's routes). */
 function rankOf(state: State, name: string): number {
-  const routes = state.routes
-  for (let i = 0; i < routes.length; i++) if (routes[i]!.name === name) return i
-  return routes.length
+  const i = routePosition(state.routes, name)
+  return i < 0 ? state.routes.length : i
 }
 
 /**

@@ -110,6 +110,7 @@ export function proxyUpgrade(
       if (head.length > 0) conn.write(head)
       client.pipe(conn)
       rt.websockets.add(client)
+      resources.wsTargets.add(rt)
       client.once('close', () => {
         rt.websockets.delete(client)
         // Gone before the upstream answered: the client's doing, counted as a cut (class 0).

@@ -88,8 +88,10 @@ end
 /**
  * KEYS: STATE_KEYS, events. ARGV: expected, next revision, event JSON, events cap,
  * changelog cap, channel, touched JSON (or `*`: a whole-state write), route order JSON (or
- * empty: unchanged), then the resources (WRITE_LIB): with touched names, only those (empty:
- * deleted); whole, all of them.
+ * empty: unchanged), the change itself as a Delta JSON to publish along (or empty: too large,
+ * or whole), then the resources (WRITE_LIB): with touched names, only those (empty:
+ * deleted); whole, all of them. The message is `<revision> <touched JSON>`, followed by a
+ * newline and the Delta JSON when given (JSON text never holds a raw newline).
  * Returns {1, rev} written, {0, current} mismatch, {-1} empty, {-2} a route comes or goes
  * but no order was given (nothing written: send the order), {-3} the store holds the old
  * layout (nothing written: convert it first).
@@ -103,22 +105,26 @@ elseif tonumber(current) ~= expected then
   return {0, tonumber(current)}
 end
 if ARGV[7] == '*' then
-  replace_all(ARGV[8], 9)
+  replace_all(ARGV[8], 10)
 else
   -- A change applies to the per-resource keys: they must hold the state at the expected revision.
   if redis.call('EXISTS', KEYS[8]) == 1 then return {-3} end
   if ARGV[8] == '' then
-    if routes_come_or_go(9) then return {-2} end
+    if routes_come_or_go(10) then return {-2} end
   else
     redis.call('SET', KEYS[2], ARGV[8])
   end
-  write_resources(9)
+  write_resources(10)
 end
 redis.call('SET', KEYS[1], ARGV[2])
 log_change(ARGV[2], ARGV[7], ARGV[5])
 redis.call('LPUSH', KEYS[9], ARGV[3])
 redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[4]) - 1)
-redis.call('PUBLISH', ARGV[6], ARGV[2] .. ' ' .. ARGV[7])
+if ARGV[9] == '' then
+  redis.call('PUBLISH', ARGV[6], ARGV[2] .. ' ' .. ARGV[7])
+else
+  redis.call('PUBLISH', ARGV[6], ARGV[2] .. ' ' .. ARGV[7] .. '\\n' .. ARGV[9])
+end
 return {1, tonumber(ARGV[2])}
 `)
 

@@ -66,7 +66,7 @@ export class RedisStore implements Store {
   private readonly changelogCap: number
   /** The state keys in the scripts' KEYS order. */
   private readonly stateKeys: string[]
-  private readonly changeListeners = new Set<(revision: number) => void>()
+  private readonly changeListeners = new Set<(revision: number, delta?: Delta) => void>()
   private readonly connectionListeners = new Set<(connected: boolean) => void>()
 
   constructor(options: RedisStoreOptions = {}) {
@@ -82,9 +82,13 @@ export class RedisStore implements Store {
     })
     this.cmd = this.conn.cmd
     this.conn.sub.on('message', (channel: string, message: string) => {
-      // `<revision> <what changed>`: listeners need the revision; changesSince() reads the rest.
+      // `<revision> <what changed>[\n<Delta JSON>]`: listeners need the revision, and the change
+      // itself when it came along; otherwise changesSince() reads it.
       const revision = /^\d+(?= |$)/.exec(message)
-      if (channel === this.keys.changes && revision !== null) this.emitChange(Number(revision[0]))
+      if (channel === this.keys.changes && revision !== null) {
+        const rev = Number(revision[0])
+        this.emitChange(rev, publishedDelta(message, rev))
+      }
     })
   }
 
@@ -151,10 +155,13 @@ export class RedisStore implements Store {
     const eventJson = JSON.stringify(event)
     for (let attempt = 0; attempt < CONVERT_ATTEMPTS; attempt++) {
       const head = [expected, next.revision, eventJson, EVENTS_CAP, this.changelogCap, this.keys.changes]
-      const body =
-        names === null
-          ? ['*', JSON.stringify(routeNames(next)), ...resourceArgs(allResources(next))]
-          : [JSON.stringify(names), names.order ? JSON.stringify(routeNames(next)) : '', ...resourceArgs(touchedResources(next, names))]
+      let body: string[]
+      if (names === null) body = ['*', JSON.stringify(routeNames(next)), '', ...resourceArgs(allResources(next))]
+      else {
+        const order = names.order ? JSON.stringify(routeNames(next)) : ''
+        const writes = touchedResources(next, names)
+        body = [JSON.stringify(names), order, deltaMessage(next.revision, order, writes), ...resourceArgs(writes)]
+      }
       const reply = await this.call(() => COMMIT.run(this.cmd, [...this.stateKeys, this.keys.events], [...head, ...body]))
       const [code, revision] = reply as [number, number?]
       if (code === 1) return { ok: true, revision: next.revision }
@@ -206,7 +213,7 @@ export class RedisStore implements Store {
     throw oldLayoutStuck()
   }
 
-  onChange(listener: (revision: number) => void): void {
+  onChange(listener: (revision: number, delta?: Delta) => void): void {
     this.changeListeners.add(listener)
   }
 
@@ -321,9 +328,15 @@ export class RedisStore implements Store {
     }
   }
 
-  private emitChange(revision: number): void {
+  private emitChange(revision: number, delta?: Delta): void {
     if (this.conn.closed) return
-    for (const listener of this.changeListeners) callSafely(listener, revision)
+    for (const listener of this.changeListeners) {
+      try {
+        listener(revision, delta)
+      } catch (err) {
+        process.emitWarning(`switchyard store listener threw: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
   }
 }
 
@@ -339,6 +352,57 @@ function resourceArgs(writes: Writes): string[] {
     for (const [name, json] of writes[kind]) args.push(name, json ?? '')
   }
   return args
+}
+
+/**
+ * A commit's change travels in its message when its JSON is at most this long (characters):
+ * every subscriber receives it, so a follower one revision behind applies it with no round
+ * trip, while a large change (many resources, a 10,000-route order) is fetched by those that
+ * need it (`changesSince`). 18 followers × 8 KB is still a small burst for Redis.
+ */
+export const PUBLISHED_DELTA_MAX = 8 * 1024
+
+/**
+ * The JSON of the Delta from `revision - 1` to `revision` (the stored JSON of each written
+ * resource, `null` for a deletion, and the route order when it changed), or '' when longer
+ * than PUBLISHED_DELTA_MAX. Built from the already-encoded resources, never encoding twice.
+ */
+function deltaMessage(revision: number, order: string, writes: Writes): string {
+  let length = order.length
+  for (const kind of RESOURCE_KINDS) for (const [name, json] of writes[kind]) length += name.length + (json?.length ?? 4) + 8
+  if (length > PUBLISHED_DELTA_MAX) return ''
+  let out = `{"revision":${revision}`
+  for (const kind of RESOURCE_KINDS) {
+    out += `,"${kind}":{`
+    writes[kind].forEach(([name, json], i) => (out += `${i === 0 ? '' : ','}${JSON.stringify(name)}:${json ?? 'null'}`))
+    out += '}'
+  }
+  if (order !== '') out += `,"order":${order}`
+  out += '}'
+  return out.length > PUBLISHED_DELTA_MAX ? '' : out
+}
+
+/**
+ * The Delta a change message carries (see deltaMessage), or undefined when it carries none or
+ * one that does not parse or does not look like a Delta to `revision`: the listener then asks
+ * `changesSince`, as for any message, so a bad one costs a round trip, never a wrong state.
+ */
+function publishedDelta(message: string, revision: number): Delta | undefined {
+  const newline = message.indexOf('\n')
+  if (newline < 0) return undefined
+  let delta: Delta
+  try {
+    delta = JSON.parse(message.slice(newline + 1)) as Delta
+  } catch {
+    return undefined
+  }
+  if (delta === null || typeof delta !== 'object' || delta.revision !== revision) return undefined
+  for (const kind of RESOURCE_KINDS) {
+    const record = delta[kind] as unknown
+    if (record === null || typeof record !== 'object' || Array.isArray(record)) return undefined
+  }
+  if (delta.order !== undefined && !(Array.isArray(delta.order) && delta.order.every((name) => typeof name === 'string'))) return undefined
+  return delta
 }
 
 /** An HGETALL reply (name, value, name, value...) as pairs. */

@@ -5,7 +5,7 @@
  */
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from './delta.js'
+import { RESOURCE_KINDS, routePosition, type Delta, type ResourceKind, type Touched } from './delta.js'
 
 /** Resource writes per kind: name and JSON, or null to delete the name. */
 export type Writes = Record<ResourceKind, Array<[name: string, json: string | null]>>
@@ -50,18 +50,10 @@ export function touchedResources(next: State, touched: Touched): Writes {
 
 function touchedRoutes(next: State, names: string[]): Writes['routes'] {
   const routes = next.routes
-  if (names.length > 8) {
-    const byName = new Map(routes.map((r) => [r.name, r]))
-    return names.map((name) => {
-      const route = byName.get(name)
-      return [name, route === undefined ? null : JSON.stringify(route)]
-    })
-  }
-  // A few names (the usual write): a scan each, no map of 10,000 routes.
+  // By position (kept per routes array, see `routePosition`): no pass over 10,000 routes.
   return names.map((name) => {
-    let i = 0
-    while (i < routes.length && routes[i]!.name !== name) i++
-    return [name, i < routes.length ? JSON.stringify(routes[i]) : null]
+    const i = routePosition(routes, name)
+    return [name, i < 0 ? null : JSON.stringify(routes[i])]
   })
 }
 

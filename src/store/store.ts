@@ -76,8 +76,15 @@ export interface Store {
    * wins, never an older one). Returns true when it wrote.
    */
   seed(state: State): Promise<boolean>
-  /** Called with the new revision after any commit by any instance, and after a reconnect (revision -1). */
-  onChange(listener: (revision: number) => void): void
+  /**
+   * Called with the new revision after any commit by any instance, and after a reconnect
+   * (revision -1). A store may pass the commit's change along (`delta`, small changes only):
+   * applying it to the state at `revision - 1` gives the state at `revision`, so a listener
+   * at `revision - 1` needs no `changesSince`. Any other listener (further behind, or given
+   * no delta) asks `changesSince`. Notices may be lost, repeated or out of order, so a
+   * listener must never go back nor skip a revision. The delta is shared: never mutate it.
+   */
+  onChange(listener: (revision: number, delta?: Delta) => void): void
   /** Called whenever `connected` changes. */
   onConnectionChange(listener: (connected: boolean) => void): void
   /** Newest first. */
