@@ -207,19 +207,20 @@ describe('blue-green', () => {
       to: 'v2',
       strategy: 'blue-green',
       preview: { pauseMs: 500 },
-      analysis: { intervalMs: 400, minRequests: 5 },
+      // 10 preview requests below can never pass an analysis alone: no switch while we look
+      analysis: { intervalMs: 1000, minRequests: 30 },
     })
     expect(started.status).toBe(201)
     const seen: string[] = []
     let preview = 0
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 10; i++) {
       const plainAnswer = await a.proxy('/x')
       const previewAnswer = await a.proxy('/x', { headers: { 'x-switchyard-preview': 'v2' } })
       seen.push(plainAnswer.backend!)
       if (previewAnswer.backend === 'v2') preview++
     }
     expect(new Set(seen)).toEqual(new Set(['v1']))
-    expect(preview).toBe(20)
+    expect(preview).toBe(10)
     // preview traffic feeds the analysis until the switch
     const feeder = startLoad(a.app.proxyUrl, { workers: 1, maxMs: 30_000 })
     const previewLoad = (async () => {
