@@ -10,7 +10,7 @@ export const metricsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
   const metrics = new Metrics(deps)
   app.get(
     '/metrics',
-    { config: { public: true }, schema: { tags: ['metrics'], summary: 'Prometheus text format (switchyard_* and Node process metrics)' } },
+    { config: { public: true }, schema: { tags: ['metrics'], operationId: 'getMetrics', summary: 'Prometheus text format (switchyard_* and Node process metrics)' } },
     async (_req, reply) => {
       // A string with a non-JSON content type is sent as is, without the JSON serializer.
       return reply.type(METRICS_CONTENT_TYPE).send(await metrics.render())
