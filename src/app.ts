@@ -16,6 +16,8 @@ import { Dataplane } from './dataplane/server.js'
 import { RolloutDriver } from './rollout/driver.js'
 import { Notifier } from './rollout/notify.js'
 import { silentLogger, type Logger } from './log.js'
+import { Metrics } from './metrics/metrics.js'
+import type { WorkerMetricsLink } from './supervisor/metrics-link.js'
 import { MemoryStore } from './store/memory.js'
 import type { Store } from './store/store.js'
 
@@ -32,6 +34,11 @@ export interface AppOptions {
   logger?: Logger
   /** How often this instance publishes its traffic figures (default 1000 ms). */
   telemetryMs?: number
+  /**
+   * A worker of `--workers`: its metrics are served to the primary through this link, and
+   * `/metrics` answers the group's (supervisor/metrics-link.ts).
+   */
+  metricsLink?: WorkerMetricsLink
   /** How often the rollout driver looks at the rollouts (default 250 ms). */
   rolloutTickMs?: number
   /** TTL of the rollout driver's lease (default 5000 ms). */
@@ -127,7 +134,11 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   control.follower.onApplied((state) => health.sync(state))
   const notifier = new Notifier({ log })
   const rollouts = new RolloutDriver({ control, telemetry: control.telemetry, notifier, log, leaseMs: opts.rolloutLeaseMs, tickMs: opts.rolloutTickMs })
-  const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, notifier, shuttingDown: false }
+  const metrics = new Metrics({ control, dataplane, discovery: dns, notifier })
+  const link = opts.metricsLink
+  link?.serve(metrics)
+  const exposition = link === undefined ? metrics : { render: () => link.scrape() }
+  const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, notifier, metrics: exposition, shuttingDown: false }
   // The proxy port strips these from Authorization, so they never reach an upstream.
   dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
   let admin = await createAdminServer(deps)

@@ -11,7 +11,8 @@ export const ERRORS = {
   UPSTREAM_TIMEOUT: { status: 504, message: 'the upstream did not answer in time' },
   // requests the proxy refuses itself, never sent upstream (a client cannot hurt an upstream's record)
   BAD_REQUEST: { status: 400, message: 'the request is malformed and was not forwarded' },
-  METHOD_NOT_ALLOWED: { status: 405, message: 'this method is not supported by the proxy' },
+  // the proxy refuses CONNECT; the admin API answers it for a known path asked with another method (with `Allow`)
+  METHOD_NOT_ALLOWED: { status: 405, message: 'this method is not allowed here' },
   // admin API
   VALIDATION_FAILED: { status: 400, message: 'the request is invalid' },
   UNAUTHORIZED: { status: 401, message: 'a valid bearer token is required' },

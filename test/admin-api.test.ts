@@ -114,7 +114,7 @@ describe('admin API', () => {
     expect(created.status).toBe(201)
     expect(created.body).toEqual({ revision: 2, name: 'new-checkout', ...flag })
     expect((await admin.put('/api/flags/new-checkout', { enabled: false })).status).toBe(200)
-    expect((await admin.get('/api/flags')).body).toEqual({ revision: 3, flags: { 'new-checkout': { enabled: false } } })
+    expect((await admin.get('/api/flags')).body).toEqual({ revision: 3, flags: [{ name: 'new-checkout', enabled: false }] })
     expect((await admin.get('/api/flags/new-checkout')).body).toEqual({ revision: 3, name: 'new-checkout', enabled: false })
     expect((await admin.del('/api/flags/new-checkout')).status).toBe(200)
     expect((await admin.get('/api/flags/new-checkout')).body.error.code).toBe('NOT_FOUND')

@@ -81,7 +81,7 @@ const cases: [string, Case][] = [
   ['deleting an unknown flag', { method: 'DELETE', path: '/api/flags/nope', status: 404, code: 'NOT_FOUND' }],
   ['deleting an unknown route', { method: 'DELETE', path: '/api/routes/nope', status: 404, code: 'NOT_FOUND' }],
   ['an unknown path', { method: 'GET', path: '/api/nothing-here', status: 404, code: 'NOT_FOUND' }],
-  ['an unknown method on a known path', { method: 'POST', path: '/api/state', body: {}, status: 404, code: 'NOT_FOUND' }],
+  ['an unknown method on a known path', { method: 'POST', path: '/api/state', body: {}, status: 405, code: 'METHOD_NOT_ALLOWED' }],
   ['deleting an upstream a route uses', { method: 'DELETE', path: '/api/upstreams/v1', status: 409, code: 'CONFLICT' }],
   ['adding a target id twice', { method: 'POST', path: '/api/upstreams/v1/targets', body: { url: 'http://127.0.0.1:3001', id: 'ID' }, status: 409, code: 'CONFLICT' }],
 ]

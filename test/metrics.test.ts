@@ -7,46 +7,14 @@ import { describe, expect, it, onTestFinished } from 'vitest'
 import type { State } from '../src/config/schema.js'
 import { Resources } from '../src/dataplane/resources.js'
 import { LATENCY_BOUNDS_MS } from '../src/dataplane/stats.js'
-import { Metrics } from '../src/metrics/metrics.js'
+import { DURATION_LE_MS, Metrics } from '../src/metrics/metrics.js'
 import { adminClient, backend, startApp, type TestApp } from './helpers/admin.js'
 import { eventually } from './helpers/eventually.js'
+import { parseStrict, type Scrape } from './helpers/prom-text.js'
 import { startRedis } from './helpers/redis.js'
 
-interface Sample {
-  name: string
-  labels: Record<string, string>
-  value: number
-}
-
-interface Scrape {
-  text: string
-  samples: Sample[]
-  /** `# TYPE` per metric name */
-  types: Map<string, string>
-}
-
-/** Parses the text format strictly: every line is a comment or `name{labels} value`. */
-function parse(text: string): Scrape {
-  const samples: Sample[] = []
-  const types = new Map<string, string>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('# HELP ')) continue
-    const type = /^# TYPE (\S+) (\S+)$/.exec(line)
-    if (type) {
-      expect(types.has(type[1]!), `TYPE twice for ${type[1]}`).toBe(false)
-      types.set(type[1]!, type[2]!)
-      continue
-    }
-    const m = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m) throw new Error(`not a sample line: ${JSON.stringify(line)}`)
-    const labels: Record<string, string> = {}
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c))
-    }
-    samples.push({ name: m[1]!, labels, value: m[3] === '+Inf' ? Infinity : Number(m[3]) })
-  }
-  return { text, samples, types }
-}
+/** Every scrape goes through the strict reader: one invalid line fails a Prometheus scrape. */
+const parse = parseStrict
 
 const same = (a: Record<string, string>, b: Record<string, string>) =>
   Object.keys(a).length === Object.keys(b).length && Object.entries(b).every(([k, v]) => a[k] === v)
@@ -65,7 +33,7 @@ const series = (s: Scrape, name: string, where: Record<string, string> = {}) =>
 function histogram(s: Scrape, route: string, upstream: string): { buckets: [number, number][]; count: number; sum: number } {
   const name = 'switchyard_request_duration_seconds'
   const buckets = series(s, `${name}_bucket`, { route, upstream }).map((x): [number, number] => [x.labels['le'] === '+Inf' ? Infinity : Number(x.labels['le']), x.value])
-  expect(buckets).toHaveLength(18)
+  expect(buckets).toHaveLength(16)
   for (let i = 1; i < buckets.length; i++) {
     expect(buckets[i]![0]).toBeGreaterThan(buckets[i - 1]![0])
     expect(buckets[i]![1]).toBeGreaterThanOrEqual(buckets[i - 1]![1])
@@ -128,10 +96,15 @@ describe('GET /metrics', () => {
       switchyard_state_revision: 'gauge',
       switchyard_store_connected: 'gauge',
       switchyard_rollout_weight: 'gauge',
-      switchyard_process_cpu_user_seconds_total: 'counter',
+      switchyard_build_info: 'gauge',
+      process_cpu_user_seconds_total: 'counter',
+      nodejs_eventloop_lag_mean_seconds: 'gauge',
     })
     expect(series(m, 'switchyard_rollout_weight')).toEqual([]) // no rollouts yet: declared, no samples
-    expect(value(m, 'switchyard_process_cpu_user_seconds_total')).toBeGreaterThan(0)
+    expect(value(m, 'process_cpu_user_seconds_total')).toBeGreaterThan(0)
+    // Node's default metrics under their standard names only.
+    expect([...m.types.keys()].filter((n) => n.startsWith('switchyard_process_') || n.startsWith('switchyard_nodejs_'))).toEqual([])
+    expect(series(m, 'switchyard_build_info')).toEqual([{ name: 'switchyard_build_info', labels: { version: '0.1.0', node: process.versions.node }, value: 1 }])
 
     const requests = (route: string, upstream: string) =>
       Object.fromEntries(CLASSES.map((c) => [c, value(m, 'switchyard_requests_total', { route, upstream, code_class: c })]))
@@ -153,8 +126,8 @@ describe('GET /metrics', () => {
     const slowH = histogram(m, 'slow', 'v1')
     expect(slowH.sum).toBeGreaterThanOrEqual(0.4)
     expect(slowH.buckets.filter(([le]) => le < 0.4).every(([, n]) => n === 0)).toBe(true)
-    expect(slowH.buckets[0]![0]).toBeCloseTo(0.00116, 5) // ~1 ms ...
-    expect(slowH.buckets.at(-2)![0]).toBeCloseTo(52.2, 1) // ... to ~60 s, then +Inf
+    // Round bounds, 1 ms to 60 s, then +Inf.
+    expect(slowH.buckets.map(([le]) => le)).toEqual([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, Infinity])
 
     for (const [upstream, target] of [['v1', b1.id], ['v1', b2.id], ['v2', b2.id]] as const) {
       expect(value(m, 'switchyard_upstream_inflight', { upstream, target })).toBe(0)
@@ -182,16 +155,52 @@ describe('GET /metrics', () => {
     }
   })
 
+  it('every metric of the documented list is there with exactly its labels, and every scrape is valid text', async () => {
+    const v1 = await backend('v1')
+    const v2 = await backend('v2')
+    const t = await startApp({
+      upstreams: { v1: { targets: [{ url: v1.url }] }, v2: { targets: [{ url: v2.url }] } },
+      routes: [{ name: 'api', split: { v1: 100, v2: 0 } }],
+    })
+    expect((await t.admin.post('/api/rollouts', { id: 'c1', route: 'api', from: 'v1', to: 'v2', steps: [{ weight: 10, pauseMs: 60_000 }] })).status).toBe(201)
+    for (let i = 0; i < 5; i++) await t.proxy('/')
+    const m = await scrape(t.app.adminUrl)
+    const expected: [string, string, string[]][] = [
+      ['switchyard_requests_total', 'counter', ['code_class', 'route', 'upstream']],
+      ['switchyard_request_duration_seconds_bucket', 'histogram', ['le', 'route', 'upstream']],
+      ['switchyard_request_duration_seconds_sum', 'histogram', ['route', 'upstream']],
+      ['switchyard_request_duration_seconds_count', 'histogram', ['route', 'upstream']],
+      ['switchyard_upstream_inflight', 'gauge', ['target', 'upstream']],
+      ['switchyard_target_healthy', 'gauge', ['target', 'upstream']],
+      ['switchyard_target_state', 'gauge', ['state', 'target', 'upstream']],
+      ['switchyard_retries_total', 'counter', ['upstream']],
+      ['switchyard_state_revision', 'gauge', []],
+      ['switchyard_store_connected', 'gauge', []],
+      ['switchyard_rollout_weight', 'gauge', ['rollout', 'upstream']],
+      ['switchyard_build_info', 'gauge', ['node', 'version']],
+    ]
+    for (const [name, type, labels] of expected) {
+      const family = name.replace(/_(bucket|sum|count)$/, '')
+      expect([name, m.types.get(family)]).toEqual([name, type])
+      const found = series(m, name)
+      expect([name, found.length > 0]).toEqual([name, true])
+      for (const x of found) expect([name, Object.keys(x.labels).sort()]).toEqual([name, labels])
+    }
+    expect(value(m, 'switchyard_rollout_weight', { rollout: 'c1', upstream: 'v2' })).toBe(10)
+    expect(value(m, 'switchyard_rollout_weight', { rollout: 'c1', upstream: 'v1' })).toBe(90)
+    // Ten more scrapes in a row: each is valid text, whatever the event loop did in between.
+    for (let i = 0; i < 10; i++) await scrape(t.app.adminUrl)
+  })
+
   it('histogram buckets are exact sums of our buckets at their bounds; label values are escaped', async () => {
     const resources = new Resources()
     const route = 'we"ird\\route\nname'
     const s = resources.stats(route, 'v1')
-    const b = (i: number) => LATENCY_BOUNDS_MS[i]!
-    s.record(200, 0.5) // ≤ 1.16 ms (i = 11)
-    s.record(204, b(14)) // exactly on the bound of le #2: counted in it (bounds are inclusive)
-    s.record(200, b(14) * 1.001) // just above it: only from le #3 (i = 17) on
+    s.record(200, 0.5) // ≤ 1 ms
+    s.record(204, 2.5) // exactly on the bound of le #2: counted in it (bounds are inclusive)
+    s.record(200, 2.5 * 1.001) // just above it: only from le #3 (5 ms) on
     s.record(0, 3) // the client went away: class none
-    s.record(500, 100_000) // 100 s: past the last finite bound (52.2 s), only in +Inf
+    s.record(500, 100_000) // 100 s: past the last finite bound (60 s), only in +Inf
     resources.target('v1', 'a"b', false).inflight = 2
     resources.target('v1', 'removed', true).inflight = 1 // finishing after its removal: not reported
     const state: State = {
@@ -213,10 +222,10 @@ describe('GET /metrics', () => {
 
     expect(m.text).toContain('route="we\\"ird\\\\route\\nname"')
     const h = histogram(m, route, 'v1')
-    expect(h.buckets.map(([, n]) => n)).toEqual([1, 2, ...Array<number>(15).fill(4), 5])
-    expect(h.buckets.slice(0, 3).map(([le]) => le)).toEqual([b(11) / 1000, b(14) / 1000, b(17) / 1000])
+    expect(h.buckets.map(([, n]) => n)).toEqual([1, 2, ...Array<number>(13).fill(4), 5])
+    expect(h.buckets.slice(0, 3).map(([le]) => le)).toEqual([0.001, 0.0025, 0.005])
     expect(h.count).toBe(5)
-    expect(h.sum).toBeCloseTo((0.5 + b(14) * 2.001 + 3 + 100_000) / 1000, 9)
+    expect(h.sum).toBeCloseTo((0.5 + 2.5 * 2.001 + 3 + 100_000) / 1000, 9)
     expect(Object.fromEntries(CLASSES.map((c) => [c, value(m, 'switchyard_requests_total', { route, upstream: 'v1', code_class: c })]))).toEqual({
       none: 1,
       '1xx': 0,
@@ -232,6 +241,60 @@ describe('GET /metrics', () => {
     expect(series(m, 'switchyard_upstream_inflight', { target: 'removed' })).toEqual([])
     expect(value(m, 'switchyard_state_revision')).toBe(7)
     expect(value(m, 'switchyard_store_connected')).toBe(0)
+  })
+
+  it('every round le is a bound of the fine histogram: a time on it counts under it, a time just above only in the next', async () => {
+    expect(DURATION_LE_MS.every((ms) => LATENCY_BOUNDS_MS.includes(ms))).toBe(true)
+    const state: State = { revision: 1, upstreams: {}, routes: [], flags: {}, rollouts: {} }
+    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, effective: state }
+    for (const [k, ms] of DURATION_LE_MS.entries()) {
+      const resources = new Resources()
+      resources.stats('on', 'v1').record(200, ms)
+      resources.stats('above', 'v1').record(200, ms * (1 + 1e-12))
+      resources.stats('below', 'v1').record(200, ms * (1 - 1e-12))
+      const m = parse(await new Metrics({ dataplane: { resources }, control: { state, store: { connected: true }, follower } }).render())
+      const counts = (route: string) => histogram(m, route, 'v1').buckets.map(([, n]) => n)
+      const from = (i: number) => Array.from({ length: 16 }, (_, j) => (j >= i ? 1 : 0))
+      expect([ms, counts('below')]).toEqual([ms, from(k)])
+      expect([ms, counts('on')]).toEqual([ms, from(k)])
+      expect([ms, counts('above')]).toEqual([ms, from(k + 1)])
+    }
+  })
+
+  it('event-loop figures never print Nan: back-to-back scrapes of two instances in one process are valid text', async () => {
+    const state: State = { revision: 1, upstreams: {}, routes: [], flags: {}, rollouts: {} }
+    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, effective: state }
+    const make = () => new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true }, follower } })
+    const [a, b] = [make(), make()]
+    const texts = await Promise.all([a.render(), b.render(), a.render(), b.render()])
+    for (const text of texts) {
+      expect(text).not.toMatch(/ Nan$/m)
+      const m = parse(text)
+      // mean and stddev: a number, or NaN (no sample yet) with every other lag statistic NaN too
+      const mean = value(m, 'nodejs_eventloop_lag_mean_seconds')
+      const min = value(m, 'nodejs_eventloop_lag_min_seconds')
+      expect(Number.isNaN(mean) ? Number.isNaN(min) : min <= mean).toBe(true)
+    }
+  })
+
+  it('the strict reader refuses what Prometheus refuses', () => {
+    const ok = '# HELP a_total x\\n\\\\ y\n# TYPE a_total counter\na_total{l="q\\"\\\\\\n"} 1\n# TYPE g gauge\ng NaN\n'
+    expect(parse(ok).samples).toHaveLength(2)
+    for (const bad of [
+      '# TYPE g gauge\ng Nan\n',
+      '# TYPE g gauge\ng nan\n',
+      '# TYPE g gauge\ng 1,5\n',
+      '# TYPE g gauge\ng{l="a"} 1\ng{l="a"} 2\n',
+      '# TYPE g gauge\ng{l="\\x"} 1\n',
+      '# TYPE g gauge\ng{l=a} 1\n',
+      '# TYPE g gauge\ng 1',
+      '# TYPE c_total counter\nc_total -1\n',
+      '# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n',
+      '# TYPE h histogram\nh_bucket{le="1"} 1\nh_sum 1\nh_count 1\n',
+      '# TYPE g gauge\ng 1\n# TYPE f gauge\nf 1\ng{x="1"} 1\n',
+    ]) {
+      expect(() => parse(bad), bad).toThrow()
+    }
   })
 
   it('store_connected follows a Redis outage and recovery', async () => {

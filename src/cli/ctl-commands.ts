@@ -146,9 +146,9 @@ export async function flag(opts: CtlOptions, pos: string[], o: Options): Promise
   if (sub === 'list') {
     expect(rest, 0, 'flag list')
     const { body } = await call(opts, { method: 'GET', path: '/api/flags' })
-    const flags = Object.entries((body as { flags: Record<string, Flag> }).flags)
+    const flags = (body as { flags: (Flag & { name: string })[] }).flags
     if (opts.json) out(JSON.stringify(body, null, 2))
-    else out(flags.length === 0 ? 'no flags' : flags.map(([n, f]) => flagLine(n, f)).join('\n'))
+    else out(flags.length === 0 ? 'no flags' : flags.map(({ name: n, ...f }) => flagLine(n, f)).join('\n'))
     return 0
   }
   throw new UsageError('expected: switchyard ctl flag set|get|list ...')

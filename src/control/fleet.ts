@@ -128,6 +128,25 @@ export class Fleet {
   }
 
   /**
+   * In-flight requests per target (`upstream/id`), summed over the fleet like `targetInflight`:
+   * one registry read for a whole list of targets.
+   */
+  async inflightByTarget(): Promise<Map<string, number>> {
+    const sums = new Map(Object.entries(this.inflight()))
+    let instances
+    try {
+      instances = await this.opts.store.instances()
+    } catch {
+      return sums
+    }
+    for (const i of instances) {
+      if (i.id === this.instanceId) continue
+      for (const [key, n] of Object.entries(i.inflight)) sums.set(key, (sums.get(key) ?? 0) + n)
+    }
+    return sums
+  }
+
+  /**
    * In-flight requests to one target (`upstream/id`), summed over the fleet: this instance's
    * count live, the others' as of their last heartbeat. `settled` is false while another
    * instance has not yet reported `minRevision`: its count may predate the change (a request

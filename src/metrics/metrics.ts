@@ -4,20 +4,26 @@
  * metric reads them in its `collect()` when `/metrics` is scraped (the request path pays nothing).
  *
  * - Counters and gauges are prom-client metrics whose `collect()` replaces their series with
- *   the live values; prom-client formats and escapes them.
- * - `request_duration_seconds` is written here by hand: prom-client's Histogram only takes
- *   observations, while ours are already bucketed. Its `le` bounds are every 3rd of our own
- *   bounds, so the cumulative counts are exact sums of our buckets, not interpolations.
- * - Node process metrics live on one Registry per process (they describe the process, and
- *   prom-client cannot stop their observers), so many instances in one process neither clash
- *   ("already registered") nor leak observers; counters and gauges live on one Registry per instance.
+ *   the live values. Everything is read as families (exposition.ts) and written by our own
+ *   writer: prom-client's writes NaN as `Nan`, which fails a whole Prometheus scrape, and
+ *   families are what the primary sums over `--workers`.
+ * - `request_duration_seconds` is built here: prom-client's Histogram only takes
+ *   observations, while ours are already bucketed. Its `le` bounds are round (1 ms ... 60 s)
+ *   and each is one of the data plane's own bounds, so the cumulative counts are exact sums of
+ *   whole buckets, not interpolations.
+ * - Node's default metrics (`process_*`, `nodejs_*`, under their standard names) live on one
+ *   Registry per process (they describe the process, and prom-client cannot stop their
+ *   observers), so many instances in one process neither clash ("already registered") nor leak
+ *   observers; counters and gauges live on one Registry per instance.
  */
+import { createRequire } from 'node:module'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 import { REJECT_REASONS } from '../dataplane/request-checks.js'
 import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
 import { rolloutsOf } from '../rollout/mutations.js'
+import { fromPromJson, renderFamilies, type Family, type Sample } from './exposition.js'
 
 /** What the metrics read at scrape time: the live counters and the applied state. */
 export interface MetricsDeps {
@@ -40,23 +46,56 @@ const PREFIX = 'switchyard_'
 /** `code_class` per index of `TrafficStats.byClass`; index 0 (the client went away before a status) is `none`. */
 const CODE_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 const TARGET_STATES: readonly TargetState[] = ['active', 'draining', 'disabled']
-/** Indices into LATENCY_BOUNDS_MS used as `le`: every 3rd (×1.95), 1.16 ms (i = 11) … 52.2 s (i = 59). */
-const LE_INDICES = Array.from({ length: 17 }, (_, k) => 11 + 3 * k)
-const LE_LABELS = LE_INDICES.map((i) => String(LATENCY_BOUNDS_MS[i]! / 1000))
+
+/** The histogram's `le` bounds in ms: round, so "the share under 250 ms" is one bucket's query. */
+export const DURATION_LE_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000] as const
+/** Index of each `le` among the fine bounds: found exactly, or the module refuses to load. */
+const LE_INDICES = DURATION_LE_MS.map((ms) => {
+  const i = LATENCY_BOUNDS_MS.indexOf(ms)
+  if (i < 0) throw new Error(`metrics: ${ms} ms is not a bound of the latency histogram`)
+  return i
+})
+const LE_LABELS = DURATION_LE_MS.map((ms) => String(ms / 1000))
+
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version
+
+/**
+ * Default metrics are read at most once per this period. The event-loop figures come from a
+ * histogram that each read resets: two reads a few ms apart (two instances in one process, two
+ * scrapers) would leave the second with no sample at all, so they share one reading.
+ */
+const PROCESS_READ_MS = 1_000
+const LAG_STATS = ['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'].map((s) => `nodejs_eventloop_lag_${s}_seconds`)
 
 let processRegistry: Registry | undefined
-/** Node process metrics (`switchyard_process_cpu_user_seconds_total`, heap, event loop lag, GC...). */
+/** The process's registry of default metrics; its observers (event loop, GC) start with it. */
 function processMetrics(): Registry {
   if (processRegistry === undefined) {
     processRegistry = new Registry()
-    collectDefaultMetrics({ register: processRegistry, prefix: PREFIX })
+    collectDefaultMetrics({ register: processRegistry })
   }
   return processRegistry
 }
+let processRead: { at: number; families: Promise<Family[]> } | undefined
 
-/** The exposition format's label-value escaping: backslash, double quote, newline. */
-export function escapeLabelValue(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+/** Node's default metrics (`process_cpu_user_seconds_total`, `nodejs_heap_size_used_bytes`, event-loop lag, GC...). */
+function processFamilies(): Promise<Family[]> {
+  const registry = processMetrics()
+  const now = performance.now()
+  if (processRead === undefined || now - processRead.at >= PROCESS_READ_MS) {
+    processRead = { at: now, families: registry.getMetricsAsJSON().then((json) => withoutEmptyLag(fromPromJson(json))) }
+  }
+  return processRead.families
+}
+
+/**
+ * With no event-loop sample since the last read, Node's histogram answers min 9.2e9 s, max
+ * and percentiles 0 and mean NaN: only NaN is true, so every lag statistic says NaN ("no data").
+ */
+function withoutEmptyLag(families: Family[]): Family[] {
+  const mean = families.find((f) => f.name === 'nodejs_eventloop_lag_mean_seconds')?.samples[0]?.value
+  if (mean === undefined || !Number.isNaN(mean)) return families
+  return families.map((f) => (LAG_STATS.includes(f.name) ? { ...f, samples: f.samples.map((s) => ({ ...s, value: NaN })) } : f))
 }
 
 /** One instance's metrics; `render()` reads everything at the time of the call. */
@@ -257,35 +296,43 @@ export class Metrics {
   }
 
   /**
-   * The Prometheus text exposition. The histogram and every `collect()` run in the same
-   * synchronous stretch, so one scrape is one consistent snapshot: per (route, upstream) the
+   * Every family of this instance. The histogram and every `collect()` run in the same
+   * synchronous stretch, so one read is one consistent snapshot: per (route, upstream) the
    * histogram's `_count` equals the sum of `requests_total` over `code_class`.
    */
-  async render(): Promise<string> {
+  async families(): Promise<Family[]> {
     const histogram = this.durationHistogram()
-    const [own, proc] = await Promise.all([this.registry.metrics(), processMetrics().metrics()])
-    return `${own}\n${histogram}\n${proc}`
+    const [own, proc] = await Promise.all([this.registry.getMetricsAsJSON(), processFamilies()])
+    const build: Family = {
+      name: `${PREFIX}build_info`,
+      help: 'Always 1; the labels tell the switchyard version and the Node.js version it runs on.',
+      type: 'gauge',
+      samples: [{ name: `${PREFIX}build_info`, labels: { version: VERSION, node: process.versions.node }, value: 1 }],
+    }
+    return [build, ...fromPromJson(own), histogram, ...proc]
   }
 
-  private durationHistogram(): string {
+  /** The Prometheus text exposition of this instance. */
+  async render(): Promise<string> {
+    return renderFamilies(await this.families())
+  }
+
+  private durationHistogram(): Family {
     const name = `${PREFIX}request_duration_seconds`
-    const lines = [
-      `# HELP ${name} Time from receiving a request to the end of its response, per route and upstream.`,
-      `# TYPE ${name} histogram`,
-    ]
+    const samples: Sample[] = []
     for (const s of this.deps.dataplane.resources.traffic.values()) {
-      const labels = `route="${escapeLabelValue(s.route)}",upstream="${escapeLabelValue(s.upstream)}"`
+      const labels = { route: s.route, upstream: s.upstream }
       let cumulative = 0
       let next = 0
       LE_INDICES.forEach((bound, k) => {
         for (; next <= bound; next++) cumulative += s.latency[next]!
-        lines.push(`${name}_bucket{${labels},le="${LE_LABELS[k]}"} ${cumulative}`)
+        samples.push({ name: `${name}_bucket`, labels: { ...labels, le: LE_LABELS[k]! }, value: cumulative })
       })
       for (; next < s.latency.length; next++) cumulative += s.latency[next]!
-      lines.push(`${name}_bucket{${labels},le="+Inf"} ${cumulative}`)
-      lines.push(`${name}_sum{${labels}} ${s.latencySumMs / 1000}`)
-      lines.push(`${name}_count{${labels}} ${cumulative}`)
+      samples.push({ name: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: cumulative })
+      samples.push({ name: `${name}_sum`, labels, value: s.latencySumMs / 1000 })
+      samples.push({ name: `${name}_count`, labels, value: cumulative })
     }
-    return `${lines.join('\n')}\n`
+    return { name, help: 'Time from receiving a request to the end of its response, per route and upstream.', type: 'histogram', samples }
   }
 }

@@ -20,6 +20,7 @@ import { formatProblem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { serveStore } from '../store/ipc.js'
 import { MemoryStore } from '../store/memory.js'
+import { MetricsHub } from './metrics-link.js'
 import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
 
 /** Start failures in a row, on every slot, after which the primary exits 1. */
@@ -92,9 +93,18 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   let finish: (code: number) => void = () => {}
   const done = new Promise<number>((resolve) => (finish = resolve))
 
+  // `/metrics` on any worker shows the group: the primary sums the workers' counters and keeps those of the dead.
+  const hub = new MetricsHub({
+    workers: live,
+    label: (w) => {
+      const slot = slots.find((s) => s.worker === w)
+      return slot === undefined ? undefined : String(slot.index + 1)
+    },
+  })
   const fork = (): Worker => {
     const w = cluster.fork()
     if (answer) w.on('message', (m: unknown) => answer(w, m))
+    hub.attach(w)
     return w
   }
 

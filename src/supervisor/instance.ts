@@ -12,15 +12,18 @@ import type { ConfigFile } from '../config/schema.js'
 import { formatProblem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { IpcStore } from '../store/ipc.js'
+import { WorkerMetricsLink } from './metrics-link.js'
 import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
 
 /** Runs the instance until it stops; resolves with the exit code. A worker exits by itself. */
 export async function runInstance(configPath: string, config: ConfigFile, log: Logger): Promise<number> {
   let app: App
+  // A worker's /metrics answers for the whole process group (counters summed over the workers).
+  const metricsLink = cluster.isWorker ? new WorkerMetricsLink() : undefined
   try {
     // A worker with the memory store reaches the primary's state over IPC.
     const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
-    app = await startSwitchyard(config, { store, logger: log })
+    app = await startSwitchyard(config, { store, logger: log, metricsLink })
   } catch (err) {
     return failedStart((err as Error).message)
   }
@@ -58,7 +61,11 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
     // it has stopped, since its IPC channel would keep it alive.
     const ready: ReadyMessage = { sy: 'ready', proxyUrl: app.proxyUrl, adminUrl: app.adminUrl }
     process.send!(ready)
-    return exitCode.then((code) => process.exit(code))
+    return exitCode.then(async (code) => {
+      // Its last counts, so the group's sums keep what it served while draining.
+      await metricsLink?.final().catch(() => {})
+      return process.exit(code)
+    })
   }
   process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
   return exitCode

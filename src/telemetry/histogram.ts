@@ -2,7 +2,7 @@
  * Percentiles from the data plane's latency histogram (LATENCY_BOUNDS_MS: bucket 0 holds
  * times up to 0.1 ms, bucket i those in (bound[i-1], bound[i]], the last one everything above
  * its lower bound). A percentile is interpolated linearly inside its bucket, so its error is
- * at most one bucket's width (25 % of the value).
+ * at most one bucket's width (20 to 33 % of the value).
  */
 import { LATENCY_BOUNDS_MS } from '../dataplane/stats.js'
 

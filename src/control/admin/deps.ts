@@ -13,6 +13,8 @@ export interface AdminDeps {
   discovery?: DnsProvider
   /** sends rollout webhooks for the writes the API makes (start, pause, resume, promote, abort) */
   notifier?: Notifier
+  /** what `GET /metrics` answers: this instance's metrics, or its process group's with `--workers` */
+  metrics: { render(): Promise<string> }
   /** set once the instance is stopping: /readyz answers 503 SHUTTING_DOWN while it still serves */
   shuttingDown?: boolean
 }

@@ -63,14 +63,43 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
+/** `:param` matches one path segment, `*` the rest: fastify's route syntax as a regex. */
+function patternOf(url: string): RegExp {
+  const parts = url.split(/(:[A-Za-z0-9_]+|\*)/).map((p) => (p === '*' ? '.*' : p.startsWith(':') ? '[^/]+' : p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))
+  return new RegExp(`^${parts.join('')}$`)
+}
+
 /**
- * Installs the error handler, the 404 handler and the JSON body parser. The parser refuses
+ * The methods each registered path serves, for the 405 answer: fastify's router only tells
+ * that no route matched a method and path, not whether the path exists with other methods.
+ */
+function methodsByPath(app: FastifyInstance): (path: string) => string[] {
+  const routes = new Map<string, { pattern: RegExp; methods: Set<string> }>()
+  app.addHook('onRoute', (route) => {
+    let entry = routes.get(route.url)
+    if (entry === undefined) routes.set(route.url, (entry = { pattern: patternOf(route.url), methods: new Set() }))
+    for (const m of [route.method].flat()) entry.methods.add(m.toUpperCase())
+  })
+  return (path) => {
+    const methods = new Set<string>()
+    for (const { pattern, methods: ms } of routes.values()) if (pattern.test(path)) for (const m of ms) methods.add(m)
+    return [...methods].sort()
+  }
+}
+
+/**
+ * Installs the error handler, the 404/405 handler and the JSON body parser. The parser refuses
  * non-UTF-8 charsets (415) and invalid UTF-8 or JSON (400), and reads an empty body as "no
  * body" so body-less writes (drain, DELETE) work whatever Content-Type a client sends.
  */
 export function installErrorHandling(app: FastifyInstance): void {
+  const allowed = methodsByPath(app)
   app.setNotFoundHandler((req, reply) => {
-    send(reply, 'NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`)
+    const path = req.url.split('?')[0] ?? ''
+    const methods = allowed(path)
+    if (methods.length === 0) return send(reply, 'NOT_FOUND', `no route ${req.method} ${path}`)
+    reply.header('allow', methods.join(', '))
+    return send(reply, 'METHOD_NOT_ALLOWED', `${path} does not support ${req.method}: use ${methods.join(', ')}`, [{ allow: methods }])
   })
 
   app.setErrorHandler((err: FastifyError | SwitchyardError, req, reply) => {

@@ -24,6 +24,7 @@ export const eventsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     {
       schema: {
         tags: ['events'],
+        operationId: 'listEvents',
         summary: 'the audit log, newest first',
         querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_LIMIT })) }),
         response: readResponses({ events: Type.Array(AuditEventSchema) }),

@@ -4,7 +4,7 @@ import Type from 'typebox'
 import { FlagSpec, Name } from '../../config/schema.js'
 import { deleteFlag, flagOf, putFlag } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
-import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { etag, readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit } from './write.js'
 
 const FlagParams = Type.Object({ name: Name })
@@ -16,19 +16,30 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
 
   app.get(
     '/api/flags',
-    { schema: { tags, summary: 'every flag', response: readResponses({ revision: Revision, flags: Type.Record(Name, FlagSpec) }) } },
-    async () => {
+    {
+      schema: {
+        tags,
+        operationId: 'listFlags',
+        summary: 'every flag, by name',
+        response: readResponses({ revision: Revision, flags: Type.Array(Type.Object(FlagView)) }),
+      },
+    },
+    async (_req, reply) => {
       const state = control.state
-      return { revision: state.revision, flags: state.flags }
+      etag(reply, state.revision)
+      const names = Object.keys(state.flags).sort()
+      return { revision: state.revision, flags: names.map((name) => ({ name, ...state.flags[name]! })) }
     },
   )
 
   app.get(
     '/api/flags/:name',
-    { schema: { tags, params: FlagParams, response: readResponses({ revision: Revision, ...FlagView }) } },
-    async (req) => {
+    { schema: { tags, operationId: 'getFlag', summary: 'a flag', params: FlagParams, response: readResponses({ revision: Revision, ...FlagView }) } },
+    async (req, reply) => {
       const state = control.state
-      return { revision: state.revision, name: req.params.name, ...flagOf(state, req.params.name) }
+      const flag = flagOf(state, req.params.name)
+      etag(reply, state.revision)
+      return { revision: state.revision, name: req.params.name, ...flag }
     },
   )
 
@@ -37,6 +48,7 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
     {
       schema: {
         tags,
+        operationId: 'putFlag',
         summary: 'create or replace a flag',
         params: FlagParams,
         headers: WriteHeaders,
@@ -55,7 +67,7 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
 
   app.delete(
     '/api/flags/:name',
-    { schema: { tags, summary: 'remove a flag', params: FlagParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) } },
+    { schema: { tags, operationId: 'deleteFlag', summary: 'remove a flag', params: FlagParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) } },
     async (req, reply) => {
       const { name } = req.params
       const { revision } = await commit(control, req, deleteFlag(name))

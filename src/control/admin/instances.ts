@@ -21,7 +21,7 @@ export const InstanceSchema = Type.Object({
 export const instancesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   app.get(
     '/api/instances',
-    { schema: { tags: ['instances'], summary: 'live instances of the fleet', response: readResponses({ instances: Type.Array(InstanceSchema) }) } },
+    { schema: { tags: ['instances'], operationId: 'listInstances', summary: 'live instances of the fleet', response: readResponses({ instances: Type.Array(InstanceSchema) }) } },
     async () => ({ instances: await deps.control.fleet.instances() }),
   )
 }

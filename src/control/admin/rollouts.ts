@@ -12,7 +12,7 @@ import { controlRollout, rolloutOf, rolloutsOf, startRollout } from '../../rollo
 import { redact } from '../../rollout/plan.js'
 import { Rollout, RolloutSpec } from '../../rollout/schema.js'
 import type { AdminDeps } from './deps.js'
-import { readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { etag, readResponses, Revision, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit } from './write.js'
 
 const IdParams = Type.Object({ id: Name })
@@ -29,9 +29,17 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
 
   app.get(
     '/api/rollouts',
-    { schema: { tags, summary: 'every rollout, newest first (finished ones too, the last 50)', response: readResponses({ revision: Revision, rollouts: Type.Array(Rollout) }) } },
-    async () => {
+    {
+      schema: {
+        tags,
+        operationId: 'listRollouts',
+        summary: 'every rollout, newest first (finished ones too, the last 50)',
+        response: readResponses({ revision: Revision, rollouts: Type.Array(Rollout) }),
+      },
+    },
+    async (_req, reply) => {
       const state = control.state
+      etag(reply, state.revision)
       const rollouts = Object.values(rolloutsOf(state))
         .sort((a, b) => b.createdAt - a.createdAt)
         .map(redact)
@@ -44,6 +52,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
     {
       schema: {
         tags,
+        operationId: 'getRollout',
         summary: 'phase, step, weight, last analysis and history of a rollout, and which instance drives the fleet\'s rollouts',
         params: IdParams,
         response: readResponses({
@@ -57,7 +66,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
       const state = control.state
       const r = redact(rolloutOf(state, req.params.id))
       const driver = await control.store.leaseHolder('rollouts').catch(() => null)
-      reply.header('etag', `"${state.revision}"`)
+      etag(reply, state.revision)
       return { revision: state.revision, ...r, driver }
     },
   )
@@ -67,6 +76,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
     {
       schema: {
         tags,
+        operationId: 'startRollout',
         summary: 'start a rollout of a route from one upstream to another',
         headers: WriteHeaders,
         querystring: WaitAppliedQuery,
@@ -87,6 +97,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
       {
         schema: {
           tags,
+          operationId: `${action}Rollout`,
           summary: ACTIONS[action],
           params: IdParams,
           headers: WriteHeaders,

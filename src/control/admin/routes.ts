@@ -1,5 +1,5 @@
 /**
- * Routes: `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`.
+ * Routes: `GET /api/routes` (in match order), `GET|PUT|DELETE /api/routes/{name}` and the live canary knob `PUT /api/routes/{name}/split`.
  * While a rollout drives a route, these writes answer 409 unless `?force=true` (which aborts it).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -9,7 +9,7 @@ import { normalizeState } from '../../config/validate.js'
 import { deleteRoute, indexOfRoute, putRoute, setSplit } from '../mutations.js'
 import type { AdminDeps } from './deps.js'
 import { guarded } from '../../rollout/mutations.js'
-import { readResponses, Revision, RouteWriteQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { etag, readResponses, Revision, RouteWriteQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { answerWrite, commit, validationError } from './write.js'
 
 const RouteParams = Type.Object({ name: Name })
@@ -17,16 +17,49 @@ const RouteParams = Type.Object({ name: Name })
 /** A route body: the route without its name, or with the same name as the path. */
 const RouteBody = Type.Object({ ...RouteSpec.properties, name: Type.Optional(Name) }, { additionalProperties: false })
 
+/**
+ * Routes in the order a request tries them: longest `pathPrefix` first; at equal length a
+ * route for an exact host before a `*` one; then declaration order (the data plane's rule,
+ * see dataplane/route-index.ts). Routes of different hosts never compete, so this one order
+ * is true for every request.
+ */
+export function inMatchOrder(routes: readonly Route[]): Route[] {
+  const key = (r: Route) => ({ length: (r.match?.pathPrefix ?? '/').length, star: (r.match?.host ?? '*') === '*' ? 1 : 0 })
+  return routes
+    .map((route, index) => ({ route, index, ...key(route) }))
+    .sort((a, b) => b.length - a.length || a.star - b.star || a.index - b.index)
+    .map((x) => x.route)
+}
+
 export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control } = deps
   const tags = ['routes']
 
   app.get(
-    '/api/routes/:name',
-    { schema: { tags, params: RouteParams, response: readResponses({ revision: Revision, ...RouteSpec.properties }) } },
-    async (req) => {
+    '/api/routes',
+    {
+      schema: {
+        tags,
+        operationId: 'listRoutes',
+        summary: 'every route, in the order a request tries them: longest pathPrefix first, then exact host before *, then declaration order',
+        response: readResponses({ revision: Revision, routes: Type.Array(RouteSpec) }),
+      },
+    },
+    async (_req, reply) => {
       const state = control.state
-      return { revision: state.revision, ...state.routes[indexOfRoute(state, req.params.name)]! }
+      etag(reply, state.revision)
+      return { revision: state.revision, routes: inMatchOrder(state.routes) }
+    },
+  )
+
+  app.get(
+    '/api/routes/:name',
+    { schema: { tags, operationId: 'getRoute', summary: 'a route', params: RouteParams, response: readResponses({ revision: Revision, ...RouteSpec.properties }) } },
+    async (req, reply) => {
+      const state = control.state
+      const route = state.routes[indexOfRoute(state, req.params.name)]!
+      etag(reply, state.revision)
+      return { revision: state.revision, ...route }
     },
   )
 
@@ -35,6 +68,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     {
       schema: {
         tags,
+        operationId: 'putRoute',
         summary: 'create or replace a route',
         params: RouteParams,
         headers: WriteHeaders,
@@ -58,7 +92,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
   app.delete(
     '/api/routes/:name',
     {
-      schema: { tags, summary: 'remove a route', params: RouteParams, headers: WriteHeaders, querystring: RouteWriteQuery, response: writeResponses({ name: Name }) },
+      schema: { tags, operationId: 'deleteRoute', summary: 'remove a route', params: RouteParams, headers: WriteHeaders, querystring: RouteWriteQuery, response: writeResponses({ name: Name }) },
     },
     async (req, reply) => {
       const { name } = req.params
@@ -72,6 +106,7 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
     {
       schema: {
         tags,
+        operationId: 'putRouteSplit',
         summary: 'replace the whole split of a route (an upstream not named gets weight 0)',
         params: RouteParams,
         headers: WriteHeaders,

@@ -81,6 +81,14 @@ export function writeResponses<P extends TProperties>(props: P, created = false)
   return created ? { 200: ok, 201: ok, 202: accepted, ...Errors } : { 200: ok, 202: accepted, ...Errors }
 }
 
+/**
+ * Sets `ETag: "<revision>"` on a read of the applied state: the value a later write sends as
+ * `If-Match`, so read, change, write back is safe against a concurrent writer.
+ */
+export function etag(reply: { header(name: string, value: string): unknown }, revision: number): void {
+  reply.header('etag', `"${revision}"`)
+}
+
 /** Response schemas of a read answering `body`. */
 export function readResponses<P extends TProperties>(props: P) {
   return { 200: Type.Object(props), ...Errors }

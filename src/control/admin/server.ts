@@ -4,6 +4,7 @@
  * schemas that validate the requests.
  */
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import Type from 'typebox'
@@ -26,8 +27,9 @@ import { strictValidatorCompiler } from './validator.js'
 
 /**
  * Builds (does not listen) the admin server. Every `/api/*` route needs a token when one is
- * configured; `/healthz`, `/readyz` and `/docs/json` stay open for probes and tooling. An
- * unknown method on a known path answers 404 NOT_FOUND: the error catalogue has no 405 code.
+ * configured; `/healthz`, `/readyz`, `/metrics` and the documentation (`/docs`, `/docs/json`)
+ * stay open for probes, scrapers and tooling. A known path asked with a method it does not
+ * serve answers 405 METHOD_NOT_ALLOWED with `Allow`; an unknown path 404 NOT_FOUND.
  */
 export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -46,6 +48,11 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   installErrorHandling(app)
   installAuth(app, deps.tokens)
 
+  // The documentation is read by people and generators before they hold a token.
+  app.addHook('onRoute', (route) => {
+    if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...route.config, public: true }
+  })
+
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -56,7 +63,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   })
 
   const open = { public: true }
-  app.get('/healthz', { config: open, schema: { tags: ['health'], response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({
+  app.get('/healthz', { config: open, schema: { tags: ['health'], operationId: 'getLiveness', summary: 'liveness: 200 while the process serves', response: { 200: Type.Object({ ok: Type.Boolean() }) } } }, async () => ({
     ok: true,
   }))
   app.get(
@@ -65,6 +72,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
       config: open,
       schema: {
         tags: ['health'],
+        operationId: 'getReadiness',
         summary: '200 once the state is loaded; 503 before, and from the moment the instance starts shutting down',
         response: { 200: Type.Object({ ready: Type.Boolean(), revision: Type.Integer() }), 503: ErrorBody },
       },
@@ -76,7 +84,8 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
       return { ready: true, revision: deps.control.state.revision }
     },
   )
-  app.get('/docs/json', { config: open, schema: { hide: true } }, async () => app.swagger())
+  // Swagger UI from the npm package (no CDN): `/docs`, with the document at `/docs/json` (and `/docs/yaml`).
+  await app.register(swaggerUi, { routePrefix: '/docs' })
 
   for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, dashboardPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })

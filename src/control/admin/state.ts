@@ -6,7 +6,7 @@ import { rolloutsOf } from '../../rollout/mutations.js'
 import { redact } from '../../rollout/plan.js'
 import { Rollout } from '../../rollout/schema.js'
 import type { AdminDeps } from './deps.js'
-import { readResponses, Revision, StoredUpstream } from './schemas.js'
+import { etag, readResponses, Revision, StoredUpstream } from './schemas.js'
 
 export const StateBody = {
   revision: Revision,
@@ -19,11 +19,11 @@ export const StateBody = {
 export const statePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   app.get(
     '/api/state',
-    { schema: { tags: ['state'], summary: 'the applied state', response: readResponses(StateBody) } },
+    { schema: { tags: ['state'], operationId: 'getState', summary: 'the applied state', response: readResponses(StateBody) } },
     async (_req, reply) => {
       // One read of the reference: the answer is one consistent revision even if a write lands meanwhile.
       const state = deps.control.state
-      reply.header('etag', `"${state.revision}"`)
+      etag(reply, state.revision)
       const rollouts = rolloutsOf(state)
       const ids = Object.keys(rollouts)
       if (!ids.some((id) => rollouts[id]!.spec.notify?.some((n) => n.secret !== undefined))) return { ...state, rollouts }

@@ -36,6 +36,7 @@ export const statsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
     {
       schema: {
         tags: ['stats'],
+        operationId: 'getStats',
         summary: 'the fleet\'s request rate, error rate and p50/p99 per route/upstream and per upstream over the last window',
         querystring: Type.Object({
           window: Type.Optional(Type.String({ description: 'how far back: 500ms, 10s, 5m or a number of ms; from 1s to 5m; default 60s' })),

@@ -5,13 +5,13 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { Name, TargetSpec, TargetState } from '../../config/schema.js'
+import { Name, TargetSpec, TargetState, type Target } from '../../config/schema.js'
 import { SwitchyardError } from '../../errors.js'
 import type { ControlPlane } from '../control-plane.js'
-import { addTarget, removeTarget, setTargetState, targetOf } from '../mutations.js'
+import { addTarget, removeTarget, setTargetState, targetOf, upstreamOf } from '../mutations.js'
 import { isProvided } from '../providers/provider.js'
 import type { AdminDeps } from './deps.js'
-import { DrainQuery, Laggard, readResponses, Revision, StoredTarget, TargetParams, UpstreamParams, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
+import { DrainQuery, etag, Laggard, readResponses, Revision, StoredTarget, TargetParams, UpstreamParams, WaitAppliedQuery, WriteHeaders, writeResponses } from './schemas.js'
 import { normalizeUpstream } from './upstreams.js'
 import { answerWrite, commit } from './write.js'
 const TargetView = { upstream: Name, ...StoredTarget.properties }
@@ -21,6 +21,18 @@ const DrainView = {
   inflight: Type.Optional(Type.Integer({ minimum: 0, description: 'requests still in flight, fleet-wide' })),
 }
 const headers = WriteHeaders
+
+/** A target as `GET` shows it (alone or in its upstream's list). */
+const TargetRead = {
+  ...StoredTarget.properties,
+  source: Type.Optional(Type.Literal('dns', { description: 'set on targets found by DNS discovery' })),
+  healthy: Type.Boolean({ description: 'gets new requests as far as health goes: passes its checks and is not ejected' }),
+  reason: Type.Optional(
+    Type.String({ description: 'why it is not healthy: "ejected: 5 consecutive 5xx", "health check failing", "connect failed", ...' }),
+  ),
+  until: Type.Optional(Type.String({ format: 'date-time', description: 'when it comes back by itself (an ejection, a passive failure)' })),
+  inflight: Type.Integer({ minimum: 0, description: 'requests in flight to it, summed over every instance' }),
+}
 
 /**
  * A target that only DNS discovery holds is not in the store, so no write can change it: 409
@@ -53,7 +65,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
 
   app.post(
     '/api/upstreams/:name/targets',
-    { schema: { tags, summary: 'add a target', params: UpstreamParams, headers, querystring: WaitAppliedQuery, body: TargetSpec, response: writeResponses(TargetView, true) } },
+    { schema: { tags, operationId: 'addTarget', summary: 'add a target', params: UpstreamParams, headers, querystring: WaitAppliedQuery, body: TargetSpec, response: writeResponses(TargetView, true) } },
     async (req, reply) => {
       const { name } = req.params
       // Checks the url and fills in the default id (host:port) and state (active).
@@ -64,37 +76,57 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     },
   )
 
+  /** A target as reads show it: its state, this instance's view of its health, the fleet's in-flight count. */
+  const targetView = (name: string, target: Target & { source?: 'dns' }, inflight: number) => {
+    // Health is this instance's view (its own active and passive checks, its own ejections).
+    const rt = dataplane.resources.targets.get(`${name}/${target.id}`)
+    const { healthy, reason, until } = rt?.health() ?? { healthy: false, reason: 'not applied on this instance yet' }
+    const when = until === undefined ? {} : { until: new Date(until).toISOString() }
+    return { ...target, healthy, ...(reason === undefined ? {} : { reason }), ...when, inflight }
+  }
+
+  app.get(
+    '/api/upstreams/:name/targets',
+    {
+      schema: {
+        tags,
+        operationId: 'listTargets',
+        summary: "an upstream's targets (discovered ones included), each with its health and in-flight requests summed over every instance",
+        params: UpstreamParams,
+        response: readResponses({ revision: Revision, upstream: Name, targets: Type.Array(Type.Object(TargetRead)) }),
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params
+      const state = control.state
+      const stored = upstreamOf(state, name) // 404 for an unknown upstream
+      // The effective state: the store's targets and discovered ones (with `source: "dns"`).
+      const targets = control.follower.effective.upstreams[name]?.targets ?? stored.targets
+      const inflight = await control.fleet.inflightByTarget()
+      etag(reply, state.revision)
+      return { revision: state.revision, upstream: name, targets: targets.map((t) => targetView(name, t, inflight.get(`${name}/${t.id}`) ?? 0)) }
+    },
+  )
+
   app.get(
     '/api/upstreams/:name/targets/:id',
     {
       schema: {
         tags,
+        operationId: 'getTarget',
         summary: 'a target with its health and in-flight requests summed over every instance',
         params: TargetParams,
-        response: readResponses({
-          revision: Revision,
-          ...TargetView,
-          source: Type.Optional(Type.Literal('dns', { description: 'set on targets found by DNS discovery' })),
-          healthy: Type.Boolean({ description: 'gets new requests as far as health goes: passes its checks and is not ejected' }),
-          reason: Type.Optional(
-            Type.String({ description: 'why it is not healthy: "ejected: 5 consecutive 5xx", "health check failing", "connect failed", ...' }),
-          ),
-          until: Type.Optional(Type.String({ format: 'date-time', description: 'when it comes back by itself (an ejection, a passive failure)' })),
-          inflight: Type.Integer({ minimum: 0 }),
-        }),
+        response: readResponses({ revision: Revision, upstream: Name, ...TargetRead }),
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { name, id } = req.params
       const state = control.state
       // The effective state: the store's targets and discovered ones (with `source: "dns"`).
       const target = targetOf(control.follower.effective, name, id)
       const { inflight } = await control.fleet.targetInflight(`${name}/${id}`)
-      // Health is this instance's view (its own active and passive checks, its own ejections).
-      const rt = dataplane.resources.targets.get(`${name}/${id}`)
-      const { healthy, reason, until } = rt?.health() ?? { healthy: false, reason: 'not applied on this instance yet' }
-      const when = until === undefined ? {} : { until: new Date(until).toISOString() }
-      return { revision: state.revision, upstream: name, ...target, healthy, ...(reason === undefined ? {} : { reason }), ...when, inflight }
+      etag(reply, state.revision)
+      return { revision: state.revision, upstream: name, ...targetView(name, target, inflight) }
     },
   )
 
@@ -103,6 +135,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     {
       schema: {
         tags,
+        operationId: 'patchTarget',
         summary: 'set a target state: active, draining or disabled',
         params: TargetParams,
         headers,
@@ -124,6 +157,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     {
       schema: {
         tags,
+        operationId: 'drainTarget',
         summary: 'stop new requests to a target; with waitMs, answer 200 once drained fleet-wide or 202 at the deadline',
         params: TargetParams,
         headers,
@@ -151,6 +185,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     {
       schema: {
         tags,
+        operationId: 'deleteTarget',
         summary: 'remove a target; with waitMs, drain it first (two writes: target.drain, target.remove)',
         params: TargetParams,
         headers,

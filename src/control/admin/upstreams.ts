@@ -1,12 +1,13 @@
-/** Upstreams: `GET|PUT|DELETE /api/upstreams/{name}`. Targets have their own plugin (targets.ts). */
+/** Upstreams: `GET /api/upstreams`, `GET|PUT|DELETE /api/upstreams/{name}`. Targets have their own plugin (targets.ts). */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { Name, UpstreamSpec, type Upstream } from '../../config/schema.js'
+import { Name, UpstreamSpec, type State, type Upstream } from '../../config/schema.js'
 import { normalizeState, validateState } from '../../config/validate.js'
 import { deleteUpstream, putUpstream, upstreamOf } from '../mutations.js'
 import { isProvided } from '../providers/provider.js'
 import type { AdminDeps } from './deps.js'
 import {
+  etag,
   readResponses,
   Revision,
   StoredTarget,
@@ -38,24 +39,53 @@ const Discovered = Type.Array(Type.Object({ ...StoredTarget.properties, source: 
   description: 'targets found by DNS discovery on this instance (draining ones have vanished from DNS)',
 })
 
+const UpstreamRead = Type.Object({ ...UpstreamView, discovered: Type.Optional(Discovered) })
+
 export const upstreamsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async (app, { deps }) => {
   const { control } = deps
+
+  /** An upstream as reads show it: with its discovered targets when it has discovery. */
+  const view = (state: State, name: string) => {
+    const upstream = upstreamOf(state, name)
+    const discovered = (control.follower.effective.upstreams[name]?.targets ?? []).filter(isProvided)
+    const base = { name, ...upstream }
+    return upstream.discovery !== undefined || discovered.length > 0 ? { ...base, discovered } : base
+  }
+
+  app.get(
+    '/api/upstreams',
+    {
+      schema: {
+        tags: ['upstreams'],
+        operationId: 'listUpstreams',
+        summary: 'every upstream, by name',
+        response: readResponses({ revision: Revision, upstreams: Type.Array(UpstreamRead) }),
+      },
+    },
+    async (_req, reply) => {
+      const state = control.state
+      etag(reply, state.revision)
+      const names = Object.keys(state.upstreams).sort()
+      return { revision: state.revision, upstreams: names.map((name) => view(state, name)) }
+    },
+  )
 
   app.get(
     '/api/upstreams/:name',
     {
       schema: {
         tags: ['upstreams'],
+        operationId: 'getUpstream',
+        summary: 'an upstream, with the targets DNS discovery found for it',
         params: UpstreamParams,
-        response: readResponses({ revision: Revision, ...UpstreamView, discovered: Type.Optional(Discovered) }),
+        response: readResponses({ revision: Revision, ...UpstreamRead.properties }),
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const state = control.state
-      const upstream = upstreamOf(state, req.params.name)
-      const discovered = (control.follower.effective.upstreams[req.params.name]?.targets ?? []).filter(isProvided)
-      const view = { revision: state.revision, name: req.params.name, ...upstream }
-      return upstream.discovery !== undefined || discovered.length > 0 ? { ...view, discovered } : view
+      const body = { revision: state.revision, ...view(state, req.params.name) }
+      etag(reply, state.revision)
+      return body
     },
   )
 
@@ -64,6 +94,7 @@ export const upstreamsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
     {
       schema: {
         tags: ['upstreams'],
+        operationId: 'putUpstream',
         summary: 'create or replace an upstream',
         params: UpstreamParams,
         headers: WriteHeaders,
@@ -85,6 +116,7 @@ export const upstreamsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
     {
       schema: {
         tags: ['upstreams'],
+        operationId: 'deleteUpstream',
         summary: 'remove an upstream (409 while a route uses it)',
         params: UpstreamParams,
         headers: WriteHeaders,
