@@ -101,6 +101,7 @@ export const dashboardPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
     {
       schema: {
         tags: ['dashboard'],
+        operationId: 'streamDashboard',
         summary: 'Server-Sent Events: a `snapshot` event every 2 s with routes, upstreams and targets, instances, rollouts, flags, the last audit events and the fleet\'s per-upstream rate, error rate and p99 over the last 5 minutes',
         response: { 200: Type.String({ description: 'text/event-stream' }) },
       },
