@@ -79,7 +79,7 @@ describe('switchyard ctl rollout', () => {
     const load = startLoad(t.app.proxyUrl, { workers: 2, maxMs: 30_000 })
     onTestFinished(() => load.stop().then(() => undefined))
     // --watch on a live rollout: a line per change, then the end
-    await ctl(t, ['rollout', 'start', '--route', 'api', '--from', 'v1', '--to', 'v2', '--steps', '20,100', '--interval', '300ms', '--min-requests', '3', '--pause', '1s', '--id', 'w0'])
+    await ctl(t, ['rollout', 'start', '--route', 'api', '--from', 'v1', '--to', 'v2', '--steps', '20,100', '--interval', '300ms', '--min-requests', '3', '--pause', '3s', '--id', 'w0'])
     const watched = await ctl(t, ['rollout', 'status', 'w0', '--watch'])
     expect(watched.code).toBe(0)
     expect(watched.stdout.split('\n').filter((l) => l.startsWith('w0 api')).length).toBeGreaterThanOrEqual(2)
