@@ -91,7 +91,7 @@ let clockOffset = 0
 function calibrate () {
   const t = Date.now()
   let n
-  while ((n = Date.now()) === t) {} // spin (< 1 ms)
+  while ((n = Date.now()) === t) { /* spin (< 1 ms) */ }
   clockOffset = n - performance.now()
 }
 const wallNow = () => clockOffset + performance.now()

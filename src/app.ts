@@ -190,7 +190,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
           try {
             addr = await dataplane.relisten(l1.port, l1.host)
           } catch (err) {
-            throw new Error(`listen: cannot listen on ${l1.host}:${l1.port} (${(err as Error).message}); nothing changed`)
+            throw new Error(`listen: cannot listen on ${l1.host}:${l1.port} (${(err as Error).message}); nothing changed`, { cause: err })
           }
           proxyUrl = urlOf(l1.host, addr.port)
           changes.push(`proxy now listens on ${proxyUrl}`)
@@ -209,7 +209,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
             freshUrl = await listenAdmin(fresh, a1.host, a1.port)
           } catch (err) {
             await fresh.close()
-            throw new Error(`admin: cannot listen on ${a1.host}:${a1.port} (${(err as Error).message}); ${changes.length > 0 ? `applied so far: ${changes.join(', ')}` : 'nothing changed'}`)
+            throw new Error(`admin: cannot listen on ${a1.host}:${a1.port} (${(err as Error).message}); ${changes.length > 0 ? `applied so far: ${changes.join(', ')}` : 'nothing changed'}`, { cause: err })
           }
           const old = admin
           admin = fresh

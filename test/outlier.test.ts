@@ -12,7 +12,6 @@ import { ejectionMs, nextEjectionLevel, outlierPolicy, recordFault, recordRespon
 import { Resources } from '../src/dataplane/resources.js'
 import { compileTable } from '../src/dataplane/table.js'
 import { startApp, type TestApp } from './helpers/admin.js'
-import { hit } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { memoryLogger } from './helpers/log.js'
 import { statusBackend, type StatusBackend } from './helpers/status-backend.js'

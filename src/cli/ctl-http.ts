@@ -15,6 +15,7 @@ export interface CtlOptions {
 
 export interface Answer {
   status: number
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON answers of many shapes; each command reads what it prints
   body: any
 }
 

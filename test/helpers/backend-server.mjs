@@ -80,7 +80,7 @@ export function createBackend({ name = 'backend', port = 0, host = '127.0.0.1' }
     }
   })
   const wss = new WebSocketServer({ server })
-  wss.on('connection', (ws, req) => {
+  wss.on('connection', (ws) => {
     ws.on('message', (data, isBinary) => ws.send(isBinary ? data : `${name}:${data}`, { binary: isBinary }))
     ws.on('error', () => {})
   })

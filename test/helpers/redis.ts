@@ -1,10 +1,12 @@
 /**
  * A real `redis-server` per test file, on a free loopback port (never 6379, so a developer's
  * own Redis is never touched), without persistence: a restart always comes back empty,
- * which is exactly the "Redis restarted empty" case a fleet must survive.
+ * which is exactly the "Redis restarted empty" case a fleet must survive. The binary is
+ * SWITCHYARD_TEST_REDIS_BIN when set, else redis-server on PATH (test/setup/redis-available.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createConnection, createServer } from 'node:net'
+import { redisBin } from '../setup/redis-available.js'
 
 export interface RedisServer {
   port: number
@@ -85,7 +87,7 @@ export function freePort(): Promise<number> {
 
 async function spawnRedis(port: number): Promise<ChildProcess> {
   const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1']
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(redisBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] })
   alive.add(child)
   let output = ''
   const keep = (chunk: Buffer): void => {
