@@ -22,6 +22,8 @@ COPY --from=build /app/dist ./dist
 # package.json: `switchyard --version` reads it. config/: the demo's config and the compose one.
 COPY package.json LICENSE ./
 COPY config ./config
+# ui/: the dashboard's page (GET / on the admin port).
+COPY ui ./ui
 # `docker exec CONTAINER switchyard ctl status` finds the CLI on PATH.
 RUN chmod 755 dist/cli.js && ln -s /app/dist/cli.js /usr/local/bin/switchyard
 # The node images' unprivileged user (uid 1000).

@@ -33,6 +33,11 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's page runs in a browser, with uPlot loaded by a script tag before it.
+    files: ['ui/**/*.js'],
+    languageOptions: { globals: { ...globals.browser, uPlot: 'readonly' } },
+  },
+  {
     // Tests read JSON answers loosely and match terminal output (ANSI escapes, aligned columns).
     files: ['test/**'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', 'no-control-regex': 'off', 'no-regex-spaces': 'off' },

@@ -230,6 +230,8 @@ describe('Dockerfile', () => {
     expect(repoPathOf('package.json')).toBe('package.json')
     expect(repoPathOf('dist/cli.js')).toBeUndefined() // from the build stage, not the context
     expect(repoPathOf('config/demo.yaml')).toBe('config/demo.yaml')
+    // the dashboard's files: served from ui/ next to dist/
+    for (const file of ['ui/index.html', 'ui/app.js', 'ui/app.css']) expect(repoPathOf(`/app/${file}`)).toBe(file)
   })
 
   it('a bare `docker run IMAGE` runs the demo: ENTRYPOINT node dist/cli.js, CMD demo', async () => {
@@ -482,7 +484,7 @@ describe('npm package', () => {
     const r = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { timeout: 30_000 })
     expect(r.code, r.stderr).toBe(0)
     const files = (JSON.parse(r.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path)
-    expect(files).toEqual(expect.arrayContaining(['dist/cli.js', 'README.md', 'LICENSE', 'package.json', 'config/demo.yaml']))
+    expect(files).toEqual(expect.arrayContaining(['dist/cli.js', 'README.md', 'LICENSE', 'package.json', 'config/demo.yaml', 'ui/index.html', 'ui/app.js', 'ui/app.css']))
     expect(files.filter((f) => /^(src|test|bench|deploy)\//.test(f) || f.endsWith('.map'))).toEqual([])
   })
 
@@ -504,6 +506,9 @@ describe('npm package', () => {
       const demoConfig = join(prefix, 'lib/node_modules/switchyard/config/demo.yaml')
       expect(readFileSync(demoConfig, 'utf8')).toBe(readText('config/demo.yaml'))
       expect(await run(bin, ['validate', demoConfig])).toMatchObject({ code: 0, stdout: 'ok\n' })
+      // and the dashboard's page, with uPlot installed as a dependency
+      expect(readFileSync(join(prefix, 'lib/node_modules/switchyard/ui/app.js'), 'utf8')).toBe(readText('ui/app.js'))
+      expect(readFileSync(join(prefix, 'lib/node_modules/switchyard/node_modules/uplot/dist/uPlot.iife.min.js'), 'utf8').length).toBeGreaterThan(0)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }

@@ -148,7 +148,7 @@ function renderCharts(series, at) {
     const box = $(id)
     const data = [x, ...names.map((n) => series.upstreams[n][key])]
     const signature = names.join(',')
-    let chart = charts[id]
+    const chart = charts[id]
     if (!chart || chart.signature !== signature) {
       chart?.plot.destroy()
       const width = Math.max(200, box.clientWidth || 300)
@@ -165,7 +165,7 @@ function renderCharts(series, at) {
         data,
         box,
       )
-      chart = charts[id] = { plot, signature }
+      charts[id] = { plot, signature }
       // Follow the box's width (a rotated phone, a resized window).
       if (!box.observed) {
         box.observed = true
