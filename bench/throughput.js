@@ -243,7 +243,9 @@ async function main () {
   for (const c of CONNECTIONS) {
     results[c] = Object.fromEntries(targets.map((t) => [t.name, { rounds: [] }]))
     for (let round = 0; round < ROUNDS; round++) {
-      for (const t of targets) {
+      // each round starts one target further on, so no target always follows the same one
+      const order = targets.map((_, i) => targets[(i + round) % targets.length])
+      for (const t of order) {
         const url = `http://127.0.0.1:${t.port}/`
         if (WARMUP > 0) await load(url, c, WARMUP)
         const scraper = t.scrape ? scrapeEvery(t.scrape, 1000) : null
