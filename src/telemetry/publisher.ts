@@ -19,6 +19,8 @@ import type { SeriesDelta, TelemetrySample } from './types.js'
 export const TELEMETRY_RETAIN_MS = 5 * 60_000
 
 interface Reading {
+  /** requests counted (the sum of byClass): unchanged means nothing to read */
+  total: number
   byClass: number[]
   latency: Uint32Array
   latencySumMs: number
@@ -60,9 +62,13 @@ export class TelemetryPublisher {
   /** The period's increments since the last call, per pair with traffic. */
   collect(): SeriesDelta[] {
     const series: SeriesDelta[] = []
+    // At 10,000 routes there are tens of thousands of pairs, most idle: one sum each tells.
     for (const s of this.opts.resources.traffic.values()) {
+      const total = s.requests
       const prev = this.last.get(s)
-      const now: Reading = { byClass: s.byClass.slice(), latency: s.latency.slice(), latencySumMs: s.latencySumMs }
+      // Unchanged, or still nothing counted (a pair first seen later starts from zero anyway).
+      if (prev === undefined ? total === 0 : prev.total === total) continue
+      const now: Reading = { total, byClass: s.byClass.slice(), latency: s.latency.slice(), latencySumMs: s.latencySumMs }
       this.last.set(s, now)
       const byClass = now.byClass.map((c, i) => c - (prev?.byClass[i] ?? 0))
       if (byClass.every((c) => c === 0)) continue
