@@ -20,7 +20,8 @@ function expect(pos: string[], count: number, shape: string): string[] {
   return pos
 }
 
-function out(text: string): void {
+/** Prints `text` as one or more lines on stdout. */
+export function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : text + '\n')
 }
 

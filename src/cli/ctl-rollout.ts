@@ -5,7 +5,7 @@
  * log stays readable.
  */
 import { UsageError } from './args.js'
-import { parseDuration, printWrite, type Options } from './ctl-commands.js'
+import { out, parseDuration, printWrite, type Options } from './ctl-commands.js'
 import { call, type CtlOptions } from './ctl-http.js'
 
 const enc = encodeURIComponent
@@ -80,9 +80,6 @@ interface RolloutView {
 
 const FINISHED = new Set(['promoted', 'aborted', 'failed'])
 
-function out(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : text + '\n')
-}
 
 const pctText = (x: number | null | undefined) => (x === null || x === undefined ? '-' : `${(x * 100).toFixed(x < 0.01 && x > 0 ? 2 : 1)}%`)
 const msText = (x: number | null | undefined) => (x === null || x === undefined ? '-' : `${Math.round(x)}ms`)

@@ -94,8 +94,8 @@ export class RolloutDriver {
     let figures: { to: SideFigures; from: SideFigures; windowMs: number } | null = null
     if (analysisDue(r, now)) {
       const windowMs = intervalOf(r)
-      const [to, from] = await Promise.all([telemetry.pair(r.route, r.to, windowMs), telemetry.pair(r.route, r.from, windowMs)])
-      figures = { to: side(to.figures), from: side(from.figures), windowMs }
+      const [to, from] = await telemetry.pairs(r.route, [r.to, r.from], windowMs)
+      figures = { to: side(to!), from: side(from!), windowMs }
     }
     const analysis = (x: Rollout): AnalysisResult | null =>
       figures !== null && analysisDue(x, now)

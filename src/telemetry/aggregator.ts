@@ -17,6 +17,8 @@ interface Sum {
   latency: number[]
 }
 
+const emptySum = (route: string | null, upstream: string): Sum => ({ route, upstream, requests: 0, errors: 0, latency: [] })
+
 function add(sum: Sum, s: SeriesDelta): void {
   let n = 0
   for (const c of s.byClass) n += c
@@ -54,10 +56,10 @@ export class Aggregator implements FleetTelemetry {
       for (const s of sample.series) {
         const key = `${s.route}\u0000${s.upstream}`
         let pair = pairs.get(key)
-        if (pair === undefined) pairs.set(key, (pair = { route: s.route, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))
+        if (pair === undefined) pairs.set(key, (pair = emptySum(s.route, s.upstream)))
         add(pair, s)
         let up = upstreams.get(s.upstream)
-        if (up === undefined) upstreams.set(s.upstream, (up = { route: null, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))
+        if (up === undefined) upstreams.set(s.upstream, (up = emptySum(null, s.upstream)))
         add(up, s)
       }
     }
@@ -76,10 +78,9 @@ export class Aggregator implements FleetTelemetry {
     }
   }
 
-  async pair(route: string, upstream: string, windowMs: number): Promise<{ figures: WindowFigures; latency: number[] }> {
+  async pairs(route: string, upstreams: readonly string[], windowMs: number): Promise<WindowFigures[]> {
     const { pairs } = await this.sums(windowMs)
-    const sum = pairs.get(`${route}\u0000${upstream}`) ?? { route, upstream, requests: 0, errors: 0, latency: [] }
-    return { figures: figures(sum, windowMs), latency: sum.latency }
+    return upstreams.map((upstream) => figures(pairs.get(`${route}\u0000${upstream}`) ?? emptySum(route, upstream), windowMs))
   }
 
   async series(windowMs: number, stepMs: number): Promise<FleetSeries> {
@@ -95,7 +96,7 @@ export class Aggregator implements FleetTelemetry {
       const i = Math.min(count - 1, Math.floor((sample.at - start - 1) / stepMs))
       for (const s of sample.series) {
         let row = sums.get(s.upstream)
-        if (row === undefined) sums.set(s.upstream, (row = times.map(() => ({ route: null, upstream: s.upstream, requests: 0, errors: 0, latency: [] }))))
+        if (row === undefined) sums.set(s.upstream, (row = times.map(() => emptySum(null, s.upstream))))
         add(row[i]!, s)
       }
     }

@@ -62,8 +62,8 @@ export interface FleetSeries {
 export interface FleetTelemetry {
   /** Fleet sums over the last `windowMs`. Throws STORE_UNAVAILABLE when the store cannot answer. */
   window(windowMs: number): Promise<FleetStats>
-  /** The figures of one (route, upstream) pair over the last `windowMs` (zeros when none), with its histogram. */
-  pair(route: string, upstream: string, windowMs: number): Promise<{ figures: WindowFigures; latency: number[] }>
+  /** The figures of `route` to each of `upstreams` over the last `windowMs` (zeros when none), from one read. */
+  pairs(route: string, upstreams: readonly string[], windowMs: number): Promise<WindowFigures[]>
   /** Per-upstream rate, error rate and p99 over the last `windowMs`, in steps of `stepMs` (the dashboard's charts). */
   series(windowMs: number, stepMs: number): Promise<FleetSeries>
 }

@@ -36,15 +36,14 @@ const CHART_STEP_MS = 5_000
 async function snapshot(deps: AdminDeps): Promise<unknown> {
   const { control, dataplane } = deps
   const state = control.follower.effective
-  const [instances, events, series, inflight] = await Promise.all([
+  const [instances, events, series] = await Promise.all([
     control.fleet.instances().catch(() => null),
     control.store.events(10).catch(() => null),
     control.telemetry.series(CHART_WINDOW_MS, CHART_STEP_MS).catch(() => null),
-    control.store.instances().catch(() => null),
   ])
   // In-flight per target, summed over the fleet (each instance's last heartbeat; this one live).
   const fleetInflight = new Map<string, number>()
-  for (const i of inflight ?? []) {
+  for (const i of instances ?? []) {
     if (i.id === control.instanceId) continue
     for (const [key, n] of Object.entries(i.inflight)) fleetInflight.set(key, (fleetInflight.get(key) ?? 0) + n)
   }
