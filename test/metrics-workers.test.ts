@@ -111,6 +111,53 @@ describe('/metrics with --workers 2', () => {
     const [m] = await expectTotals(p, 200)
     expect(workersOf(m!, 'switchyard_store_connected').sort()).toEqual(['1', '2'])
   })
+
+  it('every metric a dashboard or alert needs is there, with its labels (gauges also carry `worker`)', { timeout: 60_000 }, async () => {
+    const redis = await startRedis()
+    onTestFinished(() => redis.stop())
+    const v2 = await startBackend('v2')
+    onTestFinished(() => v2.close())
+    const p = await group({ type: 'redis', url: redis.url, prefix: 'metrics-names' })
+    const put = await request(`${p.adminUrl}/api/upstreams/v2`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ targets: [{ url: v2.url }] }) })
+    expect(put.statusCode).toBeLessThan(300)
+    await put.body.dump()
+    const started = await request(`${p.adminUrl}/api/rollouts`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'c1', route: 'r', from: 'v1', to: 'v2', steps: [{ weight: 10, pauseMs: 60_000 }] }),
+    })
+    expect(started.statusCode).toBe(201)
+    await started.body.dump()
+    await send(p, 100)
+    const expected: [string, string, string[], boolean][] = [
+      // name, type, labels, is a per-worker gauge
+      ['switchyard_requests_total', 'counter', ['code_class', 'route', 'upstream'], false],
+      ['switchyard_request_duration_seconds_bucket', 'histogram', ['le', 'route', 'upstream'], false],
+      ['switchyard_request_duration_seconds_count', 'histogram', ['route', 'upstream'], false],
+      ['switchyard_retries_total', 'counter', ['upstream'], false],
+      ['switchyard_upstream_inflight', 'gauge', ['target', 'upstream'], true],
+      ['switchyard_target_healthy', 'gauge', ['target', 'upstream'], true],
+      ['switchyard_target_state', 'gauge', ['state', 'target', 'upstream'], true],
+      ['switchyard_state_revision', 'gauge', [], true],
+      ['switchyard_store_connected', 'gauge', [], true],
+      ['switchyard_rollout_weight', 'gauge', ['rollout', 'upstream'], true],
+      ['switchyard_build_info', 'gauge', ['node', 'version'], true],
+      ['process_cpu_seconds_total', 'counter', [], false],
+      ['nodejs_eventloop_lag_seconds', 'gauge', [], true],
+    ]
+    await eventually(async () => {
+      const m = await scrape(p)
+      expect(requestsTotal(m)).toBe(100)
+      for (const [name, type, labels, perWorker] of expected) {
+        expect([name, m.types.get(name.replace(/_(bucket|sum|count)$/, ''))]).toEqual([name, type])
+        const found = m.samples.filter((s) => s.name === name)
+        expect([name, found.length > 0]).toEqual([name, true])
+        for (const x of found) expect([name, Object.keys(x.labels).sort()]).toEqual([name, (perWorker ? [...labels, 'worker'] : labels).sort()])
+      }
+      const weights = m.samples.filter((s) => s.name === 'switchyard_rollout_weight' && s.labels['upstream'] === 'v2')
+      expect(weights.map((s) => s.value)).toEqual([10, 10])
+    }, { timeoutMs: 10_000, intervalMs: 200 })
+  })
 })
 
 describe('GroupTotals', () => {
