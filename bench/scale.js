@@ -17,7 +17,7 @@ import http from 'node:http'
 import path from 'node:path'
 import { cleanupOnExit, freePort, runBench, sleep, start, startRedisServer, tempDir, until, waitHttp } from './lib/children.js'
 
-const list = (v, d) => (v ?? d).split(',').map(Number)
+const list = (v, d) => (v ?? d).split(',').filter((x) => x.trim() !== '').map(Number)
 const ROUTES = list(process.env.BENCH_ROUTES, '1,1000,10000')
 const FLEET_ROUTES = list(process.env.BENCH_FLEET_ROUTES, '1,10000')
 const DURATION = Number(process.env.BENCH_DURATION ?? 4)
