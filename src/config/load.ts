@@ -57,6 +57,34 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   return { config, problems: [...subst.problems, ...shape, ...semantic] }
 }
 
+/** The keys of a config file that make up the state (the rest is static: listen, admin, store...). */
+export const STATE_KEYS = ['upstreams', 'routes', 'flags'] as const
+
+/**
+ * Checks a declared state (`{upstreams, routes, flags?}`, no `${VAR}` left to substitute) as
+ * the loader checks a config file's state part: shape and meaning in one pass, every problem
+ * once, with the paths a file has (`routes[0].split.v3`). A key outside the state is a problem:
+ * a declared state has no static part.
+ */
+export function checkDeclaredState(value: unknown): Problem[] {
+  if (!isObj(value)) return [{ path: '', message: 'must be an object {upstreams, routes, flags}' }]
+  const extra: Problem[] = Object.keys(value)
+    .filter((k) => !(STATE_KEYS as readonly string[]).includes(k))
+    .map((k) => ({ path: k, message: STRAY_KEYS[k] ?? `not part of a state (only ${STATE_KEYS.join(', ')})` }))
+  const state = Object.fromEntries(STATE_KEYS.filter((k) => Object.hasOwn(value, k)).map((k) => [k, value[k]]))
+  const errors = schemaErrors(state)
+  const shape = checkConfigShape(state, errors)
+  const judged = errors.length === 0 ? state : markMalformed(state, errors, [])
+  const reported = new Set(shape.map((p) => p.path))
+  return [...extra, ...shape, ...validateState(judged).filter((p) => !reported.has(p.path))]
+}
+
+/** What `GET /api/state` answers besides the state: said plainly, since a round trip meets them first. */
+const STRAY_KEYS: Record<string, string> = {
+  revision: 'not part of a declared state: send If-Match: <revision> to apply only at a revision',
+  rollouts: 'not part of a declared state: rollouts are kept as they are (POST /api/rollouts starts one)',
+}
+
 function emptyConfig(): ConfigFile {
   return { upstreams: {}, routes: [] }
 }

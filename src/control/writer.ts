@@ -5,6 +5,7 @@
  */
 import { validateChange } from '../config/validate.js'
 import { SwitchyardError } from '../errors.js'
+import type { State } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import type { AuditEvent, Store } from '../store/store.js'
 import type { Follower } from './follower.js'
@@ -53,14 +54,7 @@ export class Writer {
       if (opts.ifMatch !== undefined && opts.ifMatch !== current.revision) {
         throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
       }
-      const draft = draftOf(current)
-      const change = mutation(draft)
-      const problems = validateChange(draft, change.touched, current)
-      if (problems.length > 0) {
-        throw new SwitchyardError('VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), {
-          details: problems,
-        })
-      }
+      const { draft, change } = tryMutation(current, mutation)
       draft.revision = current.revision + 1
       const event: AuditEvent = {
         revision: draft.revision,
@@ -91,4 +85,32 @@ export class Writer {
     }
     throw new SwitchyardError('CONFLICT', 'too many concurrent writes; try again')
   }
+
+  /**
+   * What `write` would do, without writing (a dry run): the same catch-up, If-Match check,
+   * mutation and validation, on the freshest state this instance can get; `revision` is the
+   * state's, unchanged. With the store down it answers from the applied state.
+   */
+  async preview<T>(mutation: Mutation<T>, opts: Pick<WriteOptions, 'ifMatch'>): Promise<Written<T>> {
+    const { store, follower } = this
+    if (store.connected && (!follower.current || (opts.ifMatch !== undefined && opts.ifMatch !== follower.state.revision))) await follower.sync()
+    const current = follower.state
+    if (opts.ifMatch !== undefined && opts.ifMatch !== current.revision) {
+      throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
+    }
+    return { revision: current.revision, change: tryMutation(current, mutation).change }
+  }
+}
+
+/** `mutation` on a draft of `current`, validated: 400 with every problem of what it touched. */
+function tryMutation<T>(current: State, mutation: Mutation<T>): { draft: State; change: Change<T> } {
+  const draft = draftOf(current)
+  const change = mutation(draft)
+  const problems = validateChange(draft, change.touched, current)
+  if (problems.length > 0) {
+    throw new SwitchyardError('VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), {
+      details: problems,
+    })
+  }
+  return { draft, change }
 }

@@ -78,9 +78,9 @@ function rollBack(r: Rollout, route: RouteSpec, now: number, phase: 'aborted' | 
   return { rollout: next, route: withRoute(route, splitFor(r.from, r.to, 0), r), events: [{ event: phase, message }] }
 }
 
-/** Ends `r` at once, back to 100 % `from`, for a hand-made write to its route with force=true. */
-export function forceAbort(r: Rollout, route: RouteSpec, now: number): Move {
-  return rollBack(r, route, now, 'aborted', 'the route was written by hand with force=true')
+/** Ends `r` at once, back to 100 % `from`, for a hand-made write to its route with force=true (`why` says which). */
+export function forceAbort(r: Rollout, route: RouteSpec, now: number, why = 'the route was written by hand with force=true'): Move {
+  return rollBack(r, route, now, 'aborted', why)
 }
 
 /** Enters step `i` (or promotes past the last one). */
