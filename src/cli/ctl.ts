@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util'
 import { parseCommand, usageError as usageErrorFor, UsageError, type CommandSpec } from './args.js'
 import { drain, flag, parseDuration, split, target } from './ctl-commands.js'
+import { apply, APPLY_USAGE, APPLY_WAIT_DEFAULT, diff, DIFF_USAGE } from './ctl-apply.js'
 import { ApiError, formatApiError, UnreachableError, type CtlOptions } from './ctl-http.js'
 import { events, EVENTS_USAGE, rollout, ROLLOUT_OPTIONS, ROLLOUT_USAGE } from './ctl-rollout.js'
 import { status } from './ctl-status.js'
@@ -21,6 +22,8 @@ export const CTL_USAGE = `usage: switchyard ctl [options] COMMAND
   rollout start --route R --from V1 --to V2 [--steps 10,50,100] [--pause 30s] [--wait] ...
   rollout status [ID] [--watch] | list | pause ID | resume ID | promote ID | abort ID
   events [--limit N] [--follow]            the audit log
+  diff -f FILE                             what applying a config file's upstreams, routes, flags would change
+  apply -f FILE [--force]                  apply them as one write (exit 1 if refused)
   (switchyard ctl rollout start --help, ... lists each command's options)
 options:
   --admin URL          admin API (else $SWITCHYARD_ADMIN_URL, else http://127.0.0.1:9901)
@@ -37,7 +40,7 @@ const STRING_OPTIONS = [
   'route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'limit',
 ] as const
 /** Boolean options besides --json and --by-ip; `--wait` of `rollout start` is one, `drain --wait 30s` takes a value. */
-const ROLLOUT_FLAGS = ['watch', 'follow']
+const ROLLOUT_FLAGS = ['watch', 'follow', 'force']
 const COMMAND: CommandSpec = {
   name: 'ctl',
   usage: CTL_USAGE,
@@ -46,6 +49,7 @@ const COMMAND: CommandSpec = {
     json: { type: 'boolean' },
     'by-ip': { type: 'boolean' },
     ...Object.fromEntries(ROLLOUT_FLAGS.map((name) => [name, { type: 'boolean' }])),
+    file: { type: 'string', short: 'f' },
   },
 }
 const GLOBAL = ['admin', 'token', 'reason', 'if-match', 'wait-applied', 'json']
@@ -60,6 +64,8 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   'flag get': [],
   'flag list': [],
   events: ['limit', 'follow'],
+  diff: ['file'],
+  apply: ['file', 'force'],
   ...Object.fromEntries(Object.entries(ROLLOUT_OPTIONS).map(([sub, names]) => [`rollout ${sub}`, names])),
 }
 
@@ -75,6 +81,8 @@ function subcommandHelp(args: string[]): string | undefined {
   if (!args.includes('--help') && !args.includes('-h')) return undefined
   const positionals = positionalsOf(args)
   if (positionals[0] === 'events') return EVENTS_USAGE
+  if (positionals[0] === 'diff') return DIFF_USAGE
+  if (positionals[0] === 'apply') return APPLY_USAGE
   if (positionals[0] === 'rollout') return ROLLOUT_USAGE[positionals[1] ?? ''] ?? Object.values(ROLLOUT_USAGE).join('\n\n')
   return undefined
 }
@@ -85,6 +93,9 @@ function subcommandHelp(args: string[]): string | undefined {
  */
 function bareWait(args: string[]): string[] {
   const positionals = positionalsOf(args)
+  const bare = (i: number) => i === args.length - 1 || args[i + 1]!.startsWith('-')
+  // `apply --wait-applied` may go without its value, too.
+  if (positionals[0] === 'apply') return args.map((a, i) => (a === '--wait-applied' && bare(i) ? `--wait-applied=${APPLY_WAIT_DEFAULT}` : a))
   if (positionals[0] !== 'rollout' || positionals[1] !== 'start') return args
   return args.map((a, i) => (a === '--wait' && (i === args.length - 1 || args[i + 1]!.startsWith('--')) ? '--wait=true' : a))
 }
@@ -150,6 +161,10 @@ export async function ctl(args: string[]): Promise<number> {
         return await rollout(opts, rest, options)
       case 'events':
         return await events(opts, rest, options)
+      case 'diff':
+        return await diff(opts, rest, options)
+      case 'apply':
+        return await apply(opts, rest, options)
     }
     return usageError(`unknown command ${JSON.stringify(command)}`)
   } catch (err) {
