@@ -14,6 +14,7 @@ const OPERATION_IDS: Record<string, string> = {
   'GET /readyz': 'getReadiness',
   'GET /metrics': 'getMetrics',
   'GET /api/state': 'getState',
+  'PUT /api/state': 'putState',
   'GET /api/upstreams': 'listUpstreams',
   'GET /api/upstreams/{name}': 'getUpstream',
   'PUT /api/upstreams/{name}': 'putUpstream',
@@ -140,7 +141,7 @@ describe('admin API conventions', () => {
   it('a known path asked with another method answers 405 METHOD_NOT_ALLOWED with Allow; an unknown path stays 404', async () => {
     const t = await app()
     const cases: [string, string, string][] = [
-      ['POST', '/api/state', 'GET, HEAD'],
+      ['POST', '/api/state', 'GET, HEAD, PUT'],
       ['DELETE', '/api/upstreams', 'GET, HEAD'],
       ['POST', '/api/upstreams/v1', 'DELETE, GET, HEAD, PUT'],
       ['PUT', '/api/upstreams/v1/targets', 'GET, HEAD, POST'],
