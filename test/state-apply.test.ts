@@ -89,7 +89,10 @@ describe('PUT /api/state', () => {
       aborted: [],
     })
     expect(await revision(t)).toBe(1)
-    expect((await t.admin.put('/api/state?dryRun=true&waitApplied=100', body)).status).toBe(400)
+    const both = await t.admin.put('/api/state?dryRun=true&waitApplied=100', body)
+    expect([both.status, both.body.error.details]).toEqual([400, [{ path: 'querystring.waitApplied', message: 'a dry run writes nothing to wait for' }]])
+    // The query is checked strictly, as on every write.
+    for (const q of ['dryRun=yes', 'force=1', 'waitApplied=abc']) expect((await t.admin.put(`/api/state?${q}`, body)).status, q).toBe(400)
   })
 
   it('reports every problem with the path a config file has: shape and meaning in one answer; nothing changes', async () => {
