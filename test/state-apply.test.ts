@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { backend, startApp, twoVersions, type TestApp } from './helpers/admin.js'
+import { diffResources } from '../src/control/state-diff.js'
 import type { Backend } from './helpers/backend.js'
 
 interface Setup {
@@ -176,5 +177,34 @@ describe('PUT /api/state', () => {
     const r1 = (await t.admin.get('/api/rollouts/r1')).body
     expect(r1.phase).toBe('aborted')
     expect((await t.admin.get('/api/state')).body.routes[0].split).toEqual({ v1: 100, v2: 0 })
+  })
+})
+
+describe('diffResources (pure)', () => {
+  const up = (targets: { id: string; url: string; state: string }[], extra = {}) => ({ upstreams: { v1: { targets, ...extra } }, routes: [], flags: {} }) as any
+  const a = { id: 'a:1', url: 'http://a:1', state: 'active' }
+  const b = { id: 'b:1', url: 'http://b:1', state: 'active' }
+  it.each([
+    ['key order does not matter', up([a], { retries: 1, balance: 'p2c' }), up([a], { balance: 'p2c', retries: 1 }), []],
+    ['targets are matched by id: one added first is one change', up([a]), up([b, a]), [{ path: 'targets["b:1"]', after: b }]],
+    ['a target state', up([a]), up([{ ...a, state: 'draining' }]), [{ path: 'targets["a:1"].state', before: 'active', after: 'draining' }]],
+    ['targets that change places', up([a, b]), up([b, a]), [{ path: 'targets.order', before: ['a:1', 'b:1'], after: ['b:1', 'a:1'] }]],
+    ['a field set and one left out', up([a], { retries: 1 }), up([a], { headersTimeoutMs: 5 }), [{ path: 'retries', before: 1 }, { path: 'headersTimeoutMs', after: 5 }]],
+  ])('%s', (_name, before, after, fields) => {
+    const changes = diffResources(before, after)
+    expect(changes).toEqual(fields.length === 0 ? [] : [{ kind: 'upstream', name: 'v1', op: 'change', fields }])
+  })
+
+  it('routes: rules by place, a list of another length whole, the order of routes kept on both sides', () => {
+    const r = (name: string, extra = {}) => ({ name, split: { v1: 1 }, ...extra })
+    const before = { upstreams: {}, flags: {}, routes: [r('x', { rules: [{ match: { header: { h: '1' } }, upstream: 'v1' }] }), r('y', { match: { methods: ['GET'] } }), r('z')] } as any
+    const after = { upstreams: {}, flags: {}, routes: [r('y', { match: { methods: ['GET', 'POST'] } }), r('w'), r('x', { rules: [{ match: { header: { h: '2' } }, upstream: 'v1' }] })] } as any
+    expect(diffResources(before, after)).toEqual([
+      { kind: 'route', name: 'x', op: 'change', fields: [{ path: 'rules[0].match.header.h', before: '1', after: '2' }] },
+      { kind: 'route', name: 'y', op: 'change', fields: [{ path: 'match.methods', before: ['GET'], after: ['GET', 'POST'] }] },
+      { kind: 'route', name: 'z', op: 'remove', before: r('z') },
+      { kind: 'route', name: 'w', op: 'add', after: r('w') },
+      { kind: 'routes', op: 'order', before: ['x', 'y'], after: ['y', 'x'] },
+    ])
   })
 })

@@ -89,12 +89,12 @@ function subcommandHelp(args: string[]): string | undefined {
 
 /**
  * `rollout start --wait` is a flag while `drain --wait 30s` takes a value: for `rollout start`
- * a bare `--wait` (last, or followed by another option) is given the value `true`.
+ * a bare `--wait` (last, or followed by another option) is given the value `true`. Likewise a
+ * bare `apply --wait-applied` waits the default time (a pipeline wants "until it is in force").
  */
 function bareWait(args: string[]): string[] {
   const positionals = positionalsOf(args)
   const bare = (i: number) => i === args.length - 1 || args[i + 1]!.startsWith('-')
-  // `apply --wait-applied` may go without its value, too.
   if (positionals[0] === 'apply') return args.map((a, i) => (a === '--wait-applied' && bare(i) ? `--wait-applied=${APPLY_WAIT_DEFAULT}` : a))
   if (positionals[0] !== 'rollout' || positionals[1] !== 'start') return args
   return args.map((a, i) => (a === '--wait' && (i === args.length - 1 || args[i + 1]!.startsWith('--')) ? '--wait=true' : a))
