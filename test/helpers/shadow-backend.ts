@@ -27,8 +27,8 @@ export interface ShadowBackend {
   release(): void
 }
 
-/** `answer(path)` gives the JSON document to send for a path (default `{name}`). */
-export async function shadowBackend(name: string, answer: (path: string) => unknown = () => ({ name })): Promise<ShadowBackend> {
+/** `answer(path)` (the path without its query) gives the JSON document to send for a path (default `{name}`), `status(path)` its status (default 200). */
+export async function shadowBackend(name: string, answer: (path: string) => unknown = () => ({ name }), status: (path: string) => number = () => 200): Promise<ShadowBackend> {
   let holding = false
   let waiting: (() => void)[] = []
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -39,9 +39,11 @@ export async function shadowBackend(name: string, answer: (path: string) => unkn
       b.received.push({ method: req.method!, url: req.url!, shadow: Array.isArray(h) ? h.join(',') : h, bodyBytes: bytes })
       const send = () => {
         b.answered++
+        const path = req.url!.split('?', 1)[0]!
+        res.statusCode = status(path)
         res.setHeader('content-type', 'application/json')
         res.setHeader('x-backend', name)
-        res.end(JSON.stringify(answer(req.url!)))
+        res.end(JSON.stringify(answer(path)))
       }
       if (holding) {
         b.held++
