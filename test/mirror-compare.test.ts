@@ -28,6 +28,12 @@ describe('firstDifference', () => {
     expect(firstDifference(a, b, ignore)).toBe(path)
   })
 
+  it('does not follow a document nested deeper than it compares (no stack overflow)', () => {
+    const deep = (n: number, leaf: number) => JSON.parse('['.repeat(n) + String(leaf) + ']'.repeat(n)) as unknown
+    expect(firstDifference(deep(30_000, 1), deep(30_000, 2), ignore)).toBeNull()
+    expect(firstDifference(deep(3, 1), deep(3, 2), ignore)).toBe('$[0][0][0]')
+  })
+
   it('compares status classes first, and JSON only when both sides are JSON', () => {
     const json = (v: unknown) => Buffer.from(JSON.stringify(v))
     expect(compareAnswers({ status: 200, json: json({ a: 1 }) }, { status: 201, json: json({ a: 1 }) }, ignore)).toEqual({ kind: 'same' })

@@ -10,19 +10,26 @@ function child(path: string, key: string): string {
 }
 
 /**
+ * Levels of nesting compared: a document within the body limit can nest tens of thousands of
+ * levels (JSON.parse takes it), which a recursive walk must not follow to a stack overflow.
+ */
+export const MAX_DEPTH = 128
+
+/**
  * The path of the first place where `b` differs from `a`, or null when they are equal apart
  * from the fields named in `ignore`. Object keys are visited in `a`'s order, then keys only
  * `b` has; arrays element by element (an element only one side has is the difference).
+ * Values nested deeper than MAX_DEPTH are not compared.
  */
-export function firstDifference(a: unknown, b: unknown, ignore: ReadonlySet<string>, path = '$'): string | null {
-  if (a === b) return null
+export function firstDifference(a: unknown, b: unknown, ignore: ReadonlySet<string>, path = '$', depth = 0): string | null {
+  if (a === b || depth > MAX_DEPTH) return null
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return path
   if (Array.isArray(a) !== Array.isArray(b)) return path
   if (Array.isArray(a)) {
     const bb = b as unknown[]
     const n = Math.min(a.length, bb.length)
     for (let i = 0; i < n; i++) {
-      const d = firstDifference(a[i], bb[i], ignore, `${path}[${i}]`)
+      const d = firstDifference(a[i], bb[i], ignore, `${path}[${i}]`, depth + 1)
       if (d !== null) return d
     }
     return a.length === bb.length ? null : `${path}[${n}]`
@@ -32,7 +39,7 @@ export function firstDifference(a: unknown, b: unknown, ignore: ReadonlySet<stri
   for (const key of Object.keys(ao)) {
     if (ignore.has(key)) continue
     if (!Object.hasOwn(bo, key)) return child(path, key)
-    const d = firstDifference(ao[key], bo[key], ignore, child(path, key))
+    const d = firstDifference(ao[key], bo[key], ignore, child(path, key), depth + 1)
     if (d !== null) return d
   }
   for (const key of Object.keys(bo)) if (!ignore.has(key) && !Object.hasOwn(ao, key)) return child(path, key)
