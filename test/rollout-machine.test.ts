@@ -240,6 +240,12 @@ describe('shadow steps', () => {
     expect(mirrorOf(s)).toBeUndefined()
   })
 
+  it('refuse to replace a mirror to another upstream', () => {
+    const s0 = state()
+    s0.routes[0] = { ...s0.routes[0]!, mirror: { upstream: 'v3', percent: 5 } }
+    expect(() => apply(s0, startRollout(shadowed, T0))).toThrow(/mirrors to v3; a shadow step would replace that mirror/)
+  })
+
   it('leave a mirror to another upstream alone', () => {
     const s0 = state()
     s0.routes[0] = { ...s0.routes[0]!, mirror: { upstream: 'v3', percent: 5 } }

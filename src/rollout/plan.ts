@@ -56,6 +56,10 @@ export function checkStart(spec: RolloutSpec, state: State): string[] {
       problems.push(`route: ${q(spec.route)} also sends traffic to ${others.map(([n]) => n).join(', ')}; a rollout moves a route's traffic between two upstreams only`)
     }
   }
+  const shadowed = spec.strategy !== 'blue-green' && (spec.steps ?? []).some((x) => x.shadow !== undefined)
+  if (route?.mirror !== undefined && route.mirror.upstream !== spec.to && shadowed) {
+    problems.push(`route: ${q(spec.route)} mirrors to ${route.mirror.upstream}; a shadow step would replace that mirror: remove it first`)
+  }
   for (const [i, n] of (spec.notify ?? []).entries()) {
     if (!URL.canParse(n.url)) problems.push(`notify[${i}].url: not a URL`)
   }
