@@ -56,7 +56,8 @@ async function startNginx (nginx, name, port, server) {
   return child
 }
 
-function switchyardConfig (port, backend, adminPort = 0, extra = '') {
+/** `shadow`: the url of a second backend the bench route mirrors 10 % of its requests to. */
+function switchyardConfig (port, backend, adminPort = 0, extra = '', shadow = null) {
   return `listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
 ${extra}
@@ -64,6 +65,7 @@ store: { type: memory }
 upstreams:
   v1: { targets: [ { url: "${backend}" } ] }
   v2: { targets: [ { url: "${backend}" } ] }
+${shadow ? `  shadow: { targets: [ { url: "${shadow}" } ] }` : ''}
 routes:
   - name: bench
     match: { host: "*", pathPrefix: / }
@@ -71,12 +73,13 @@ routes:
       - { match: { header: { x-bench-never: "1" } }, upstream: v2 }
     split: { v1: 100, v2: 0 }
     sticky: { by: header, name: x-user-id }
+${shadow ? '    mirror: { upstream: shadow, percent: 10 }' : ''}
 `
 }
 
-function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard', extra = '') {
+function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard', extra = '', shadow = null) {
   const config = path.join(tmp, `${name}.yaml`)
-  fs.writeFileSync(config, switchyardConfig(port, backend, adminPort, extra))
+  fs.writeFileSync(config, switchyardConfig(port, backend, adminPort, extra, shadow))
   const template = env.BENCH_SWITCHYARD_CMD ?? 'node dist/cli.js start --config {config}'
   const argv = template.trim().split(/\s+/).map((a) =>
     a.replaceAll('{config}', config).replaceAll('{port}', String(port)).replaceAll('{backend}', backend))
@@ -208,6 +211,22 @@ async function main () {
     targets.push({ name: 'switchyard-rollout', port: rport, child, adminPort: radmin })
   }
 
+  // the same switchyard mirroring 10 % of the bench route's requests to a second backend, whose
+  // answers are compared with the first's (same body: no mismatch): the copies cost what they cost
+  if (env.BENCH_MIRROR !== '0' && !env.BENCH_SWITCHYARD_CMD) {
+    const shport = await freePort()
+    const shadowChild = nginx
+      ? await startNginx(nginx, 'shadow-nginx', shport, `server { listen 127.0.0.1:PORT; location / { default_type application/json; return 200 '${BODY}'; } }`)
+      : start('shadow-node', process.execPath, [path.join(PEERS, 'backend.js'), String(shport)])
+    if (!nginx) await waitHttp(shadowChild, shport)
+    const mport = await freePort()
+    const madmin = await freePort()
+    const margv = switchyardArgv(mport, backend, madmin, 'switchyard-mirror', '', `http://127.0.0.1:${shport}`)
+    const child = start('switchyard-mirror', margv[0], margv.slice(1))
+    await waitHttp(child, mport)
+    targets.push({ name: 'switchyard-mirror', port: mport, child, adminPort: madmin, helper: shadowChild })
+  }
+
   // peers
   for (const [name, file] of [['fastify-http-proxy', 'fastify-proxy.js'], ['bare-undici', 'bare-undici.js']]) {
     const port = await freePort()
@@ -272,6 +291,13 @@ async function main () {
     console.log(`\nrollout during the bench: phase ${r.phase}, weight ${r.weight}, last analysis ${r.analysis?.verdict ?? 'none'} (${r.analysis?.requests ?? 0} requests in ${r.analysis?.windowMs ?? 0} ms)`)
     if (r.phase !== 'progressing') console.log('WARNING: the rollout was not in progress at the end: the switchyard-rollout row does not show a rollout in progress')
   }
+  const mi = targets.find((t) => t.name === 'switchyard-mirror')
+  if (mi) {
+    // the copies must have been sent and compared, not skipped: else the row measured something else
+    const m = (await (await fetch(`http://127.0.0.1:${mi.adminPort}/api/routes/bench/mirror?window=5m`)).json()).figures
+    console.log(`\nmirror during the bench (last 5 min): ${m.requests} copies answered, ${m.errors} errors, ${m.skipped.busy} skipped (busy), ${m.compared} compared, ${m.mismatches.status + m.mismatches.body} mismatches`)
+    if (m.requests === 0 || m.skipped.busy > m.requests) console.log('WARNING: few copies were sent: the switchyard-mirror row does not show mirroring at 10 %')
+  }
   const rss = readRss(sy.pid)
   await stop(sy, CPU_PROF ? 30_000 : 5_000)
   if (CPU_PROF) console.log(`\ncpu profile: ${fs.readdirSync(OUT).filter((f) => f.endsWith('.cpuprofile')).sort().pop() ?? 'NOT WRITTEN'} in bench/.out`)
@@ -312,6 +338,7 @@ function report (names, results, rss) {
     if (byName['switchyard-quiet']) console.log(`metrics scraped every second and logs at info: ${fmt(sy.rps / byName['switchyard-quiet'].rps, 2)}× the rps of switchyard with logs off and no scrape`)
     if (byName['switchyard-access']) console.log(`access log at 1 %: ${fmt(byName['switchyard-access'].rps / sy.rps, 2)}× the rps of switchyard without`)
     if (byName['switchyard-rollout']) console.log(`with a rollout in progress: ${fmt(byName['switchyard-rollout'].rps / sy.rps, 2)}× the rps of switchyard without`)
+    if (byName['switchyard-mirror']) console.log(`with 10 % mirrored and compared: ${fmt(byName['switchyard-mirror'].rps / sy.rps, 2)}× the rps of switchyard without`)
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
   }
   console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)

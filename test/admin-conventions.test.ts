@@ -42,6 +42,7 @@ const OPERATION_IDS: Record<string, string> = {
   'POST /api/rollouts/{id}/promote': 'promoteRollout',
   'POST /api/rollouts/{id}/abort': 'abortRollout',
   'GET /api/stats': 'getStats',
+  'GET /api/routes/{name}/mirror': 'getRouteMirror',
   'GET /api/dashboard/stream': 'streamDashboard',
   'GET /api/events': 'listEvents',
   'GET /api/instances': 'listInstances',

@@ -74,6 +74,21 @@ describe('switchyard ctl rollout', () => {
     expect((await ctl(t, ['events', '--limit', '100'])).stdout).toMatch(/rollout.start rollouts\/c1 — deploy 42/)
   })
 
+  it('start --steps shadow:N begins with a shadow step (--ignore, --max-mismatch-rate); status shows the comparison', async () => {
+    const t = await setup()
+    const start = await ctl(t, ['rollout', 'start', '--route', 'api', '--from', 'v1', '--to', 'v2', '--steps', 'shadow:20,50', '--pause', '60s', '--ignore', 'id,at', '--max-mismatch-rate', '0.05', '--id', 's1'])
+    expect(start).toMatchObject({ code: 0, stderr: '' })
+    const r = (await t.admin.get('/api/rollouts/s1')).body
+    expect(r.spec.steps).toEqual([{ shadow: 20, pauseMs: 60_000 }, { weight: 50, pauseMs: 60_000 }])
+    expect(r.spec.shadow).toEqual({ ignore: ['id', 'at'] })
+    expect(r.spec.analysis.maxMismatchRate).toBe(0.05)
+    expect((await t.admin.get('/api/routes/api')).body).toMatchObject({ split: { v1: 100, v2: 0 }, mirror: { upstream: 'v2', percent: 20, ignore: ['id', 'at'] } })
+    const load = startLoad(t.app.proxyUrl, { workers: 2, maxMs: 30_000 })
+    onTestFinished(() => load.stop().then(() => undefined))
+    await eventually(async () => expect((await ctl(t, ['rollout', 'status', 's1'])).stdout).toMatch(/\| shadow: \d+ compared, mismatch 0\.0% \|/), { timeoutMs: 15_000, intervalMs: 200 })
+    expect((await ctl(t, ['rollout', 'start', '--route', 'api', '--from', 'v1', '--to', 'v2', '--steps', 'shadow:x']))).toMatchObject({ code: 2 })
+  })
+
   it('start --wait exits 0 when promoted; status --watch piped prints a line per change', async () => {
     const t = await setup()
     const load = startLoad(t.app.proxyUrl, { workers: 2, maxMs: 30_000 })

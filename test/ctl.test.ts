@@ -58,6 +58,12 @@ describe('switchyard ctl', () => {
     expect(JSON.parse(json.stdout).state.routes[0].split).toEqual({ v1: 100, v2: 0 })
   })
 
+  it('status shows a route\'s mirror', async () => {
+    const { t, run } = await setup()
+    expect((await t.admin.put('/api/routes/api', { split: { v1: 100, v2: 0 }, mirror: { upstream: 'v2', percent: 5 } })).status).toBe(200)
+    expect((await run('status')).stdout).toMatch(/api\s+v1=100 v2=0  mirror 5% to v2/)
+  })
+
   it('status says why a target is out and marks an instance that is not following', async () => {
     const { t, run } = await setup()
     const port = await closedPort()

@@ -62,6 +62,7 @@ function routeSpec(rand: () => number, name: string, upstreams: string[]): Route
   if (rand() < 0.3) route.rules = [{ match: { header: { 'x-v': pick(rand, ['2', '3']) } }, upstream: pick(rand, upstreams) }]
   if (rand() < 0.3) route.sticky = { by: 'header', name: 'x-user' }
   if (rand() < 0.1) route.preservePath = true
+  if (rand() < 0.2) route.mirror = { upstream: pick(rand, upstreams), percent: pick(rand, [0, 10, 100]) }
   return route
 }
 
@@ -138,6 +139,7 @@ function view(t: RoutingTable) {
         single: r.single,
         sticky: [r.stickyKind, r.stickyName],
         preservePath: r.preservePath,
+        mirror: r.mirror === null ? null : [r.mirror.upstream, r.mirror.share, r.split.map((c) => c.mirror?.upstream ?? null)],
         rules: r.rules.map((x) => ({ h: x.headers.map((h) => h.name), u: x.choice.upstream })),
       })),
     upstreams: [...t.upstreams]
@@ -161,6 +163,7 @@ function held(res: Resources) {
     pools: [...res.pools.keys()].sort(),
     targets: [...res.targets.keys()].sort(),
     traffic: [...res.traffic.keys()].sort(),
+    mirrors: [...res.mirrors.keys()].sort(),
     upstreams: [...res.upstreams.keys()].sort(),
   }
 }

@@ -209,3 +209,47 @@ describe('a route that went away', () => {
     expect(() => drive(next, T0 + 20, 'pass')).toThrow(NothingToDo)
   })
 })
+
+describe('shadow steps', () => {
+  const shadowed: RolloutSpec = {
+    ...canary,
+    steps: [{ shadow: 20, pauseMs: 1000 }, { weight: 50, pauseMs: 1000 }],
+    shadow: { ignore: ['id'], maxBodyBytes: 1024 },
+  }
+  const mirrorOf = (s: State) => route(s).mirror
+
+  it('mirror the share to `to` at weight 0, and drop the mirror when weight moves', () => {
+    let s = started(shadowed)
+    expect(rollout(s)).toMatchObject({ stepIndex: 0, weight: 0 })
+    expect(route(s).split).toEqual({ v1: 100, v2: 0 })
+    expect(mirrorOf(s)).toEqual({ upstream: 'v2', percent: 20, ignore: ['id'], maxBodyBytes: 1024 })
+    s = drive(s, T0 + 1000, 'pass')
+    expect(rollout(s)).toMatchObject({ stepIndex: 1, weight: 50 })
+    expect(route(s).split).toEqual({ v1: 50, v2: 50 })
+    expect(mirrorOf(s)).toBeUndefined()
+  })
+
+  it.each([
+    ['a failed analysis', (s: State) => drive(s, T0 + 500, 'fail')],
+    ['abort', (s: State) => apply(s, controlRollout('r1', 'abort', T0 + 100)).s],
+    ['promote', (s: State) => apply(s, controlRollout('r1', 'promote', T0 + 100)).s],
+    ['a forced hand-made split', (s: State) => apply(s, guarded('api', true, setSplit('api', { v1: 100 }), T0 + 100)).s],
+  ])('%s in a shadow step removes the mirror', (_name, end) => {
+    const s = end(started(shadowed))
+    expect(['failed', 'aborted', 'promoted']).toContain(rollout(s).phase)
+    expect(mirrorOf(s)).toBeUndefined()
+  })
+
+  it('refuse to replace a mirror to another upstream', () => {
+    const s0 = state()
+    s0.routes[0] = { ...s0.routes[0]!, mirror: { upstream: 'v3', percent: 5 } }
+    expect(() => apply(s0, startRollout(shadowed, T0))).toThrow(/mirrors to v3; a shadow step would replace that mirror/)
+  })
+
+  it('leave a mirror to another upstream alone', () => {
+    const s0 = state()
+    s0.routes[0] = { ...s0.routes[0]!, mirror: { upstream: 'v3', percent: 5 } }
+    const s = apply(apply(s0, startRollout(canary, T0)).s, controlRollout('r1', 'abort', T0 + 100)).s
+    expect(mirrorOf(s)).toEqual({ upstream: 'v3', percent: 5 })
+  })
+})

@@ -2,8 +2,8 @@
 import { describe, expect, it } from 'vitest'
 import type { State } from '../src/config/schema.js'
 import { checkStart, previewRule, redact, withDefaults, withoutPreview, withPreview } from '../src/rollout/plan.js'
-import type { AnalysisSpec, RolloutSpec, SideFigures } from '../src/rollout/schema.js'
-import { analyze, exhausted } from '../src/rollout/verdict.js'
+import type { AnalysisSpec, RolloutSpec, ShadowResult, SideFigures } from '../src/rollout/schema.js'
+import { analyze, analyzeShadow, exhausted } from '../src/rollout/verdict.js'
 
 const side = (requests: number, errorRate: number | null, p99Ms: number | null): SideFigures => ({ requests, errors: Math.round(requests * (errorRate ?? 0)), errorRate, p99Ms })
 
@@ -83,5 +83,29 @@ describe('plan', () => {
     const shown = redact({ spec } as never)
     expect(shown.spec.notify).toEqual([{ url: 'http://h/x', secret: '***' }, { url: 'http://h/y' }])
     expect(spec.notify![0]!.secret).toBe('s')
+  })
+})
+
+describe('analyzeShadow', () => {
+  const cfg: AnalysisSpec = { minRequests: 50 }
+  const shadow = (compared: number, body: number, status = 0): ShadowResult => ({
+    compared,
+    mismatches: { status, body },
+    mismatchRate: compared === 0 ? null : (body + status) / compared,
+    skipped: { body: 0, busy: 0 },
+    samples: body > 0 ? [{ at: 1, method: 'GET', path: '/users/7', kind: 'body', status: 200, shadowStatus: 200, jsonPath: '$.user.name' }] : [],
+  })
+  it.each([
+    { name: 'too few copies: inconclusive', cfg, to: side(10, 0, 5), s: shadow(10, 5), verdict: 'inconclusive', reason: /inconclusive: 10 of 50 requests to v2 \(shadow\)/ },
+    { name: 'alike answers: pass, with the mismatch rate in the reason', cfg, to: side(100, 0, 5), s: shadow(100, 0), verdict: 'pass', reason: /mismatch rate 0 \(0 of 100 compared answers differ\)$/ },
+    { name: 'the default bound is 0.01', cfg, to: side(100, 0, 5), s: shadow(100, 2), verdict: 'fail', reason: /^fail: mismatch rate 0.02 \(2 of 100 compared answers differ\) > 0.01 on v2 \(shadow\); e.g. GET \/users\/7 at \$.user.name/ },
+    { name: 'maxMismatchRate raises it', cfg: { ...cfg, maxMismatchRate: 0.05 }, to: side(100, 0, 5), s: shadow(100, 2), verdict: 'pass' },
+    { name: 'errors of the shadow fail first', cfg, to: side(100, 0.5, 5), s: shadow(50, 0), verdict: 'fail', reason: /^fail: error rate 0.5 > 0.01 on v2 \(shadow\)/ },
+    { name: 'nothing compared leaves the mismatch rate unjudged', cfg, to: side(100, 0, 5), s: shadow(0, 0), verdict: 'pass' },
+  ])('$name', ({ cfg, to, s, verdict, reason }) => {
+    const r = analyzeShadow(cfg, to, s, side(1000, 0, 5), 0, 1000, 10_000, { to: 'v2', from: 'v1' })
+    expect(r.verdict).toBe(verdict)
+    expect(r.shadow).toEqual(s)
+    if (reason) expect(r.reason).toMatch(reason)
   })
 })

@@ -211,6 +211,7 @@ function renderRollouts(rollouts) {
         el('div', { class: 'progress', 'aria-label': `step ${Math.min(done, steps.length)} of ${steps.length}` }, steps.map((_, i) => el('span', { class: i < done ? 'done' : '' }))),
         el('div', {}, `${r.from} ${100 - r.weight} % · ${r.to} ${r.weight} %`),
         el('div', { class: 'figures' }, a ? `${a.verdict}: ${r.to} ${a.requests} req, errors ${pct(a.errorRate)}, p99 ${ms(a.p99Ms)}${a.from ? ` · ${r.from} ${a.from.requests} req, errors ${pct(a.from.errorRate)}, p99 ${ms(a.from.p99Ms)}` : ''}` : 'no analysis yet'),
+        a?.shadow ? el('div', { class: 'figures', 'data-testid': `rollout-shadow-${r.id}` }, `shadow: ${a.shadow.compared} compared, mismatch ${pct(a.shadow.mismatchRate)}${a.shadow.samples[0] ? ` · e.g. ${a.shadow.samples[0].method} ${a.shadow.samples[0].path} ${a.shadow.samples[0].jsonPath ?? `${a.shadow.samples[0].status} vs ${a.shadow.samples[0].shadowStatus}`}` : ''}`) : null,
         el('div', { class: 'figures' }, r.message),
         finished ? null : el('div', { class: 'actions' }, button('pause', r.phase === 'progressing'), button('resume', r.phase === 'paused'), button('promote', true), button('abort', true)),
       )

@@ -12,7 +12,8 @@ const enc = encodeURIComponent
 
 export const ROLLOUT_USAGE: Record<string, string> = {
   start: `usage: switchyard ctl rollout start --route R --from V1 --to V2 [options]
-  --steps 10,50,100      canary: the weights of --to, in order (default 10,50,100)
+  --steps 10,50,100      canary: the weights of --to, in order (default 10,50,100); shadow:20 first = a shadow
+                         step: 20 % of requests copied to --to and compared while it serves no user
   --pause 30s            how long each step lasts at least (default 60s; manual = until 'rollout resume')
   --strategy S           canary (default) or blue-green (one switch after the preview passes)
   --preview-header H     blue-green: requests with H: <to> reach --to before the switch (default x-switchyard-preview)
@@ -21,6 +22,8 @@ export const ROLLOUT_USAGE: Record<string, string> = {
   --max-error-rate X     highest share of 5xx and proxy errors on --to (default 0.01)
   --max-p99 500ms        highest p99 latency of --to (default: none)
   --failure-limit N      failed analyses tolerated before the rollout fails (default 0)
+  --max-mismatch-rate X  shadow steps: highest share of compared answers that differ (default 0.01)
+  --ignore a,b           shadow steps: JSON field names the comparison ignores (ids, timestamps)
   --id ID                the rollout's id (default <route>-<time>)
   --wait                 follow it to the end: exit 0 when promoted, 1 when failed or aborted
   plus the ctl options (--admin, --token, --reason, --json ...)`,
@@ -46,7 +49,7 @@ export const EVENTS_USAGE = `usage: switchyard ctl events [--limit N] [--follow]
 
 /** Options each rollout subcommand accepts besides the ctl ones. */
 export const ROLLOUT_OPTIONS: Record<string, string[]> = {
-  start: ['route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'id', 'wait'],
+  start: ['route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'max-mismatch-rate', 'ignore', 'id', 'wait'],
   status: ['watch'],
   list: [],
   pause: [],
@@ -75,7 +78,7 @@ interface RolloutView {
   updatedAt: number
   createdAt: number
   spec: { steps?: { weight: number }[] }
-  analysis: (Side & { verdict: string; from?: Side }) | null
+  analysis: (Side & { verdict: string; from?: Side; shadow?: { compared: number; mismatchRate: number | null } }) | null
 }
 
 const FINISHED = new Set(['promoted', 'aborted', 'failed'])
@@ -97,6 +100,7 @@ export function rolloutLine(r: RolloutView, now = Date.now()): string {
     `${r.id} ${r.route} ${r.from}→${r.to} ${r.phase} ${step} ${r.from}=${100 - r.weight} ${r.to}=${r.weight}`,
     `${r.to} err ${pctText(a?.errorRate)} p99 ${msText(a?.p99Ms)} (${a?.requests ?? 0} req)`,
     `${r.from} err ${pctText(a?.from?.errorRate)} p99 ${msText(a?.from?.p99Ms)} (${a?.from?.requests ?? 0} req)`,
+    ...(a?.shadow ? [`shadow: ${a.shadow.compared} compared, mismatch ${pctText(a.shadow.mismatchRate)}`] : []),
     a?.verdict ?? 'no analysis yet',
     FINISHED.has(r.phase) ? r.message : `${secs(now - r.stepStartedAt)} in step`,
   ]
@@ -130,11 +134,14 @@ export function startBody(o: Options): Record<string, unknown> {
   const pause = o.get('pause')
   const pauseMs = pause === 'manual' ? undefined : pause === undefined ? 60_000 : parseDuration(pause, '--pause')
   if (strategy === 'canary') {
-    const weights = (o.get('steps') ?? '10,50,100').split(',').map((w) => {
-      if (!/^[0-9]{1,3}$/.test(w) || Number(w) > 100) throw new UsageError(`--steps must be weights from 0 to 100 separated by commas, not ${JSON.stringify(o.get('steps'))}`)
-      return Number(w)
+    const steps = (o.get('steps') ?? '10,50,100').split(',').map((w) => {
+      const m = /^(shadow:)?([0-9]{1,3})$/.exec(w)
+      if (m === null || Number(m[2]) > 100) throw new UsageError(`--steps must be weights from 0 to 100 (or shadow:N) separated by commas, not ${JSON.stringify(o.get('steps'))}`)
+      return m[1] === undefined ? { weight: Number(m[2]) } : { shadow: Number(m[2]) }
     })
-    body['steps'] = weights.map((weight) => (pauseMs === undefined ? { weight } : { weight, pauseMs }))
+    body['steps'] = steps.map((step) => (pauseMs === undefined ? step : { ...step, pauseMs }))
+    const ignore = o.get('ignore')
+    if (ignore !== undefined) body['shadow'] = { ignore: ignore.split(',').filter((x) => x !== '') }
   } else {
     if (o.get('steps') !== undefined) throw new UsageError('--steps is for canary rollouts; blue-green switches once')
     const header = o.get('preview-header')
@@ -150,6 +157,8 @@ export function startBody(o: Options): Record<string, unknown> {
   if (maxErrorRate !== undefined) analysis['maxErrorRate'] = maxErrorRate
   const maxP99 = o.get('max-p99')
   if (maxP99 !== undefined) analysis['maxP99Ms'] = parseDuration(maxP99, '--max-p99')
+  const maxMismatchRate = rate(o.get('max-mismatch-rate'), '--max-mismatch-rate')
+  if (maxMismatchRate !== undefined) analysis['maxMismatchRate'] = maxMismatchRate
   const failureLimit = o.get('failure-limit')
   if (failureLimit !== undefined) {
     if (!/^[0-9]{1,4}$/.test(failureLimit)) throw new UsageError(`--failure-limit must be a whole number, not ${JSON.stringify(failureLimit)}`)

@@ -14,7 +14,7 @@ interface Target {
 interface State {
   revision: number
   upstreams: Record<string, { targets: Target[]; discovery?: unknown }>
-  routes: { name: string; split: Record<string, number> }[]
+  routes: { name: string; split: Record<string, number>; mirror?: { upstream: string; percent: number } }[]
   flags: Record<string, { enabled: boolean; percent?: number }>
 }
 interface Instance {
@@ -84,7 +84,10 @@ export async function status(opts: CtlOptions): Promise<number> {
     lines.push(`  behind: ${i.id} (${i.host} pid ${i.pid}) at revision ${i.appliedRevision}${lag}`)
   }
   lines.push('routes')
-  const routes = state.routes.map((r) => [r.name, Object.entries(r.split).map(([u, w]) => `${u}=${w}`).join(' ')])
+  const routes = state.routes.map((r) => [
+    r.name,
+    Object.entries(r.split).map(([u, w]) => `${u}=${w}`).join(' ') + (r.mirror ? `  mirror ${r.mirror.percent}% to ${r.mirror.upstream}` : ''),
+  ])
   lines.push(...(routes.length > 0 ? table(routes) : ['  (none)']))
   lines.push('upstreams')
   const targets: string[][] = []

@@ -37,7 +37,7 @@ durations: 500ms, 30s, 2m or a number of milliseconds`
 
 const STRING_OPTIONS = [
   'admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie',
-  'route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'limit',
+  'route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'max-mismatch-rate', 'ignore', 'limit',
 ] as const
 /** Boolean options besides --json and --by-ip; `--wait` of `rollout start` is one, `drain --wait 30s` takes a value. */
 const ROLLOUT_FLAGS = ['watch', 'follow', 'force']

@@ -30,4 +30,10 @@ export const DEFAULTS = {
   // DNS discovery: Envoy's dns_refresh_rate is 5 s; record TTLs are not followed (Envoy's respect_dns_ttl: false)
   discovery: { type: 'A', refreshMs: 5_000, timeoutMs: 5_000 },
   redisPrefix: 'switchyard',
+  /** Traffic mirroring: only safe methods unless the route lists others, like Envoy's shadow policy users expect. */
+  mirror: {
+    methods: ['GET', 'HEAD', 'OPTIONS'],
+    maxBodyBytes: 65_536, // 64 KiB: larger bodies are not copied (and answers not compared)
+    maxConcurrent: 64, // copies in flight per instance; past it a copy is skipped, never queued
+  },
 } as const

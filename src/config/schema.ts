@@ -163,6 +163,23 @@ export const Sticky = Type.Object(
 )
 export type Sticky = Static<typeof Sticky>
 
+/**
+ * Traffic mirroring: a share of a route's requests is copied to another upstream (the shadow),
+ * whose answer is compared with the client's and dropped. Limits default in config/defaults.ts.
+ */
+export const MirrorSpec = Type.Object(
+  {
+    upstream: Name,
+    percent: Type.Number({ minimum: 0, maximum: 100, description: 'share of the route\'s requests copied to the shadow upstream, percent' }),
+    methods: Type.Optional(Type.Array(Method, { minItems: 1, maxItems: 16, description: 'methods that are mirrored; default GET, HEAD, OPTIONS (a copy of a write could have side effects)' })),
+    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 16_777_216, description: 'largest request body copied, and largest answer body compared; default 65536' })),
+    maxConcurrent: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, description: 'copies in flight per proxy instance (per worker); past it copies are skipped; default 64' })),
+    ignore: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 256, description: 'JSON field names the comparison ignores at any depth (timestamps, ids)' })),
+  },
+  { additionalProperties: false },
+)
+export type MirrorSpec = Static<typeof MirrorSpec>
+
 export const RouteSpec = Type.Object(
   {
     name: Name,
@@ -175,6 +192,7 @@ export const RouteSpec = Type.Object(
      * normalized path (dot segments resolved); route matching uses the normalized path either way.
      */
     preservePath: Type.Optional(Type.Boolean({ description: 'forward the path as sent (dot segments not resolved); matching still uses the normalized path' })),
+    mirror: Type.Optional(MirrorSpec),
   },
   { additionalProperties: false },
 )

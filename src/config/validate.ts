@@ -138,6 +138,7 @@ export function validateChange(state: State, touched: Touched, before?: State): 
           ;(route.rules ?? []).forEach((rule, j) => {
             if (rule.upstream === name) report([...at, 'rules', j, 'upstream'], `unknown upstream ${JSON.stringify(name)}`)
           })
+          if (route.mirror?.upstream === name) report([...at, 'mirror', 'upstream'], `unknown upstream ${JSON.stringify(name)}`)
         }
       }
     }
@@ -262,6 +263,11 @@ function checkRoute(route: Obj, at: PathSegment[], hasUpstream: (name: string) =
       }
     }
   })
+
+  const mirror = route['mirror']
+  if (isObj(mirror) && typeof mirror['upstream'] === 'string' && !hasUpstream(mirror['upstream'])) {
+    report([...at, 'mirror', 'upstream'], `unknown upstream ${JSON.stringify(mirror['upstream'])}`)
+  }
 
   const sticky = route['sticky']
   if (isObj(sticky) && (sticky['by'] === 'header' || sticky['by'] === 'cookie') && sticky['name'] === undefined) {

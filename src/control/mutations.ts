@@ -92,10 +92,10 @@ export function flagOf(state: State, name: string): FlagSpec {
   return flag
 }
 
-/** Routes whose split or rules name `upstream` (even at weight 0: the split would become invalid). */
+/** Routes whose split, rules or mirror name `upstream` (even at weight 0: the split would become invalid). */
 export function routesUsing(state: State, upstream: string): string[] {
   return state.routes
-    .filter((r) => Object.hasOwn(r.split, upstream) || (r.rules ?? []).some((rule) => rule.upstream === upstream))
+    .filter((r) => Object.hasOwn(r.split, upstream) || (r.rules ?? []).some((rule) => rule.upstream === upstream) || r.mirror?.upstream === upstream)
     .map((r) => r.name)
 }
 

@@ -11,6 +11,7 @@ import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
 import { publishAccess } from './events.js'
 import { responseHeaders } from './headers.js'
+import type { MirrorTap } from './mirror.js'
 import { recordFault, recordResponse } from './outlier.js'
 import type { Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
@@ -63,6 +64,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     private readonly headers: string[],
     private readonly hasBody: boolean,
     private readonly t0: number,
+    /** set only for a request that has a mirror copy: it is told the client's answer */
+    private readonly tap: MirrorTap | null = null,
   ) {
     this.retriesLeft = upstream.retries
     this.idempotent = isIdempotent(req.method!)
@@ -149,10 +152,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.remaining = responseHeaders(rawHeaders, headers)
     if (this.ctx.closing) headers.push('connection', 'close')
     this.res.writeHead(statusCode, headers)
+    if (this.tap !== null) this.tap.primaryHeaders(statusCode, rawHeaders)
     return true
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.tap !== null) this.tap.primaryData(chunk)
     // The chunk that completes a known Content-Length ends the response in the same write:
     // one call through Node's http stack instead of two, on every small response.
     if (this.remaining >= 0) {
@@ -172,11 +177,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     recordResponse(this.upstream, this.target!.rt, this.res.statusCode)
     this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
     if (!this.res.writableEnded) this.res.end()
+    if (this.tap !== null) this.tap.primaryEnd(this.res.statusCode)
   }
 
   onError(err: Error): void {
     const target = this.target!
     this.settle()
+    // No whole answer for the client: nothing to compare a copy with.
+    if (this.tap !== null && (this.clientGone || this.res.headersSent)) this.tap.primaryAbort()
     if (this.clientGone) {
       // Nobody to answer; count it as a client-side cut (class 0), not an upstream fault.
       this.choice.stats.record(0, performance.now() - this.t0)
@@ -226,6 +234,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   private refuse(): void {
     this.done = true
+    if (this.tap !== null) this.tap.primaryAbort()
     this.ctx.res.rejected.unsendable++
     sendError(this.res, 'BAD_REQUEST', true)
   }
@@ -234,5 +243,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.done = true
     this.choice.stats.recordError(code, ERRORS[code].status, performance.now() - this.t0)
     sendError(this.res, code, this.ctx.closing)
+    if (this.tap !== null) this.tap.primaryEnd(ERRORS[code].status)
   }
 }

@@ -7,7 +7,7 @@
 import { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
 import { rejectCounters } from './request-checks.js'
-import { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
+import { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface PoolOptions {
   connectTimeoutMs: number
@@ -18,6 +18,8 @@ export interface LiveCheck {
   pool(key: string): boolean
   target(upstream: string, id: string): boolean
   traffic(route: string, upstream: string): boolean
+  /** the route mirrors to that upstream */
+  mirror(route: string, upstream: string): boolean
   upstream(name: string): boolean
 }
 
@@ -25,6 +27,7 @@ export interface LiveCheck {
 export interface PruneCandidates {
   targets: TargetRuntime[]
   traffic: TrafficStats[]
+  mirrors: MirrorStats[]
   pools: string[]
   upstreams: string[]
 }
@@ -37,6 +40,8 @@ export class Resources {
   readonly pools = new Map<string, Pool>()
   readonly targets = new Map<string, TargetRuntime>()
   readonly traffic = new Map<string, TrafficStats>()
+  /** per (route, shadow upstream) of the routes that mirror */
+  readonly mirrors = new Map<string, MirrorStats>()
   /** share of requests handed to the access log (0: off, the default) */
   accessSample = 0
   readonly upstreams = new Map<string, UpstreamCounters>()
@@ -126,6 +131,10 @@ export class Resources {
       const key = statsKey(stats.route, stats.upstream)
       if (this.traffic.get(key) === stats && !live.traffic(stats.route, stats.upstream)) this.traffic.delete(key)
     }
+    for (const stats of candidates?.mirrors ?? this.mirrors.values()) {
+      const key = statsKey(stats.route, stats.upstream)
+      if (this.mirrors.get(key) === stats && !live.mirror(stats.route, stats.upstream)) this.mirrors.delete(key)
+    }
     const lingeringUpstreams = new Set([...this.lingering].map((rt) => rt.upstream))
     for (const name of upstreams) if (!live.upstream(name) && !lingeringUpstreams.has(name)) this.upstreams.delete(name)
   }
@@ -164,6 +173,7 @@ export class Staging {
   private readonly pools = new Map<string, Pool>()
   private readonly targets = new Map<string, TargetRuntime>()
   private readonly traffic = new Map<string, TrafficStats>()
+  private readonly mirrors = new Map<string, MirrorStats>()
   private readonly upstreams = new Map<string, UpstreamCounters>()
   private readonly effects: (() => void)[] = []
   /** whether this is the first table of the process (its targets start together) */
@@ -192,6 +202,11 @@ export class Staging {
     return this.res.traffic.get(key) ?? getOrMake(this.traffic, key, () => new TrafficStats(route, upstream))
   }
 
+  mirror(route: string, upstream: string): MirrorStats {
+    const key = statsKey(route, upstream)
+    return this.res.mirrors.get(key) ?? getOrMake(this.mirrors, key, () => new MirrorStats(route, upstream))
+  }
+
   counters(upstream: string): UpstreamCounters {
     return this.res.upstreams.get(upstream) ?? getOrMake(this.upstreams, upstream, () => new UpstreamCounters(upstream, this.res))
   }
@@ -208,6 +223,7 @@ export class Staging {
     for (const [k, v] of this.upstreams) res.upstreams.set(k, v)
     for (const [k, v] of this.targets) res.targets.set(k, v)
     for (const [k, v] of this.traffic) res.traffic.set(k, v)
+    for (const [k, v] of this.mirrors) res.mirrors.set(k, v)
     for (const effect of this.effects) effect()
     res.compiled++
   }

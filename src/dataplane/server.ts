@@ -9,6 +9,7 @@ import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
 import { NO_TOKENS } from './headers.js'
 import { routeRequest } from './match.js'
+import { mirrorFor } from './mirror.js'
 import { refuseConnect } from './request-checks.js'
 import { Resources } from './resources.js'
 import { EMPTY_TABLE, liveCheck, type RoutingTable } from './table.js'
@@ -111,7 +112,10 @@ export class Dataplane {
       this.resources.noRoute++
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
     }
-    new Exchange(this.ctx, req, res, choice, upstream!, path, head.headers, head.hasBody, t0).start()
+    // A route without a mirror pays this one test.
+    const copy = choice.mirror === null ? null : mirrorFor(choice.mirror, table, this.resources, req, path, head.headers, head.hasBody)
+    new Exchange(this.ctx, req, res, choice, upstream!, path, head.headers, head.hasBody, t0, copy).start()
+    if (copy !== null) copy.requestStarted()
   }
 
   private readonly onClose = (): void => {

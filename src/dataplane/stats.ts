@@ -198,3 +198,54 @@ export class UpstreamCounters {
     readonly scope: object,
   ) {}
 }
+
+/** A mirrored request whose answers differed: what and where, never bodies or header values. */
+export interface MismatchSample {
+  /** epoch ms */
+  at: number
+  method: string
+  /** the request path without its query (a query may carry credentials) */
+  path: string
+  kind: 'status' | 'body'
+  /** status codes of the client's answer and of the shadow's */
+  status: number
+  shadowStatus: number
+  /** the first differing JSON path, for `body` */
+  jsonPath?: string
+}
+
+/** Mismatch samples a route keeps (newest last): enough to point at a path, bounded. */
+export const MIRROR_SAMPLES_KEPT = 10
+
+/**
+ * Outcomes of one route's mirror (route → shadow upstream), apart from the route's own traffic:
+ * the shadow's answers never count as the upstream's answers to clients.
+ */
+export class MirrorStats {
+  /** the shadow's answers by status class and latency; its transport failures as 502/503/504 */
+  readonly answers: TrafficStats
+  /** copies not sent: body above maxBodyBytes, maxConcurrent reached */
+  skippedBody = 0
+  skippedBusy = 0
+  /** copies taken and not finished, in this instance (the maxConcurrent bound) */
+  inflight = 0
+  /** pairs of answers compared, and those that differed, by kind */
+  compared = 0
+  readonly mismatches = { status: 0, body: 0 }
+  readonly samples: MismatchSample[] = []
+  /** samples taken so far (monotonic): how a reader finds the ones it has not seen */
+  samplesTotal = 0
+
+  constructor(
+    readonly route: string,
+    readonly upstream: string,
+  ) {
+    this.answers = new TrafficStats(route, upstream)
+  }
+
+  addSample(s: MismatchSample): void {
+    if (this.samples.length >= MIRROR_SAMPLES_KEPT) this.samples.shift()
+    this.samples.push(s)
+    this.samplesTotal++
+  }
+}

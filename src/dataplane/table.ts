@@ -23,7 +23,7 @@ import { emptyRadix, RadixBuilder, radixGet, radixSet, type Radix } from './radi
 import type { LiveCheck, PruneCandidates, Resources, Staging } from './resources.js'
 import { poolKey } from './resources.js'
 import { EMPTY_ROUTES, RoutesBuilder, updateRoutes, type Routes } from './route-index.js'
-import type { TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
+import type { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 export interface CTarget {
   readonly id: string
@@ -71,6 +71,21 @@ export interface CUpstream {
 export interface Choice {
   readonly upstream: string
   readonly stats: TrafficStats
+  /** the route's mirror, on every choice but the shadow upstream's own (a copy to itself is pointless) */
+  readonly mirror: CMirror | null
+}
+
+/** A route's compiled `mirror`: the one object a mirrored request reads. */
+export interface CMirror {
+  readonly route: string
+  readonly upstream: string
+  /** percent / 100, compared with Math.random() */
+  readonly share: number
+  readonly methods: ReadonlySet<string>
+  readonly maxBodyBytes: number
+  readonly maxConcurrent: number
+  readonly ignore: ReadonlySet<string>
+  readonly stats: MirrorStats
 }
 
 export type ValueTest = (value: string) => boolean
@@ -102,6 +117,7 @@ export interface CRoute {
   readonly stickyName: string // lowercase header name, or cookie name
   /** forward the path as the client sent it instead of the normalized one (matching is the same) */
   readonly preservePath: boolean
+  readonly mirror: CMirror | null
 }
 
 export interface CFlag {
@@ -173,9 +189,10 @@ function compileFlags(state: State): { flags: readonly CFlag[]; staticFlags: str
 
 /** One route; throws when it names an upstream `upstreams` does not have, or its weights are all 0. */
 function compileRoute(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, stage: Staging): CRoute {
+  const mirror = compileMirror(r, upstreams, stage)
   const choice = (name: string): Choice => {
     if (!upstreams.has(name)) throw new Error(`route "${r.name}" names unknown upstream "${name}"`)
-    return Object.freeze({ upstream: name, stats: stage.stats(r.name, name) })
+    return Object.freeze({ upstream: name, stats: stage.stats(r.name, name), mirror: mirror?.upstream === name ? null : mirror })
   }
   // Canonical order (by name) so that the same split always compiles the same way.
   const names = Object.keys(r.split).sort()
@@ -207,6 +224,25 @@ function compileRoute(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, s
     stickyKind: r.sticky ? stickyKindOf(r.sticky.by) : -1,
     stickyName: r.sticky?.by === 'header' ? (r.sticky.name ?? '').toLowerCase() : (r.sticky?.name ?? ''),
     preservePath: r.preservePath === true,
+    mirror,
+  })
+}
+
+/** A route's mirror; null without one, or at 0 % (so an idle mirror costs requests nothing). */
+function compileMirror(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, stage: Staging): CMirror | null {
+  const m = r.mirror
+  if (m === undefined) return null
+  if (!upstreams.has(m.upstream)) throw new Error(`route "${r.name}" mirrors to unknown upstream "${m.upstream}"`)
+  if (m.percent <= 0) return null
+  return Object.freeze({
+    route: r.name,
+    upstream: m.upstream,
+    share: m.percent / 100,
+    methods: new Set(m.methods ?? DEFAULTS.mirror.methods),
+    maxBodyBytes: m.maxBodyBytes ?? DEFAULTS.mirror.maxBodyBytes,
+    maxConcurrent: m.maxConcurrent ?? DEFAULTS.mirror.maxConcurrent,
+    ignore: new Set(m.ignore ?? []),
+    stats: stage.mirror(r.name, m.upstream),
   })
 }
 
@@ -299,7 +335,7 @@ export function updateTable(
 ): { table: RoutingTable; released: PruneCandidates } {
   const healthyAtStart = opts.initiallyHealthy ?? (() => true)
   const stage = res.stage()
-  const released: PruneCandidates = { targets: [], traffic: [], pools: [], upstreams: [] }
+  const released: PruneCandidates = { targets: [], traffic: [], mirrors: [], pools: [], upstreams: [] }
 
   let upstreams = prev.upstreams
   if (touched.upstreams.length > 0) {
@@ -327,7 +363,10 @@ export function updateTable(
     const old = radixGet(prev.byName, name) ?? null
     const spec = specs === undefined ? specOf!(name) : specs.get(name)
     const route = spec === undefined ? null : compileRoute(spec, upstreams, stage)
-    if (old !== null) released.traffic.push(...old.split.map((c) => c.stats), ...old.rules.map((r) => r.choice.stats))
+    if (old !== null) {
+      released.traffic.push(...old.split.map((c) => c.stats), ...old.rules.map((r) => r.choice.stats))
+      if (old.mirror !== null) released.mirrors.push(old.mirror.stats)
+    }
     routes = updateRoutes(routes, old, route, (n) => rankOf(state, n))
     byName = radixSet(byName, name, route ?? undefined)
   }
@@ -337,7 +376,7 @@ export function updateTable(
   if (removed.length > 0) {
     for (const r of state.routes) {
       for (const n of removed) {
-        if (Object.hasOwn(r.split, n) || (r.rules ?? []).some((rule) => rule.upstream === n)) {
+        if (Object.hasOwn(r.split, n) || (r.rules ?? []).some((rule) => rule.upstream === n) || r.mirror?.upstream === n) {
           throw new Error(`route "${r.name}" names unknown upstream "${n}"`)
         }
       }
@@ -437,6 +476,10 @@ export function liveCheck(table: RoutingTable): LiveCheck {
     traffic(route, upstream) {
       const r = radixGet(table.byName, route)
       return r !== undefined && (r.split.some((c) => c.upstream === upstream) || r.rules.some((x) => x.choice.upstream === upstream))
+    },
+    mirror(route, upstream) {
+      const r = radixGet(table.byName, route)
+      return r !== undefined && r.mirror !== null && r.mirror.upstream === upstream
     },
     upstream: (name) => table.upstreams.has(name),
   }

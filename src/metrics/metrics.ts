@@ -21,7 +21,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 import { REJECT_REASONS } from '../dataplane/request-checks.js'
-import { LATENCY_BOUNDS_MS, type TargetRuntime } from '../dataplane/stats.js'
+import { LATENCY_BOUNDS_MS, type TargetRuntime, type TrafficStats } from '../dataplane/stats.js'
 import { rolloutsOf } from '../rollout/mutations.js'
 import { fromPromJson, renderFamilies, type Family, type Sample } from './exposition.js'
 
@@ -128,6 +128,54 @@ export class Metrics {
         this.reset()
         for (const s of resources.traffic.values()) {
           for (const [code, n] of Object.entries(s.proxyErrors)) this.inc({ route: s.route, upstream: s.upstream, code }, n)
+        }
+      },
+    })
+    // Mirroring (route → shadow upstream): the shadow's answers never count in requests_total.
+    new Counter({
+      name: `${PREFIX}mirror_requests_total`,
+      help: "Copies of mirrored requests answered by the shadow upstream, by status class (5xx includes the copy's own 502/503/504 when the shadow gave no answer).",
+      labelNames: ['route', 'upstream', 'code_class'],
+      registers,
+      collect() {
+        this.reset()
+        for (const m of resources.mirrors.values()) {
+          CODE_CLASSES.forEach((code_class, i) => this.inc({ route: m.route, upstream: m.upstream, code_class }, m.answers.byClass[i]!))
+        }
+      },
+    })
+    new Counter({
+      name: `${PREFIX}mirror_skipped_total`,
+      help: 'Requests chosen for mirroring but not copied, by reason: body (above maxBodyBytes), busy (maxConcurrent copies in flight).',
+      labelNames: ['route', 'upstream', 'reason'],
+      registers,
+      collect() {
+        this.reset()
+        for (const m of resources.mirrors.values()) {
+          this.inc({ route: m.route, upstream: m.upstream, reason: 'body' }, m.skippedBody)
+          this.inc({ route: m.route, upstream: m.upstream, reason: 'busy' }, m.skippedBusy)
+        }
+      },
+    })
+    new Counter({
+      name: `${PREFIX}mirror_compared_total`,
+      help: "Mirrored requests whose shadow answer was compared with the client's.",
+      labelNames: ['route', 'upstream'],
+      registers,
+      collect() {
+        this.reset()
+        for (const m of resources.mirrors.values()) this.inc({ route: m.route, upstream: m.upstream }, m.compared)
+      },
+    })
+    new Counter({
+      name: `${PREFIX}mirror_mismatches_total`,
+      help: "Compared answers that differed, by kind: status (status class), body (JSON document, ignored fields aside).",
+      labelNames: ['route', 'upstream', 'kind'],
+      registers,
+      collect() {
+        this.reset()
+        for (const m of resources.mirrors.values()) {
+          for (const [kind, n] of Object.entries(m.mismatches)) this.inc({ route: m.route, upstream: m.upstream, kind }, n)
         }
       },
     })
@@ -301,7 +349,17 @@ export class Metrics {
    * histogram's `_count` equals the sum of `requests_total` over `code_class`.
    */
   async families(): Promise<Family[]> {
-    const histogram = this.durationHistogram()
+    const { resources } = this.deps.dataplane
+    const histogram = durationHistogram(
+      `${PREFIX}request_duration_seconds`,
+      'Time from receiving a request to the end of its response, per route and upstream.',
+      resources.traffic.values(),
+    )
+    const mirror = durationHistogram(
+      `${PREFIX}mirror_duration_seconds`,
+      "Time from sending a mirrored copy to the end of the shadow's answer, per route and shadow upstream.",
+      [...resources.mirrors.values()].map((m) => m.answers),
+    )
     const [own, proc] = await Promise.all([this.registry.getMetricsAsJSON(), processFamilies()])
     const build: Family = {
       name: `${PREFIX}build_info`,
@@ -309,30 +367,30 @@ export class Metrics {
       type: 'gauge',
       samples: [{ name: `${PREFIX}build_info`, labels: { version: VERSION, node: process.versions.node }, value: 1 }],
     }
-    return [build, ...fromPromJson(own), histogram, ...proc]
+    return [build, ...fromPromJson(own), histogram, mirror, ...proc]
   }
 
   /** The Prometheus text exposition of this instance. */
   async render(): Promise<string> {
     return renderFamilies(await this.families())
   }
+}
 
-  private durationHistogram(): Family {
-    const name = `${PREFIX}request_duration_seconds`
-    const samples: Sample[] = []
-    for (const s of this.deps.dataplane.resources.traffic.values()) {
-      const labels = { route: s.route, upstream: s.upstream }
-      let cumulative = 0
-      let next = 0
-      LE_INDICES.forEach((bound, k) => {
-        for (; next <= bound; next++) cumulative += s.latency[next]!
-        samples.push({ name: `${name}_bucket`, labels: { ...labels, le: LE_LABELS[k]! }, value: cumulative })
-      })
-      for (; next < s.latency.length; next++) cumulative += s.latency[next]!
-      samples.push({ name: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: cumulative })
-      samples.push({ name: `${name}_sum`, labels, value: s.latencySumMs / 1000 })
-      samples.push({ name: `${name}_count`, labels, value: cumulative })
-    }
-    return { name, help: 'Time from receiving a request to the end of its response, per route and upstream.', type: 'histogram', samples }
+/** A latency histogram per (route, upstream) from already-bucketed counts, on the round `le` bounds. */
+function durationHistogram(name: string, help: string, stats: Iterable<TrafficStats>): Family {
+  const samples: Sample[] = []
+  for (const s of stats) {
+    const labels = { route: s.route, upstream: s.upstream }
+    let cumulative = 0
+    let next = 0
+    LE_INDICES.forEach((bound, k) => {
+      for (; next <= bound; next++) cumulative += s.latency[next]!
+      samples.push({ name: `${name}_bucket`, labels: { ...labels, le: LE_LABELS[k]! }, value: cumulative })
+    })
+    for (; next < s.latency.length; next++) cumulative += s.latency[next]!
+    samples.push({ name: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: cumulative })
+    samples.push({ name: `${name}_sum`, labels, value: s.latencySumMs / 1000 })
+    samples.push({ name: `${name}_count`, labels, value: cumulative })
   }
+  return { name, help, type: 'histogram', samples }
 }

@@ -13,9 +13,10 @@ import type { Logger } from '../log.js'
 import type { FleetTelemetry, WindowFigures } from '../telemetry/types.js'
 import { analysisDue, intervalOf, isActive, tick as nextMove } from './machine.js'
 import { driverMove, NothingToDo, rolloutsOf } from './mutations.js'
+import { shadowShare } from './plan.js'
 import type { Notifier } from './notify.js'
-import type { AnalysisResult, Rollout, SideFigures } from './schema.js'
-import { analyze } from './verdict.js'
+import type { AnalysisResult, Rollout, ShadowResult, SideFigures } from './schema.js'
+import { analyze, analyzeShadow } from './verdict.js'
 
 export interface DriverOptions {
   control: ControlPlane
@@ -91,16 +92,30 @@ export class RolloutDriver {
   private async drive(r: Rollout): Promise<void> {
     const { control, telemetry, notifier } = this.opts
     const now = Date.now()
-    let figures: { to: SideFigures; from: SideFigures; windowMs: number } | null = null
+    let figures: { to: SideFigures; from: SideFigures; windowMs: number; shadow: ShadowResult | null } | null = null
+    const inShadow = (x: Rollout) => shadowShare(x.spec, x.stepIndex) !== undefined
     if (analysisDue(r, now)) {
       const windowMs = intervalOf(r)
-      const [to, from] = await telemetry.pairs(r.route, [r.to, r.from], windowMs)
-      figures = { to: side(to!), from: side(from!), windowMs }
+      if (inShadow(r)) {
+        // A shadow step judges `to`'s answers to the copies, against `from`'s answers to clients.
+        const [s, [from]] = await Promise.all([telemetry.shadow(r.route, r.to, windowMs), telemetry.pairs(r.route, [r.from], windowMs)])
+        const { compared, mismatches, mismatchRate, skipped, samples } = s
+        figures = { to: side(s), from: side(from!), windowMs, shadow: { compared, mismatches, mismatchRate, skipped, samples } }
+      } else {
+        const [to, from] = await telemetry.pairs(r.route, [r.to, r.from], windowMs)
+        figures = { to: side(to!), from: side(from!), windowMs, shadow: null }
+      }
     }
-    const analysis = (x: Rollout): AnalysisResult | null =>
-      figures !== null && analysisDue(x, now)
-        ? analyze(x.spec.analysis ?? {}, figures.to, figures.from, x.analysis?.failures ?? 0, now, figures.windowMs, { to: x.to, from: x.from })
-        : null
+    const analysis = (x: Rollout): AnalysisResult | null => {
+      // Figures of a shadow step judge only a shadow step (a fresher record may have moved on).
+      if (figures === null || !analysisDue(x, now) || inShadow(x) !== (figures.shadow !== null)) return null
+      const failures = x.analysis?.failures ?? 0
+      const names = { to: x.to, from: x.from }
+      const cfg = x.spec.analysis ?? {}
+      return figures.shadow === null
+        ? analyze(cfg, figures.to, figures.from, failures, now, figures.windowMs, names)
+        : analyzeShadow(cfg, figures.to, figures.shadow, figures.from, failures, now, figures.windowMs, names)
+    }
     // Most ticks change nothing: decide on the applied state before paying for a write.
     const route = control.state.routes.find((x) => x.name === r.route)
     if (route !== undefined && nextMove(r, route, now, analysis(r)) === null) return

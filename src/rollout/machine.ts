@@ -15,7 +15,7 @@
  * rolls back.
  */
 import type { RouteSpec, Split } from '../config/schema.js'
-import { appendHistory, previewRule, splitFor, stepWeight, withoutPreview } from './plan.js'
+import { appendHistory, previewRule, routeAtStep, splitFor, stepText, stepWeight, withoutPreview, withoutShadow } from './plan.js'
 import { isFinished, type AnalysisResult, type Rollout, type RolloutEvent } from './schema.js'
 import { exhausted } from './verdict.js'
 
@@ -51,8 +51,9 @@ function pauseOf(r: Rollout): number | undefined {
 
 const pct = (w: number) => `${w} %`
 
+/** The route at an end of the rollout: `split`, no preview rule, no mirror to `to`. */
 function withRoute(route: RouteSpec, split: Split, r: Rollout): RouteSpec {
-  const next = { ...route, split }
+  const next = { ...withoutShadow(route, r.to), split }
   return r.strategy === 'blue-green' ? withoutPreview(next, previewRule(r.spec)) : next
 }
 
@@ -89,10 +90,10 @@ function enterStep(r: Rollout, route: RouteSpec, i: number, now: number, why: st
   if (i >= steps.length) return promote(r, route, now, why)
   const weight = stepWeight(r.spec, i)
   const waits = steps[i]!.pauseMs === undefined
-  const message = `step ${i + 1} of ${steps.length}: ${pct(weight)} ${r.to}${why ? ` (${why})` : ''}${waits ? '; paused until resume or promote' : ''}`
+  const message = `step ${i + 1} of ${steps.length}: ${stepText(r.spec, i)}${why ? ` (${why})` : ''}${waits ? '; paused until resume or promote' : ''}`
   const { pausedRemainingMs: _p, ...rest } = r
   const next = record({ ...rest, phase: waits ? 'paused' : 'progressing', stepIndex: i, weight, stepStartedAt: now }, now, 'step', message)
-  return { rollout: next, route: { ...route, split: splitFor(r.from, r.to, weight) }, events: [{ event: 'step', message }] }
+  return { rollout: next, route: routeAtStep(route, r.spec, i), events: [{ event: 'step', message }] }
 }
 
 /** `to`'s weight during an abort that ramps back: linear from `ramp.fromWeight` to 0 over `rampMs`. */
@@ -180,8 +181,8 @@ export function control(r: Rollout, route: RouteSpec, action: Control, now: numb
       const message = `aborted: ramping back to ${r.from} over ${rampMs} ms`
       const { pausedRemainingMs: _p, ...rest } = r
       const next = record({ ...rest, phase: 'aborted', ramp: { fromWeight: r.weight, startedAt: now } }, now, 'aborted', message)
-      // The preview rule goes at once; the weight follows the ramp.
-      const rules = r.strategy === 'blue-green' ? withoutPreview(route, previewRule(r.spec)) : route
+      // The preview rule and the shadow go at once; the weight follows the ramp.
+      const rules = r.strategy === 'blue-green' ? withoutPreview(route, previewRule(r.spec)) : withoutShadow(route, r.to)
       return { rollout: next, route: rules, events: [{ event: 'aborted', message }] }
     }
   }

@@ -9,7 +9,7 @@ import { indexOfRoute, replaceInDraft, type Change, type Mutation } from '../con
 import { SwitchyardError } from '../errors.js'
 import type { Touched } from '../store/delta.js'
 import { control, forceAbort, isActive, tick, type Control, type Move } from './machine.js'
-import { appendHistory, checkStart, newRollout, previewRule, redact, splitFor, withDefaults, withPreview } from './plan.js'
+import { appendHistory, checkStart, newRollout, previewRule, redact, routeAtStep, withDefaults, withPreview } from './plan.js'
 import { isFinished, type AnalysisResult, type Rollout, type RolloutSpec } from './schema.js'
 
 /** Finished rollouts kept in the state (the oldest beyond these go when a new one starts). */
@@ -85,7 +85,7 @@ export function startRollout(body: RolloutSpec, now: number): Mutation<Rollout> 
     if (problems.length > 0) throw new SwitchyardError('VALIDATION_FAILED', problems.join('; '), { details: problems.map((message: string) => ({ path: 'body', message })) })
     const r = newRollout(spec, now)
     const route = routeOf(draft, spec.route)
-    const next = r.strategy === 'blue-green' ? withPreview(route, previewRule(spec)) : { ...route, split: splitFor(r.from, r.to, r.weight) }
+    const next = r.strategy === 'blue-green' ? withPreview(route, previewRule(spec)) : routeAtStep(route, spec, 0)
     let touched = replaceInDraft(draft, next, id, r)
     const finished = Object.values(rolloutsOf(draft))
       .filter((x) => isFinished(x.phase) && x.ramp === undefined)

@@ -40,15 +40,25 @@ export function checkStart(spec: RolloutSpec, state: State): string[] {
   } else {
     if (spec.preview !== undefined) problems.push('preview: only for blue-green rollouts')
     const steps = spec.steps ?? []
-    for (let i = 1; i < steps.length; i++) {
-      if (steps[i]!.weight < steps[i - 1]!.weight) problems.push(`steps[${i}].weight: ${steps[i]!.weight} is below the step before (${steps[i - 1]!.weight}); weights must not decrease`)
-    }
+    let lastWeight = -1
+    steps.forEach((step, i) => {
+      if ((step.weight === undefined) === (step.shadow === undefined)) problems.push(`steps[${i}]: a step has either weight or shadow`)
+      if (step.shadow !== undefined && lastWeight >= 0) problems.push(`steps[${i}].shadow: shadow steps come before any weight step (no user may reach ${spec.to} before its shadow step)`)
+      if (step.weight === undefined) return
+      if (step.weight < lastWeight) problems.push(`steps[${i}].weight: ${step.weight} is below the step before (${lastWeight}); weights must not decrease`)
+      lastWeight = step.weight
+    })
   }
+  if (spec.shadow !== undefined && !(spec.steps ?? []).some((x) => x.shadow !== undefined)) problems.push('shadow: only for a rollout with shadow steps')
   if (route !== undefined) {
     const others = Object.entries(route.split).filter(([name, w]) => w > 0 && name !== spec.from && name !== spec.to)
     if (others.length > 0) {
       problems.push(`route: ${q(spec.route)} also sends traffic to ${others.map(([n]) => n).join(', ')}; a rollout moves a route's traffic between two upstreams only`)
     }
+  }
+  const shadowed = spec.strategy !== 'blue-green' && (spec.steps ?? []).some((x) => x.shadow !== undefined)
+  if (route?.mirror !== undefined && route.mirror.upstream !== spec.to && shadowed) {
+    problems.push(`route: ${q(spec.route)} mirrors to ${route.mirror.upstream}; a shadow step would replace that mirror: remove it first`)
   }
   for (const [i, n] of (spec.notify ?? []).entries()) {
     if (!URL.canParse(n.url)) problems.push(`notify[${i}].url: not a URL`)
@@ -61,10 +71,35 @@ export function splitFor(from: string, to: string, weight: number): Split {
   return { [from]: 100 - weight, [to]: weight }
 }
 
-/** `to`'s weight at step `i` of a canary; past the last step, 100. */
+/** `to`'s weight at step `i` of a canary (0 in a shadow step); past the last step, 100. */
 export function stepWeight(spec: RolloutSpec, i: number): number {
   const steps = spec.steps ?? []
-  return i < steps.length ? steps[i]!.weight : 100
+  return i < steps.length ? (steps[i]!.weight ?? 0) : 100
+}
+
+/** The share copied to `to` when step `i` is a shadow step, else undefined. */
+export function shadowShare(spec: RolloutSpec, i: number): number | undefined {
+  return spec.strategy === 'blue-green' ? undefined : spec.steps?.[i]?.shadow
+}
+
+/**
+ * `route` as step `i` wants it: the split at the step's weight and, in a shadow step, a mirror
+ * of the share to `to` (with the rollout's `shadow` options); out of one, no mirror to `to`.
+ */
+export function routeAtStep(route: RouteSpec, spec: RolloutSpec, i: number): RouteSpec {
+  const next = { ...withoutShadow(route, spec.to), split: splitFor(spec.from, spec.to, stepWeight(spec, i)) }
+  const share = shadowShare(spec, i)
+  return share === undefined ? next : { ...next, mirror: { upstream: spec.to, percent: share, ...spec.shadow } }
+}
+
+/**
+ * `route` without a mirror to `to`: what every end of a rollout leaves (a mirror to another
+ * upstream, set by hand, stays).
+ */
+export function withoutShadow(route: RouteSpec, to: string): RouteSpec {
+  if (route.mirror?.upstream !== to) return route
+  const { mirror: _mirror, ...rest } = route
+  return rest
 }
 
 /** The blue-green preview rule: requests with the header reach `to`. */
@@ -94,7 +129,7 @@ export function newRollout(spec: RolloutSpec, now: number): Rollout {
   const waits = strategy === 'canary' && spec.steps?.[0]?.pauseMs === undefined
   const message =
     strategy === 'canary'
-      ? `step 1 of ${spec.steps?.length ?? 0}: ${weight} % ${spec.to}${waits ? '; paused until resume or promote' : ''}`
+      ? `step 1 of ${spec.steps?.length ?? 0}: ${stepText(spec, 0)}${waits ? '; paused until resume or promote' : ''}`
       : `preview: requests with ${previewHeaderText(spec)} reach ${spec.to}`
   return {
     id: spec.id!,
@@ -113,6 +148,13 @@ export function newRollout(spec: RolloutSpec, now: number): Rollout {
     spec,
     history: [{ at: now, event: 'started', stepIndex: 0, weight, message }],
   }
+}
+
+/** `20 % v2`, or for a shadow step `shadow: 20 % of requests copied to v2, 0 % v2`. */
+export function stepText(spec: RolloutSpec, i: number): string {
+  const share = shadowShare(spec, i)
+  const weight = `${stepWeight(spec, i)} % ${spec.to}`
+  return share === undefined ? weight : `shadow: ${share} % of requests copied to ${spec.to} and compared, ${weight}`
 }
 
 function previewHeaderText(spec: RolloutSpec): string {

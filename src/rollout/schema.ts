@@ -10,7 +10,7 @@
  * step twice.
  */
 import Type, { type Static } from 'typebox'
-import { HeaderName, Name } from '../config/schema.js'
+import { HeaderName, MirrorSpec, Name } from '../config/schema.js'
 
 const Ms = (description: string, minimum = 0) => Type.Integer({ minimum, maximum: 7 * 86_400_000, description })
 
@@ -19,7 +19,14 @@ export type Strategy = Static<typeof Strategy>
 
 export const Step = Type.Object(
   {
-    weight: Type.Integer({ minimum: 0, maximum: 100, description: 'share of the route\'s traffic (percent) that goes to `to` in this step' }),
+    weight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'share of the route\'s traffic (percent) that goes to `to` in this step; a step has `weight` or `shadow`' })),
+    shadow: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 100,
+        description: 'a shadow step: this percent of the route\'s requests is copied to `to` and its answers compared, while `to` serves no user (weight 0); shadow steps come before any weight step',
+      }),
+    ),
     pauseMs: Type.Optional(Ms('how long the step lasts before the rollout moves on (if its analysis passes); left out: the rollout pauses here until `resume` or `promote`')),
   },
   { additionalProperties: false },
@@ -34,6 +41,7 @@ export const AnalysisSpec = Type.Object(
     maxErrorRateDelta: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'highest excess of `to`\'s error rate over `from`\'s, judged when `from` has at least minRequests too' })),
     maxP99Ms: Type.Optional(Type.Number({ minimum: 0, description: 'highest p99 latency of `to`, in ms' })),
     maxP99DeltaMs: Type.Optional(Type.Number({ minimum: 0, description: 'highest excess of `to`\'s p99 over `from`\'s, in ms, judged when `from` has at least minRequests too' })),
+    maxMismatchRate: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'shadow steps: highest share of compared answers of `to` that differ from `from`\'s; default 0.01' })),
     failureLimit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: 'failed analyses tolerated; one more fails the rollout; default 0' })),
   },
   { additionalProperties: false },
@@ -82,6 +90,17 @@ export const RolloutSpec = Type.Object(
       ),
     ),
     analysis: Type.Optional(AnalysisSpec),
+    shadow: Type.Optional(
+      Type.Object(
+        {
+          methods: MirrorSpec.properties.methods,
+          maxBodyBytes: MirrorSpec.properties.maxBodyBytes,
+          maxConcurrent: MirrorSpec.properties.maxConcurrent,
+          ignore: MirrorSpec.properties.ignore,
+        },
+        { additionalProperties: false, description: 'how shadow steps mirror: the route mirror\'s options (methods, maxBodyBytes, maxConcurrent, ignore)' },
+      ),
+    ),
     abort: Type.Optional(Type.Object({ rampMs: Type.Optional(Ms('on abort, move the weight back to `from` gradually over this time')) }, { additionalProperties: false })),
     notify: Type.Optional(Type.Array(Notify, { maxItems: 16 })),
   },
@@ -104,7 +123,30 @@ export const SideFigures = Type.Object({
 })
 export type SideFigures = Static<typeof SideFigures>
 
-/** The last analysis: `to`'s figures at the top (as `rollout status` shows them), `from`'s beside. */
+/** A shadow step's figures of `to`: its answers to the copies and how they compared with `from`'s. */
+export const ShadowResult = Type.Object({
+  compared: Type.Integer(),
+  mismatches: Type.Object({ status: Type.Integer(), body: Type.Integer() }),
+  mismatchRate: Type.Union([Type.Number(), Type.Null()]),
+  skipped: Type.Object({ body: Type.Integer(), busy: Type.Integer() }),
+  samples: Type.Array(
+    Type.Object({
+      at: Type.Integer(),
+      method: Type.String(),
+      path: Type.String(),
+      kind: Type.Union([Type.Literal('status'), Type.Literal('body')]),
+      status: Type.Integer(),
+      shadowStatus: Type.Integer(),
+      jsonPath: Type.Optional(Type.String()),
+    }),
+  ),
+})
+export type ShadowResult = Static<typeof ShadowResult>
+
+/**
+ * The last analysis: `to`'s figures at the top (as `rollout status` shows them), `from`'s beside.
+ * In a shadow step `to`'s figures are its answers to the copies, and `shadow` says how they compared.
+ */
 export const AnalysisResult = Type.Object({
   verdict: Verdict,
   errorRate: Type.Union([Type.Number(), Type.Null()]),
@@ -113,6 +155,7 @@ export const AnalysisResult = Type.Object({
   /** failed analyses so far in this rollout */
   failures: Type.Integer(),
   from: Type.Optional(SideFigures),
+  shadow: Type.Optional(ShadowResult),
   /** why, in words: which bound failed, or how many requests were missing */
   reason: Type.String(),
   at: Type.Integer({ description: 'epoch ms' }),

@@ -10,9 +10,11 @@
  *   step at 100 % can promote.
  * A value equal to its bound passes.
  */
-import type { AnalysisResult, AnalysisSpec, SideFigures } from './schema.js'
+import type { AnalysisResult, AnalysisSpec, ShadowResult, SideFigures } from './schema.js'
 
 export const ANALYSIS_DEFAULTS = { intervalMs: 10_000, minRequests: 50, maxErrorRate: 0.01, failureLimit: 0 } as const
+/** A shadow step's default bound on differing answers: as strict as the error rate's. */
+export const DEFAULT_MAX_MISMATCH_RATE = 0.01
 
 const rate = (x: number | null) => (x === null ? '-' : String(Math.round(x * 10_000) / 10_000))
 const ms = (x: number | null) => (x === null ? '-' : `${Math.round(x * 10) / 10} ms`)
@@ -73,4 +75,34 @@ export function analyze(
 /** More failed analyses than `failureLimit`: the rollout fails. */
 export function exhausted(failures: number, failureLimit: number): boolean {
   return failures > failureLimit
+}
+
+/**
+ * Judges one window of a shadow step: `to`'s answers to the copies (`shadow`: requests, errors,
+ * p99) by the same rules as a weight step, against `from`'s answers to the clients, then the
+ * share of compared answers that differed against `maxMismatchRate` (default 0.01). Nothing
+ * compared (no JSON, every copy failed) leaves the mismatch rate unjudged.
+ */
+export function analyzeShadow(
+  cfg: AnalysisSpec,
+  shadow: SideFigures,
+  result: ShadowResult,
+  from: SideFigures,
+  failuresBefore: number,
+  at: number,
+  windowMs: number,
+  names: { to: string; from: string },
+): AnalysisResult {
+  const side = analyze(cfg, shadow, from, failuresBefore, at, windowMs, { to: `${names.to} (shadow)`, from: names.from })
+  const base = { ...side, shadow: result }
+  if (side.verdict !== 'pass') return base
+  const max = cfg.maxMismatchRate ?? DEFAULT_MAX_MISMATCH_RATE
+  const differ = result.mismatches.status + result.mismatches.body
+  const mismatch = `mismatch rate ${rate(result.mismatchRate)} (${differ} of ${result.compared} compared answers differ)`
+  if (result.mismatchRate !== null && result.mismatchRate > max) {
+    const first = result.samples[0]
+    const where = first === undefined ? '' : `; e.g. ${first.method} ${first.path} ${first.kind === 'body' ? `at ${first.jsonPath}` : `status ${first.status} vs ${first.shadowStatus}`}`
+    return { ...base, verdict: 'fail', failures: failuresBefore + 1, reason: `fail: ${mismatch} > ${max} on ${names.to} (shadow)${where}` }
+  }
+  return { ...base, reason: `${side.reason}; ${mismatch}` }
 }

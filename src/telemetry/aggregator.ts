@@ -7,7 +7,7 @@
 import { SwitchyardError } from '../errors.js'
 import type { Store } from '../store/store.js'
 import { addInto, percentile } from './histogram.js'
-import type { FleetSeries, FleetStats, FleetTelemetry, SeriesDelta, WindowFigures } from './types.js'
+import type { FleetSeries, FleetStats, FleetTelemetry, MismatchSample, SeriesDelta, ShadowFigures, WindowFigures } from './types.js'
 
 interface Sum {
   route: string | null
@@ -16,6 +16,9 @@ interface Sum {
   errors: number
   latency: number[]
 }
+
+/** Mismatch samples a window shows, newest first. */
+const SAMPLES_SHOWN = 10
 
 const emptySum = (route: string | null, upstream: string): Sum => ({ route, upstream, requests: 0, errors: 0, latency: [] })
 
@@ -81,6 +84,39 @@ export class Aggregator implements FleetTelemetry {
   async pairs(route: string, upstreams: readonly string[], windowMs: number): Promise<WindowFigures[]> {
     const { pairs } = await this.sums(windowMs)
     return upstreams.map((upstream) => figures(pairs.get(`${route}\u0000${upstream}`) ?? emptySum(route, upstream), windowMs))
+  }
+
+  async shadow(route: string, upstream: string, windowMs: number): Promise<ShadowFigures> {
+    if (!this.store.connected) throw new SwitchyardError('STORE_UNAVAILABLE')
+    const at = Date.now()
+    const sum = emptySum(route, upstream)
+    const skipped = { body: 0, busy: 0 }
+    const mismatches = { status: 0, body: 0 }
+    let compared = 0
+    let samples: MismatchSample[] = []
+    for (const sample of await this.store.telemetry(at - windowMs)) {
+      if (sample.at > at) continue
+      for (const s of sample.shadow ?? []) {
+        if (s.route !== route || s.upstream !== upstream) continue
+        add(sum, s)
+        skipped.body += s.skippedBody
+        skipped.busy += s.skippedBusy
+        compared += s.compared
+        mismatches.status += s.mismatches.status
+        mismatches.body += s.mismatches.body
+        samples = samples.concat(s.samples)
+      }
+    }
+    const differ = mismatches.status + mismatches.body
+    return {
+      ...figures(sum, windowMs),
+      route,
+      skipped,
+      compared,
+      mismatches,
+      mismatchRate: compared === 0 ? null : differ / compared,
+      samples: samples.sort((a, b) => b.at - a.at).slice(0, SAMPLES_SHOWN),
+    }
   }
 
   async series(windowMs: number, stepMs: number): Promise<FleetSeries> {

@@ -3,6 +3,7 @@
  * data plane counted in that second per (route, upstream); an aggregator sums the live
  * instances over a sliding window. The rollout analysis and `GET /api/stats` read the sums.
  */
+import type { MismatchSample } from '../dataplane/stats.js'
 
 /** What one (route, upstream) pair counted in one period: increments, not totals. */
 export interface SeriesDelta {
@@ -17,6 +18,16 @@ export interface SeriesDelta {
   latencySumMs: number
 }
 
+/** What one route's mirror (route → shadow upstream) counted in one period: increments. */
+export interface ShadowDelta extends SeriesDelta {
+  skippedBody: number
+  skippedBusy: number
+  compared: number
+  mismatches: { status: number; body: number }
+  /** mismatch samples taken in the period (a few at most; never bodies or header values) */
+  samples: MismatchSample[]
+}
+
 /** One instance's report for one second. */
 export interface TelemetrySample {
   instance: string
@@ -24,7 +35,26 @@ export interface TelemetrySample {
   at: number
   periodMs: number
   series: SeriesDelta[]
+  /** mirrors with something counted in the period; left out when none */
+  shadow?: ShadowDelta[]
 }
+
+/**
+ * A route's shadow side over a window, fleet-wide: the shadow's answers (error rate, p99),
+ * copies skipped, and how the compared answers differed from the clients'.
+ */
+export interface ShadowFigures extends WindowFigures {
+  route: string
+  skipped: { body: number; busy: number }
+  compared: number
+  mismatches: { status: number; body: number }
+  /** (status + body mismatches) / compared; null when nothing was compared */
+  mismatchRate: number | null
+  /** the newest mismatch samples in the window, newest first (at most 10) */
+  samples: MismatchSample[]
+}
+
+export type { MismatchSample }
 
 /** Sums over a window for one (route, upstream) pair, or for an upstream over all routes. */
 export interface WindowFigures {
@@ -60,6 +90,8 @@ export interface FleetSeries {
 
 /** What the rollout analysis and the admin API ask of the aggregator. */
 export interface FleetTelemetry {
+  /** The shadow side of `route`'s mirror to `upstream` over the last `windowMs` (zeros when none). */
+  shadow(route: string, upstream: string, windowMs: number): Promise<ShadowFigures>
   /** Fleet sums over the last `windowMs`. Throws STORE_UNAVAILABLE when the store cannot answer. */
   window(windowMs: number): Promise<FleetStats>
   /** The figures of `route` to each of `upstreams` over the last `windowMs` (zeros when none), from one read. */
