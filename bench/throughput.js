@@ -99,7 +99,7 @@ async function runAutocannon (url, connections, duration) {
   inst.on('response', (_client, status, _bytes, ms) => { if (status < 300) lat.push(ms) })
   const r = await inst
   lat.sort((a, b) => a - b)
-  return { rps: r.requests.total / r.duration, p50: pct(lat, 50), p99: pct(lat, 99), non2xx: r.non2xx, errors: r.errors }
+  return { rps: r.requests.total / r.duration, requests: r.requests.total, p50: pct(lat, 50), p99: pct(lat, 99), non2xx: r.non2xx, errors: r.errors }
 }
 
 const WRK_UNIT = { us: 1e-3, ms: 1, s: 1e3, m: 60e3 }
@@ -118,12 +118,30 @@ function runWrk (url, connections, duration) {
       if (code !== 0 || !rps) return reject(new Error(`wrk failed (${code}):\n${out}`))
       const sock = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/)
       resolve({
-        rps: Number(rps[1]), p50: lat(50), p99: lat(99),
+        rps: Number(rps[1]), requests: Number(out.match(/(\d+) requests in/)?.[1] ?? NaN), p50: lat(50), p99: lat(99),
         non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
         errors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0
       })
     })
   })
+}
+
+/**
+ * CPU time (user + system, µs) of a process and its direct children (nginx's workers), from
+ * /proc: the cost per request it gives is far steadier than rps on a machine whose other work
+ * comes and goes. NaN where /proc is missing.
+ */
+const TICK_US = 1e6 / 100 // USER_HZ is 100 on Linux
+function cpuUs (pid) {
+  const ticks = (stat) => { const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); return { ppid: Number(f[1]), t: Number(f[11]) + Number(f[12]) } }
+  try {
+    let total = ticks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).t
+    for (const d of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(d) || Number(d) === pid) continue
+      try { const x = ticks(fs.readFileSync(`/proc/${d}/stat`, 'utf8')); if (x.ppid === pid) total += x.t } catch {}
+    }
+    return total * TICK_US
+  } catch { return NaN }
 }
 
 const WRK = TOOL === 'wrk' ? which('wrk') : null
@@ -268,17 +286,19 @@ async function main () {
         const url = `http://127.0.0.1:${t.port}/`
         if (WARMUP > 0) await load(url, c, WARMUP)
         const scraper = t.scrape ? scrapeEvery(t.scrape, 1000) : null
+        const cpu0 = t.child.pid ? cpuUs(t.child.pid) : NaN
         const r = await load(url, c, DURATION)
+        r.cpuUsPerReq = ((t.child.pid ? cpuUs(t.child.pid) : NaN) - cpu0) / r.requests
         if (scraper) r.scrapes = await scraper.stop()
         if (t.child.exited) throw new Error(`${t.name} died during the bench ${JSON.stringify(t.child.exited)}:\n${t.child.tail}`)
         results[c][t.name].rounds.push(r)
         process.stdout.write(`  c=${c} round ${round + 1} ${t.name.padEnd(18)} ${fmt(r.rps, 0).padStart(8)} rps  ` +
-          `p50 ${fmt(r.p50, 3)} ms  p99 ${fmt(r.p99, 3)} ms${r.non2xx + r.errors ? `  NON-2XX ${r.non2xx} ERRORS ${r.errors}` : ''}\n`)
+          `p50 ${fmt(r.p50, 3)} ms  p99 ${fmt(r.p99, 3)} ms  cpu ${fmt(r.cpuUsPerReq, 1)} µs/req${r.non2xx + r.errors ? `  NON-2XX ${r.non2xx} ERRORS ${r.errors}` : ''}\n`)
       }
     }
     for (const t of targets) {
       const s = results[c][t.name]
-      for (const k of ['rps', 'p50', 'p99']) s[k] = median(s.rounds.map((r) => r[k]))
+      for (const k of ['rps', 'p50', 'p99', 'cpuUsPerReq']) s[k] = median(s.rounds.map((r) => r[k]))
       s.non2xx = s.rounds.reduce((a, r) => a + r.non2xx, 0)
       s.errors = s.rounds.reduce((a, r) => a + r.errors, 0)
     }
@@ -319,13 +339,13 @@ function report (names, results, rss) {
   let bad = false
   for (const [c, byName] of Object.entries(results)) {
     console.log(`\n=== ${c} connection${c === '1' ? '' : 's'} (median of ${ROUNDS} rounds; non-2xx/errors summed) ===`)
-    console.log(`${'target'.padEnd(20)}${'rps'.padStart(10)}${'rps min-max'.padStart(18)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'non2xx'.padStart(8)}${'errors'.padStart(8)}`)
+    console.log(`${'target'.padEnd(20)}${'rps'.padStart(10)}${'rps min-max'.padStart(18)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'non2xx'.padStart(8)}${'errors'.padStart(8)}${'cpu µs/req'.padStart(12)}`)
     for (const n of names) {
       const s = byName[n]
       const rr = s.rounds.map((r) => r.rps)
       if (s.non2xx || s.errors) bad = true
       console.log(`${n.padEnd(20)}${fmt(s.rps, 0).padStart(10)}${`${fmt(Math.min(...rr), 0)}-${fmt(Math.max(...rr), 0)}`.padStart(18)}` +
-        `${fmt(s.p50, 3).padStart(10)}${fmt(s.p99, 3).padStart(10)}${String(s.non2xx).padStart(8)}${String(s.errors).padStart(8)}`)
+        `${fmt(s.p50, 3).padStart(10)}${fmt(s.p99, 3).padStart(10)}${String(s.non2xx).padStart(8)}${String(s.errors).padStart(8)}${fmt(s.cpuUsPerReq, 1).padStart(12)}`)
     }
     const sy = byName.switchyard
     ratios[c] = { p50DeltaVsDirectMs: sy.p50 - byName.direct.p50, p99DeltaVsDirectMs: sy.p99 - byName.direct.p99 }
@@ -335,10 +355,16 @@ function report (names, results, rss) {
       parts.push(`/${n} ${fmt(sy.rps / byName[n].rps, 2)}`)
     }
     console.log(`switchyard rps ratio: ${parts.join('  ')}`)
-    if (byName['switchyard-quiet']) console.log(`metrics scraped every second and logs at info: ${fmt(sy.rps / byName['switchyard-quiet'].rps, 2)}× the rps of switchyard with logs off and no scrape`)
-    if (byName['switchyard-access']) console.log(`access log at 1 %: ${fmt(byName['switchyard-access'].rps / sy.rps, 2)}× the rps of switchyard without`)
-    if (byName['switchyard-rollout']) console.log(`with a rollout in progress: ${fmt(byName['switchyard-rollout'].rps / sy.rps, 2)}× the rps of switchyard without`)
-    if (byName['switchyard-mirror']) console.log(`with 10 % mirrored and compared: ${fmt(byName['switchyard-mirror'].rps / sy.rps, 2)}× the rps of switchyard without`)
+    // Each variant against its reference: the median rps ratio, and the CPU cost per request,
+    // which a noisy machine disturbs far less (rps at saturation goes as 1 / CPU per request).
+    const versus = (what, a, b, than) => {
+      if (!a || !b) return
+      console.log(`${what}: ${fmt(a.rps / b.rps, 2)}× the rps of ${than}; CPU per request ${fmt(a.cpuUsPerReq, 1)} vs ${fmt(b.cpuUsPerReq, 1)} µs (${fmt(b.cpuUsPerReq / a.cpuUsPerReq, 2)}× the requests per CPU second)`)
+    }
+    versus('metrics scraped every second and logs at info', sy, byName['switchyard-quiet'], 'switchyard with logs off and no scrape')
+    versus('access log at 1 %', byName['switchyard-access'], sy, 'switchyard without')
+    versus('with a rollout in progress', byName['switchyard-rollout'], sy, 'switchyard without')
+    versus('with 10 % mirrored and compared', byName['switchyard-mirror'], sy, 'switchyard without')
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
   }
   console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
