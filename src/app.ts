@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
+import { readListenerTls } from './config/tls-files.js'
 import { normalizeState } from './config/validate.js'
 import type { AdminDeps } from './control/admin/deps.js'
 import { createAdminServer } from './control/admin/server.js'
@@ -85,9 +86,9 @@ export async function storeFor(config: ConfigFile): Promise<Store> {
   return new RedisStore({ url: s.url, prefix: s.prefix ?? DEFAULTS.redisPrefix, options: s.options })
 }
 
-function urlOf(host: string, port: number): string {
+function urlOf(host: string, port: number, scheme = 'http'): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
-  return `http://${h}:${port}`
+  return `${scheme}://${h}:${port}`
 }
 
 /** Listens the admin server; resolves with its URL (port 0 → the port the OS chose). */
@@ -104,9 +105,22 @@ export function adminTokens(config: ConfigFile): { name: string; token: string }
   return out
 }
 
+/** Logs once per upstream (per process) that it accepts any certificate: that is easy to forget. */
+function warnInsecure(log: Logger): (state: State) => void {
+  const warned = new Set<string>()
+  return (state) => {
+    for (const [name, u] of Object.entries(state.upstreams)) {
+      if (u.tls?.insecureSkipVerify !== true || warned.has(name)) continue
+      warned.add(name)
+      log.warn({ upstream: name }, 'tls.insecureSkipVerify is on: this upstream\'s certificates are not checked, anyone on the path can read and change its traffic')
+    }
+  }
+}
+
 export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? silentLogger
-  const dataplane = new Dataplane()
+  // The config loader checked the files; read again here, they may have changed since.
+  const dataplane = new Dataplane({ tls: config.listen?.tls === undefined ? undefined : readListenerTls(config.listen.tls) })
   const stopEventLog = logDataplaneEvents(dataplane.resources, log)
   const stopAccessLog = startAccessLog(dataplane.resources, log)
   dataplane.resources.accessSample = config.accessLog?.sample ?? 0
@@ -132,6 +146,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   control.follower.use(dns)
   control.follower.onApplied((state) => dns.follow(state))
   control.follower.onApplied((state) => health.sync(state))
+  control.follower.onApplied(warnInsecure(log))
   const notifier = new Notifier({ log })
   const rollouts = new RolloutDriver({ control, telemetry: control.telemetry, notifier, log, leaseMs: opts.rolloutLeaseMs, tickMs: opts.rolloutTickMs })
   const metrics = new Metrics({ control, dataplane, discovery: dns, notifier })
@@ -163,7 +178,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     const adminListen = { ...DEFAULTS.admin, ...config.admin }
     const proxyAddr = await dataplane.listen(listen.port, listen.host)
     let adminUrl = await listenAdmin(admin, adminListen.host, adminListen.port)
-    let proxyUrl = urlOf(listen.host, proxyAddr.port)
+    const proxyScheme = dataplane.tls ? 'https' : 'http'
+    let proxyUrl = urlOf(listen.host, proxyAddr.port, proxyScheme)
     return {
       dataplane,
       control,
@@ -185,14 +201,26 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         }
         const changes: string[] = []
         const [l0, l1] = [{ ...DEFAULTS.listen, ...current.listen }, { ...DEFAULTS.listen, ...next.listen }]
-        if (!same(l0, l1)) {
+        if ((l0.tls === undefined) !== (l1.tls === undefined)) {
+          throw new Error('listen.tls: turning TLS on or off needs a restart; nothing changed')
+        }
+        // Before any other change: a certificate that cannot be used leaves everything as it was.
+        if (l1.tls !== undefined) {
+          try {
+            dataplane.setCertificate(readListenerTls(l1.tls))
+          } catch (err) {
+            throw new Error(`listen.tls: ${(err as Error).message}; the old certificate keeps serving, nothing changed`, { cause: err })
+          }
+          changes.push('listen.tls certificate re-read (new connections get it)')
+        }
+        if (l0.host !== l1.host || l0.port !== l1.port) {
           let addr
           try {
             addr = await dataplane.relisten(l1.port, l1.host)
           } catch (err) {
             throw new Error(`listen: cannot listen on ${l1.host}:${l1.port} (${(err as Error).message}); nothing changed`, { cause: err })
           }
-          proxyUrl = urlOf(l1.host, addr.port)
+          proxyUrl = urlOf(l1.host, addr.port, proxyScheme)
           changes.push(`proxy now listens on ${proxyUrl}`)
         }
         const tokens = adminTokens(next)

@@ -9,6 +9,7 @@ export const ERRORS = {
   NO_HEALTHY_TARGET: { status: 503, message: 'no healthy target is available for this upstream' },
   UPSTREAM_ERROR: { status: 502, message: 'the upstream failed to answer' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'the upstream did not answer in time' },
+  UPSTREAM_TLS_ERROR: { status: 502, message: "the upstream's TLS handshake failed (its certificate was not accepted)" },
   // requests the proxy refuses itself, never sent upstream (a client cannot hurt an upstream's record)
   BAD_REQUEST: { status: 400, message: 'the request is malformed and was not forwarded' },
   // the proxy refuses CONNECT; the admin API answers it for a known path asked with another method (with `Allow`)

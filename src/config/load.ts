@@ -12,6 +12,7 @@ import type { ConfigFile } from './schema.js'
 import { isObj, markMalformed } from './malformed.js'
 import { checkConfigShape, formatPath, schemaErrors } from './shape.js'
 import type { PathSegment } from './shape.js'
+import { readListenerTls } from './tls-files.js'
 import { validateState } from './validate.js'
 
 export interface LoadResult {
@@ -251,6 +252,14 @@ function crossCheck(raw: unknown): Problem[] {
     hostsOverlap(listenHost, adminHost)
   ) {
     problems.push({ path: 'admin.port', message: `same port as listen.port (${listenPort})` })
+  }
+  const tls = listen['tls']
+  if (isObj(tls) && typeof tls['cert'] === 'string' && typeof tls['key'] === 'string') {
+    try {
+      readListenerTls({ cert: tls['cert'], key: tls['key'] })
+    } catch (err) {
+      problems.push({ path: 'listen.tls', message: (err as Error).message })
+    }
   }
   return problems
 }

@@ -89,6 +89,22 @@ export type DnsDiscovery = Static<typeof DnsDiscovery>
 export const Discovery = Type.Object({ dns: DnsDiscovery }, { additionalProperties: false })
 export type Discovery = Static<typeof Discovery>
 
+const PemPaths = Type.Union([Type.String({ minLength: 1, maxLength: 4096 }), Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { minItems: 1, maxItems: 16 })])
+
+/** How the proxy talks TLS to the upstream's https:// targets. Verification is on unless turned off. */
+export const UpstreamTls = Type.Object(
+  {
+    /** PEM file path(s) of the CAs to trust instead of Node's default ones; read by the control plane. */
+    ca: Type.Optional(PemPaths),
+    /** the name sent in SNI and checked against the certificate (default: the target's host; none for an IP) */
+    servername: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+    /** dangerous: accepts any certificate, so anyone on the path can read and change the traffic */
+    insecureSkipVerify: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+)
+export type UpstreamTls = Static<typeof UpstreamTls>
+
 export const UpstreamSpec = Type.Object(
   {
     /** May be left out when `discovery` provides the targets. */
@@ -103,6 +119,7 @@ export const UpstreamSpec = Type.Object(
     drainTimeoutMs: Type.Optional(Ms('how long a WebSocket may outlive its draining target', 0)),
     outlierDetection: Type.Optional(OutlierDetection),
     slowStartMs: Type.Optional(Ms('a target that joins or comes back ramps up to its full share over this time; 0 = off', 0)),
+    tls: Type.Optional(UpstreamTls),
   },
   { additionalProperties: false },
 )
@@ -222,6 +239,13 @@ export const Listen = Type.Object(
   {
     host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    /** the proxy port serves HTTPS with these PEM files, re-read on SIGHUP */
+    tls: Type.Optional(
+      Type.Object(
+        { cert: Type.String({ minLength: 1, maxLength: 4096 }), key: Type.String({ minLength: 1, maxLength: 4096 }) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )

@@ -13,6 +13,7 @@ import { routePosition, type Touched } from '../store/delta.js'
 import { formatPath, type PathSegment } from './shape.js'
 import { isObj } from './malformed.js'
 import { discoveryProblems } from './validate-discovery.js'
+import { readCaFiles } from './tls-files.js'
 
 /** What `validateState` and `normalizeState` read: the config file's state part or a State. */
 export interface StateSpec {
@@ -38,11 +39,12 @@ function targetUrlProblem(url: string): string | undefined {
   try {
     u = new URL(url)
   } catch {
-    return `invalid URL ${JSON.stringify(url)}: must be an absolute http:// URL such as http://127.0.0.1:3001`
+    return `invalid URL ${JSON.stringify(url)}: must be an absolute http:// or https:// URL such as http://127.0.0.1:3001`
   }
-  if (u.protocol === 'https:') return 'https:// targets are not supported yet: use http://'
   // WHATWG URL accepts "http:host" too; ask for the plain form so configs stay unambiguous.
-  if (u.protocol !== 'http:' || !/^http:\/\//i.test(url)) return 'must be an absolute http:// URL such as http://127.0.0.1:3001'
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !/^https?:\/\//i.test(url)) {
+    return 'must be an absolute http:// or https:// URL such as http://127.0.0.1:3001'
+  }
   if (u.hostname === '') return 'must have a host'
   if (u.username !== '' || u.password !== '') return 'must not contain credentials'
   if (u.pathname !== '/') return `must not have a path (${JSON.stringify(u.pathname)}): a target is host:port only`
@@ -219,6 +221,19 @@ function checkUpstream(name: string, upstream: Obj, report: Report): void {
     // A probe that may outlive the interval would overlap the next one.
     if (typeof interval === 'number' && typeof timeout === 'number' && timeout >= interval) {
       report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)
+    }
+  }
+  const tls = upstream['tls']
+  if (isObj(tls)) {
+    const ca = tls['ca']
+    const paths = typeof ca === 'string' ? [ca] : Array.isArray(ca) ? ca.filter((p): p is string => typeof p === 'string') : []
+    // Refused here, with its path, rather than when the table compiles: a write naming a file this host cannot read changes nothing.
+    for (const path of paths) {
+      try {
+        readCaFiles([path])
+      } catch (err) {
+        report(['upstreams', name, 'tls', 'ca'], (err as Error).message)
+      }
     }
   }
 }

@@ -12,6 +12,7 @@
  */
 import type { RouteSpec, State } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
+import { readCaFiles } from '../config/tls-files.js'
 import { compileTableSliced, updateTable, type CompileOptions, type RoutingTable } from '../dataplane/table.js'
 import { SwitchyardError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -423,6 +424,8 @@ export class Follower {
       // Discovered targets join like targets added at run time: after their first passing check.
       initiallyHealthy: (u, id) =>
         effective.upstreams[u]?.healthCheck === undefined || (!providedIn(u).has(id) && this.seedTargets.has(`${u}/${id}`)),
+      // Read when an upstream naming them compiles (at start, on its change): files replaced on disk count from then on.
+      readCa: readCaFiles,
     }
   }
 

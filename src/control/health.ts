@@ -2,10 +2,15 @@
  * Active health checks: each target of an upstream with `healthCheck` is probed on its own
  * timer; `healthyThreshold` passes bring it in, `unhealthyThreshold` failures take it out. The
  * probe carries no credentials of the proxy's and uses its own short-lived connection
- * (node:http without an agent), so it never sits in the request pools.
+ * (node:http or node:https without an agent), so it never sits in the request pools. An https://
+ * target is checked with its upstream's `tls` options, so a certificate the proxy would refuse
+ * fails the check too, with the reason on the target (`tls: ...`).
  */
 import { request } from 'node:http'
-import { DEFAULTS, type HealthCheck, type State } from '../config/schema.js'
+import { request as httpsRequest } from 'node:https'
+import { DEFAULTS, type HealthCheck, type State, type UpstreamTls } from '../config/schema.js'
+import { pemPaths, readCaFiles } from '../config/tls-files.js'
+import { tlsReason } from '../dataplane/upstream-error.js'
 import type { Resources } from '../dataplane/resources.js'
 
 interface Probe {
@@ -45,12 +50,12 @@ export class HealthChecker {
     if (u?.healthCheck) {
       for (const t of u.targets) {
         const key = `${upstream}/${t.id}`
-        const spec = JSON.stringify([t.url, u.healthCheck])
+        const spec = JSON.stringify([t.url, u.healthCheck, u.tls])
         wanted.add(key)
         const existing = this.probes.get(key)
         if (existing?.spec === spec) continue
         if (existing) clearInterval(existing.timer)
-        this.startProbe(key, t.url, u.healthCheck, spec)
+        this.startProbe(key, t.url, u.healthCheck, spec, u.tls)
       }
     }
     const prefix = `${upstream}/`
@@ -64,18 +69,20 @@ export class HealthChecker {
     }
   }
 
-  private startProbe(key: string, url: string, hc: HealthCheck, spec: string): void {
+  private startProbe(key: string, url: string, hc: HealthCheck, spec: string, tls: UpstreamTls | undefined): void {
     const intervalMs = hc.intervalMs ?? DEFAULTS.healthCheck.intervalMs
     const timeoutMs = hc.timeoutMs ?? DEFAULTS.healthCheck.timeoutMs
     const healthyAfter = hc.healthyThreshold ?? DEFAULTS.healthCheck.healthyThreshold
     const unhealthyAfter = hc.unhealthyThreshold ?? DEFAULTS.healthCheck.unhealthyThreshold
     const probeUrl = new URL(hc.path, url).toString()
+    // Read once per probe (a change to the upstream starts a new one); an unreadable file fails every check with its reason.
+    const ca = caOf(tls)
     const probe: Probe = { timer: undefined as unknown as NodeJS.Timeout, spec, passes: 0, failures: 0 }
     let running = false
     const run = async (): Promise<void> => {
       if (running || this.stopped) return
       running = true
-      const ok = await check(probeUrl, timeoutMs)
+      const { ok, tlsFailure } = await check(probeUrl, timeoutMs, tls, ca)
       running = false
       const rt = this.resources.targets.get(key)
       if (!rt || this.probes.get(key) !== probe) return
@@ -89,6 +96,7 @@ export class HealthChecker {
         probe.passes = 0
         probe.failures++
         if (rt.healthy && probe.failures >= unhealthyAfter) rt.healthy = false
+        if (!rt.healthy && tlsFailure !== undefined) rt.downReason = tlsFailure
       }
       if (rt.healthy) rt.everHealthy = true
     }
@@ -105,18 +113,39 @@ export class HealthChecker {
   }
 }
 
+function caOf(tls: UpstreamTls | undefined): string[] | Error | undefined {
+  if (tls?.ca === undefined) return undefined
+  try {
+    return readCaFiles(pemPaths(tls.ca))
+  } catch (err) {
+    return err as Error
+  }
+}
+
+interface CheckResult {
+  ok: boolean
+  /** `tls: ...` when the handshake failed */
+  tlsFailure?: string | undefined
+}
+
 /** One GET with a fresh connection; 2xx and 3xx within `timeoutMs` pass. Never rejects. */
-function check(url: string, timeoutMs: number): Promise<boolean> {
+function check(url: string, timeoutMs: number, tls: UpstreamTls | undefined, ca: string[] | Error | undefined): Promise<CheckResult> {
   return new Promise((resolve) => {
-    const req = request(url, { method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+    const onResponse = (res: import('node:http').IncomingMessage): void => {
       res.resume()
-      res.once('end', () => resolve(res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 400))
-      res.once('error', () => resolve(false))
-    })
+      res.once('end', () => resolve({ ok: res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 400 }))
+      res.once('error', () => resolve({ ok: false }))
+    }
+    const options = { method: 'GET', agent: false as const, timeout: timeoutMs }
+    let req
+    if (url.startsWith('https:')) {
+      if (ca instanceof Error) return resolve({ ok: false, tlsFailure: `tls: ${ca.message}` })
+      req = httpsRequest(url, { ...options, ca, servername: tls?.servername, rejectUnauthorized: tls?.insecureSkipVerify !== true }, onResponse)
+    } else req = request(url, options, onResponse)
     const timer = setTimeout(() => req.destroy(new Error('health check timed out')), timeoutMs)
     req.once('close', () => clearTimeout(timer))
     req.once('timeout', () => req.destroy(new Error('health check timed out')))
-    req.once('error', () => resolve(false))
+    req.once('error', (err) => resolve({ ok: false, tlsFailure: tlsReason(err) }))
     req.end()
   })
 }

@@ -16,7 +16,7 @@ import { recordFault, recordResponse } from './outlier.js'
 import type { Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
 import type { Choice, CTarget, CUpstream } from './table.js'
-import { classify, errorCodeFor, isIdempotent } from './upstream-error.js'
+import { classify, errorCodeFor, isIdempotent, tlsReason } from './upstream-error.js'
 
 const ERROR_BODIES = new Map<ErrorCode, Buffer>(
   (Object.keys(ERRORS) as ErrorCode[]).map((code) => [code, Buffer.from(errorBody(code))]),
@@ -201,7 +201,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (fault === 'client') return this.refuse()
     // A request body the client broke off is not the target's failure.
     if (this.req.errored === null) recordFault(this.upstream, target.rt, fault)
-    if (fault === 'connect') this.ctx.res.markFailed(target.rt)
+    if (fault === 'connect') this.ctx.res.markFailed(target.rt, tlsReason(err))
     const retryable =
       fault === 'connect' ||
       fault === 'pool-gone' ||

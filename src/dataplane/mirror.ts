@@ -16,8 +16,9 @@ import { ERRORS } from '../errors.js'
 import { pickTarget } from './balance.js'
 import { compareAnswers, isPlainJson, type Answer } from './compare.js'
 import type { Resources } from './resources.js'
+import type { ProxyErrorCode } from './stats.js'
 import type { CMirror, CTarget, CUpstream, RoutingTable } from './table.js'
-import { classify, errorCodeFor } from './upstream-error.js'
+import { classify, errorCodeFor, tlsReason } from './upstream-error.js'
 
 /** Marks shadow traffic, so the shadow upstream can avoid side effects (the client's copy of it is stripped). */
 export const SHADOW_HEADER = 'x-switchyard-shadow'
@@ -219,7 +220,7 @@ export class MirrorCopy implements MirrorTap, Dispatcher.DispatchHandler {
     const target = this.endTarget()
     const fault = classify(err, this.connected)
     // The shadow's targets are real targets: one that refuses connections is out for everyone.
-    if (fault === 'connect' && target !== null) this.res.markFailed(target.rt)
+    if (fault === 'connect' && target !== null) this.res.markFailed(target.rt, tlsReason(err))
     this.shadowFailed(fault === 'client' ? 'UPSTREAM_ERROR' : errorCodeFor(fault, err))
   }
 
@@ -231,7 +232,7 @@ export class MirrorCopy implements MirrorTap, Dispatcher.DispatchHandler {
   }
 
   /** No answer from the shadow: an error of the shadow side, with nothing to compare. */
-  private shadowFailed(code: 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT'): void {
+  private shadowFailed(code: ProxyErrorCode): void {
     this.m.stats.answers.recordError(code, ERRORS[code].status, performance.now() - this.t0)
     this.release()
   }

@@ -9,8 +9,20 @@ import { DEFAULTS } from '../config/defaults.js'
 import { rejectCounters } from './request-checks.js'
 import { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
+/** TLS connect options of an https:// target, as undici and node:tls take them. */
+export interface TlsConnect {
+  /** PEM CA certificates; Node's default CAs when absent */
+  readonly ca?: readonly string[]
+  readonly servername?: string
+  readonly rejectUnauthorized: boolean
+  /** a digest of the above, part of the pool key */
+  readonly id: string
+}
+
 export interface PoolOptions {
   connectTimeoutMs: number
+  /** null for http:// origins */
+  tls: TlsConnect | null
 }
 
 /** Whether the table in force still uses a resource (see `liveCheck()` in table.ts). */
@@ -81,9 +93,9 @@ export class Resources {
    * health check, that check brings it back; without one, it comes back after `passiveEjectMs`
    * (like NGINX's fail_timeout), and is taken out again if it still fails.
    */
-  markFailed(rt: TargetRuntime): void {
+  markFailed(rt: TargetRuntime, reason = 'connect failed'): void {
     rt.healthy = false
-    rt.downReason = 'connect failed'
+    rt.downReason = reason
     if (rt.activeCheck || rt.ejectTimer) return
     rt.passiveUntil = Date.now() + this.passiveEjectMs
     rt.ejectTimer = setTimeout(() => {
@@ -150,7 +162,7 @@ export class Resources {
 /** No I/O: an undici Pool connects on its first dispatch. */
 function newPool(origin: string, opts: PoolOptions): Pool {
   const pool = new Pool(origin, {
-    connect: { timeout: opts.connectTimeoutMs },
+    connect: opts.tls === null ? { timeout: opts.connectTimeoutMs } : { timeout: opts.connectTimeoutMs, ...tlsOptions(opts.tls) },
     // undici's defaults: 4 s idle keep-alive, honouring a shorter `Keep-Alive: timeout` from
     // the upstream (minus 1 s), so we do not reuse a socket the upstream is about to close.
     keepAliveTimeout: 4_000,
@@ -160,6 +172,16 @@ function newPool(origin: string, opts: PoolOptions): Pool {
   // A pool error without a request to report it to must not crash the process.
   pool.on('connectionError', () => {})
   return pool
+}
+
+/** node:tls options of a TLS target; HTTP/1.1 only, said in ALPN. */
+export function tlsOptions(t: TlsConnect): { ca?: string[]; servername?: string; rejectUnauthorized: boolean; ALPNProtocols: string[] } {
+  return {
+    ...(t.ca === undefined ? {} : { ca: [...t.ca] }),
+    ...(t.servername === undefined ? {} : { servername: t.servername }),
+    rejectUnauthorized: t.rejectUnauthorized,
+    ALPNProtocols: ['http/1.1'],
+  }
 }
 
 /**
@@ -185,7 +207,7 @@ export class Staging {
 
   /** One keep-alive pool per origin and connect timeout, shared by every upstream naming it. */
   pool(origin: string, opts: PoolOptions): Pool {
-    const key = poolKey(origin, opts.connectTimeoutMs)
+    const key = poolKey(origin, opts)
     return this.res.pools.get(key) ?? getOrMake(this.pools, key, () => newPool(origin, opts))
   }
 
@@ -244,6 +266,6 @@ function clearTimers(rt: TargetRuntime): void {
   if (rt.wsDrainTimer) clearTimeout(rt.wsDrainTimer)
 }
 
-export function poolKey(origin: string, connectTimeoutMs: number): string {
-  return `${origin}|${connectTimeoutMs}`
+export function poolKey(origin: string, opts: PoolOptions): string {
+  return opts.tls === null ? `${origin}|${opts.connectTimeoutMs}` : `${origin}|${opts.connectTimeoutMs}|${opts.tls.id}`
 }

@@ -4,6 +4,7 @@
  * in with `setTable()`; each request reads the table once at entry and finishes on it.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
@@ -25,6 +26,8 @@ export interface DataplaneOptions {
   headersTimeoutMs?: number
   /** idle time a client keep-alive connection is kept open */
   keepAliveTimeoutMs?: number
+  /** PEM certificate and key: the proxy port serves HTTPS (HTTP/1.1, ALPN `http/1.1`) */
+  tls?: { cert: string; key: string } | undefined
 }
 
 export class Dataplane {
@@ -48,15 +51,18 @@ export class Dataplane {
   }
 
   private newServer(): Server {
-    const server = createServer(
-      {
-        // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
-        requestTimeout: 0,
-        headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
-        keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 5_000,
-      },
-      this.handle,
-    )
+    const options = {
+      // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
+      requestTimeout: 0,
+      headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
+      keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 5_000,
+    }
+    const tls = this.opts.tls
+    // An https.Server is a node:http server on TLS sockets: same events, same methods.
+    const server =
+      tls === undefined
+        ? createServer(options, this.handle)
+        : (createHttpsServer({ ...options, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] }, this.handle) as unknown as Server)
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (this.ctx.closing) return socket.destroy()
       proxyUpgrade(this.current, this.resources, req, socket, head, this.adminTokens)
@@ -125,6 +131,22 @@ export class Dataplane {
       this.idleWaiters = []
       for (const w of waiters) w()
     }
+  }
+
+  /** Whether the proxy port speaks TLS (fixed for the life of the process). */
+  get tls(): boolean {
+    return this.opts.tls !== undefined
+  }
+
+  /**
+   * Swaps in a new certificate and key (SIGHUP): new connections get it; open ones keep the one
+   * they were made with. Throws, changing nothing, when the pair is not usable.
+   */
+  setCertificate(pair: { cert: string; key: string }): void {
+    if (this.opts.tls === undefined) throw new Error('the proxy port does not serve TLS')
+    // setSecureContext() builds the context first: a bad pair throws before anything changes.
+    ;(this.http as unknown as HttpsServer).setSecureContext({ cert: pair.cert, key: pair.key })
+    this.opts.tls = pair
   }
 
   async listen(port: number, host: string): Promise<AddressInfo> {

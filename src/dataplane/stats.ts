@@ -33,14 +33,14 @@ export function latencyBucket(ms: number): number {
   return lo
 }
 
-export type ProxyErrorCode = 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT'
+export type ProxyErrorCode = 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT' | 'UPSTREAM_TLS_ERROR'
 
 /** Outcomes of one (route, upstream) pair. Monotonic counters, never reset. */
 export class TrafficStats {
   /** responses by status class: index 1..5 = 1xx..5xx; index 0 = proxy errors without a status sent */
   readonly byClass = [0, 0, 0, 0, 0, 0]
   /** errors the proxy made itself, by code; also counted in byClass[5] */
-  readonly proxyErrors = { NO_HEALTHY_TARGET: 0, UPSTREAM_ERROR: 0, UPSTREAM_TIMEOUT: 0 }
+  readonly proxyErrors = { NO_HEALTHY_TARGET: 0, UPSTREAM_ERROR: 0, UPSTREAM_TIMEOUT: 0, UPSTREAM_TLS_ERROR: 0 }
   /** request count per latency bucket (time to the end of the response) */
   readonly latency = new Uint32Array(64)
   latencySumMs = 0

@@ -12,6 +12,7 @@
  * The structures are persistent: an update shares everything it did not touch with the table
  * it came from, which requests in flight keep reading unchanged.
  */
+import { createHash } from 'node:crypto'
 import type { Pool } from './pool.js'
 import { DEFAULTS } from '../config/defaults.js'
 import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../config/schema.js'
@@ -21,7 +22,7 @@ import { seedOf } from './bucket.js'
 import { outlierPolicy, release, type OutlierPolicy } from './outlier.js'
 import { emptyRadix, RadixBuilder, radixGet, radixSet, type Radix } from './radix.js'
 import type { LiveCheck, PruneCandidates, Resources, Staging } from './resources.js'
-import { poolKey } from './resources.js'
+import { poolKey, type TlsConnect } from './resources.js'
 import { EMPTY_ROUTES, RoutesBuilder, updateRoutes, type Routes } from './route-index.js'
 import type { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
@@ -39,6 +40,8 @@ export interface CTarget {
   readonly rt: TargetRuntime
   /** state === 'active': only those get new requests */
   readonly active: boolean
+  /** how to talk TLS to an https:// target (WebSocket connections too); null for http:// */
+  readonly tls: TlsConnect | null
   /** `host:port` for raw connections (WebSocket) */
   readonly host: string
   readonly port: number
@@ -154,6 +157,12 @@ export const EMPTY_TABLE: RoutingTable = Object.freeze({
 export interface CompileOptions {
   /** Health a target starts with when it is new to this process (config targets healthy, run-time ones after a check). */
   initiallyHealthy?: (upstream: string, targetId: string) => boolean
+  /**
+   * The PEM contents of an upstream's `tls.ca` files, read by the control plane (the data plane
+   * reads no files); throws with the file's path when one cannot be used. Without it an upstream
+   * naming `tls.ca` does not compile.
+   */
+  readCa?: (paths: readonly string[]) => string[]
 }
 
 function valueTest(m: StringMatch): ValueTest {
@@ -296,7 +305,7 @@ class FullBuild {
     const { state, stage } = this
     while (this.u < this.upstreamNames.length) {
       const name = this.upstreamNames[this.u++]!
-      this.upstreams.set(name, compileUpstream(name, state.upstreams[name]!, stage, healthyAtStart))
+      this.upstreams.set(name, compileUpstream(name, state.upstreams[name]!, stage, healthyAtStart, this.opts))
       if ((this.u & 15) === 0 && performance.now() > until) return false
     }
     while (this.r < state.routes.length) {
@@ -351,7 +360,7 @@ export function updateTable(
       }
       const spec = Object.hasOwn(state.upstreams, name) ? state.upstreams[name] : undefined
       if (spec === undefined) next.delete(name)
-      else next.set(name, compileUpstream(name, spec, stage, healthyAtStart))
+      else next.set(name, compileUpstream(name, spec, stage, healthyAtStart, opts))
     }
     upstreams = next
   }
@@ -414,12 +423,16 @@ function compileUpstream(
   u: Upstream,
   stage: Staging,
   healthyAtStart: (upstream: string, id: string) => boolean,
+  opts: CompileOptions,
 ): CUpstream {
   const connectTimeoutMs = u.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+  const tls = upstreamTls(name, u, opts)
   const hasCheck = u.healthCheck !== undefined
   const outlier = outlierPolicy(u.outlierDetection)
   const targets = u.targets.map((t): CTarget => {
     const url = new URL(t.url)
+    const https = url.protocol === 'https:'
+    const poolOpts = { connectTimeoutMs, tls: https ? tls : null }
     const active = t.state === 'active'
     const { rt, isNew } = stage.target(name, t.id, healthyAtStart(name, t.id))
     stage.later(() => {
@@ -436,12 +449,13 @@ function compileUpstream(
       id: t.id,
       url: t.url,
       upstream: name,
-      pool: active ? stage.pool(url.origin, { connectTimeoutMs }) : null,
-      poolKey: poolKey(url.origin, connectTimeoutMs),
+      pool: active ? stage.pool(url.origin, poolOpts) : null,
+      poolKey: poolKey(url.origin, poolOpts),
+      tls: poolOpts.tls,
       rt,
       active,
       host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port === '' ? 80 : Number(url.port),
+      port: url.port === '' ? (https ? 443 : 80) : Number(url.port),
     })
   })
   return Object.freeze({
@@ -459,6 +473,24 @@ function compileUpstream(
     outlier,
     slowStartMs: u.slowStartMs ?? DEFAULTS.slowStartMs,
   })
+}
+
+/** The connect options of an upstream's https:// targets; one object shared by its targets. */
+function upstreamTls(name: string, u: Upstream, opts: CompileOptions): TlsConnect {
+  const t = u.tls
+  const paths = t?.ca === undefined ? [] : typeof t.ca === 'string' ? [t.ca] : t.ca
+  let ca: string[] | undefined
+  if (paths.length > 0) {
+    if (opts.readCa === undefined) throw new Error(`upstream ${name}: tls.ca needs the control plane to read its files`)
+    ca = opts.readCa(paths)
+  }
+  const rejectUnauthorized = t?.insecureSkipVerify !== true
+  // Pools are shared per origin: two upstreams with different TLS settings must not share one.
+  const id = createHash('sha256')
+    .update(JSON.stringify([ca ?? null, t?.servername ?? null, rejectUnauthorized]))
+    .digest('hex')
+    .slice(0, 16)
+  return Object.freeze({ ...(ca === undefined ? {} : { ca }), ...(t?.servername === undefined ? {} : { servername: t.servername }), rejectUnauthorized, id })
 }
 
 /** What `table` keeps alive, asked per resource by `Resources.prune()`. */

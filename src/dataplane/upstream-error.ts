@@ -18,6 +18,43 @@ const CONNECT_FAILURES = new Set([
   'UND_ERR_SOCKET',
 ])
 
+/**
+ * The TLS handshake failed: the certificate was refused (OpenSSL's verify codes, a name that
+ * does not match) or the two sides could not agree (`ERR_SSL_*`, e.g. TLS spoken to a plain
+ * HTTP port). Nothing was sent: a connect-class failure, answered with UPSTREAM_TLS_ERROR.
+ */
+const TLS_VERIFY_FAILURES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_HANDSHAKE_TIMEOUT',
+])
+
+export function isTlsFailure(err: unknown): boolean {
+  const code = codeOf(err)
+  return TLS_VERIFY_FAILURES.has(code) || code.startsWith('ERR_SSL_')
+}
+
+/** What a target's health shows after a TLS failure: `tls: <code>: <message>`; undefined for other faults. */
+export function tlsReason(err: unknown): string | undefined {
+  if (!isTlsFailure(err)) return undefined
+  const e = err as { message?: unknown; cause?: { message?: unknown } }
+  const message = typeof e.message === 'string' ? e.message : typeof e.cause?.message === 'string' ? e.cause.message : ''
+  return `tls: ${codeOf(err)}${message === '' ? '' : `: ${message}`}`
+}
+
 /** The pool was closed under us by a table swap: not the target's fault. */
 const POOL_GONE = new Set(['UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
 
@@ -64,7 +101,7 @@ export function classify(err: unknown, sent: boolean): Fault {
   const code = codeOf(err)
   if (POOL_GONE.has(code)) return 'pool-gone'
   if (refusedForClientInput(err)) return 'client'
-  if (!sent && CONNECT_FAILURES.has(code)) return 'connect'
+  if (!sent && (CONNECT_FAILURES.has(code) || isTlsFailure(err))) return 'connect'
   if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'headers-timeout'
   if (sent && RESETS.has(code)) return 'reset'
   return 'other'
@@ -73,6 +110,7 @@ export function classify(err: unknown, sent: boolean): Fault {
 /** What the client gets when no attempt succeeded. */
 export function errorCodeFor(fault: Fault, err: unknown): ProxyErrorCode {
   if (fault === 'headers-timeout' || codeOf(err) === 'UND_ERR_CONNECT_TIMEOUT') return 'UPSTREAM_TIMEOUT'
+  if (fault === 'connect' && isTlsFailure(err)) return 'UPSTREAM_TLS_ERROR'
   return 'UPSTREAM_ERROR'
 }
 

@@ -10,13 +10,15 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { ERRORS, errorBody, type ErrorCode } from '../errors.js'
 import { pickTarget } from './balance.js'
 import { routeRequest } from './match.js'
 import { recordFailure, recordResponse } from './outlier.js'
-import type { Resources } from './resources.js'
+import { tlsOptions, type Resources } from './resources.js'
 import type { ProxyErrorCode } from './stats.js'
 import type { CTarget, RoutingTable } from './table.js'
+import { tlsReason } from './upstream-error.js'
 
 function rawError(socket: Socket, code: ErrorCode): void {
   const body = errorBody(code)
@@ -72,7 +74,11 @@ export function proxyUpgrade(
     const target = pickTarget(upstream, tried)
     if (target === undefined) return fail(tried.length === 0 ? 'NO_HEALTHY_TARGET' : lastError)
     const rt = target.rt
-    const conn = connect({ host: target.host, port: target.port })
+    const tls = target.tls
+    const conn = tls === null ? connect({ host: target.host, port: target.port }) : tlsConnect({ host: target.host, port: target.port, ...tlsOptions(tls) })
+    // Over TLS the upgrade request waits for the handshake (and its certificate check).
+    const ready = tls === null ? 'connect' : 'secureConnect'
+    let tlsFailure: string | undefined
     let phase = CONNECTING
     let timedOut = false
     const expire = (): void => {
@@ -98,7 +104,7 @@ export function proxyUpgrade(
       conn.pipe(client)
     }
 
-    conn.once('connect', () => {
+    conn.once(ready, () => {
       clearTimeout(timer)
       if (client.destroyed) {
         phase = DONE
@@ -121,16 +127,18 @@ export function proxyUpgrade(
       conn.on('data', onData)
     })
     // 'close' follows every error and does the work.
-    conn.on('error', () => {})
+    conn.on('error', (err) => {
+      if (phase === CONNECTING) tlsFailure = tlsReason(err)
+    })
     conn.once('close', () => {
       clearTimeout(timer)
       if (phase === PIPING) return void client.destroy()
       if (phase === DONE) return
       recordFailure(upstream, rt, true)
       if (phase === CONNECTING) {
-        resources.markFailed(rt)
+        resources.markFailed(rt, tlsFailure)
         tried.push(target)
-        lastError = timedOut ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR'
+        lastError = timedOut ? 'UPSTREAM_TIMEOUT' : tlsFailure !== undefined ? 'UPSTREAM_TLS_ERROR' : 'UPSTREAM_ERROR'
         if (retriesLeft-- > 0 && !client.destroyed) {
           upstream.counters.retries++
           return attempt()
