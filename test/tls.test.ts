@@ -19,6 +19,7 @@ import type { ConfigFile } from '../src/config/schema.js'
 import { startBackend } from './helpers/backend.js'
 import { hit } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
+import { adminClient } from './helpers/admin.js'
 import { spawnProxy } from './helpers/proxy-process.js'
 import { freePort } from './helpers/redis.js'
 
@@ -238,4 +239,26 @@ it('a WebSocket upgrade works over the TLS listener', async () => {
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject))
   ws.send('hi')
   expect(String(await new Promise((resolve) => ws.once('message', resolve)))).toContain('hi')
+})
+
+it('TLS spoken to a plain HTTP port is a TLS error too', async () => {
+  const plain = await startBackend('plain')
+  onTestFinished(() => plain.close())
+  const sy = await app({ upstreams: { up: { targets: [{ url: plain.url.replace('http:', 'https:') }] } }, routes: route })
+  const r = await hit(sy.proxyUrl + '/')
+  expect(r.status).toBe(502)
+  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+})
+
+it('the admin API refuses an upstream whose CA file cannot be read, and shows the TLS reason of a target', async () => {
+  const b = await httpsBackend('self', 'self')
+  const sy = await app({ upstreams: { up: { targets: [{ url: b.url }], tls: { ca: CA } } }, routes: route })
+  const admin = adminClient(sy.adminUrl)
+  const refused = await admin.put('/api/upstreams/up', { targets: [{ url: b.url }], tls: { ca: '/nonexistent/ca.pem' } })
+  expect(refused.status).toBe(400)
+  expect(refused.body).toMatchObject({ error: { code: 'VALIDATION_FAILED' } })
+  expect(JSON.stringify(refused.body)).toContain('/nonexistent/ca.pem: cannot read: ENOENT')
+  expect((await hit(sy.proxyUrl + '/')).status).toBe(502)
+  const target = await admin.get(`/api/upstreams/up/targets/${b.id}`)
+  expect(JSON.stringify(target.body)).toMatch(/"reason":"tls: DEPTH_ZERO_SELF_SIGNED_CERT/)
 })
