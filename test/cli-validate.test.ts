@@ -68,7 +68,7 @@ routes:
       JSON.stringify({
         upstreams: {
           v1: { targets: [{ url: 'http://127.0.0.1:3001' }, { url: 'http://127.0.0.1:3001' }] },
-          v2: { targets: [{ url: 'https://127.0.0.1:3002' }] },
+          v2: { targets: [{ url: 'https://127.0.0.1:3002' }], tls: { ca: '/nonexistent/ca.pem' } },
         },
         routes: [
           { name: 'api', split: { v1: 90, v3: 10 }, rules: [{ match: { header: { 'x-v': { regex: '(' } } }, upstream: 'v9' }] },
@@ -82,7 +82,7 @@ routes:
     const lines = run.stderr.trimEnd().split('\n')
     expect(lines).toEqual([
       'upstreams.v1.targets[1].id: duplicate id "127.0.0.1:3001" (same as targets[0])',
-      'upstreams.v2.targets[0].url: https:// targets are not supported yet: use http://',
+      'upstreams.v2.tls.ca: /nonexistent/ca.pem: cannot read: ENOENT',
       'routes[0].split.v3: unknown upstream "v3"',
       'routes[0].rules[0].upstream: unknown upstream "v9"',
       expect.stringMatching(/^routes\[0\]\.rules\[0\]\.match\.header\.x-v\.regex: invalid regular expression: /),

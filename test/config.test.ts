@@ -123,10 +123,11 @@ describe('semantic errors (validateState and the loader’s cross-checks)', () =
 
   it.each<[string, (c: Json) => void, string, string]>([
     // target urls
-    ['https url', (c) => (c.upstreams.v1.targets[0].url = 'https://127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'https:// targets are not supported yet'],
-    ['other scheme', (c) => (c.upstreams.v1.targets[0].url = 'ftp://127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// URL'],
-    ['no scheme', (c) => (c.upstreams.v1.targets[0].url = '127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// URL'],
-    ['http: without //', (c) => (c.upstreams.v1.targets[0].url = 'http:127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// URL'],
+    ['https url with a path', (c) => (c.upstreams.v1.targets[0].url = 'https://127.0.0.1:3001/x'), 'upstreams.v1.targets[0].url', 'must not have a path ("/x")'],
+    ['unreadable tls.ca', (c) => (c.upstreams.v1.tls = { ca: '/nonexistent/ca.pem' }), 'upstreams.v1.tls.ca', '/nonexistent/ca.pem: cannot read: ENOENT'],
+    ['other scheme', (c) => (c.upstreams.v1.targets[0].url = 'ftp://127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],
+    ['no scheme', (c) => (c.upstreams.v1.targets[0].url = '127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],
+    ['http: without //', (c) => (c.upstreams.v1.targets[0].url = 'http:127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],
     ['not a url', (c) => (c.upstreams.v1.targets[0].url = 'not a url'), 'upstreams.v1.targets[0].url', 'invalid URL "not a url"'],
     ['url with a path', (c) => (c.upstreams.v1.targets[0].url = 'http://127.0.0.1:3001/api'), 'upstreams.v1.targets[0].url', 'must not have a path ("/api")'],
     ['url with a query', (c) => (c.upstreams.v1.targets[0].url = 'http://127.0.0.1:3001/?a=1'), 'upstreams.v1.targets[0].url', 'must not have a query'],
