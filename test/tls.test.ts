@@ -20,6 +20,7 @@ import { startBackend } from './helpers/backend.js'
 import { hit } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { adminClient } from './helpers/admin.js'
+import { memoryLogger } from './helpers/log.js'
 import { spawnProxy } from './helpers/proxy-process.js'
 import { freePort } from './helpers/redis.js'
 
@@ -93,12 +94,22 @@ it('a certificate for another name is refused; servername names the one it is fo
   expect((await hit(right.proxyUrl + '/')).json()).toMatchObject({ name: 'other' })
 })
 
-it('insecureSkipVerify accepts any certificate', async () => {
+it('insecureSkipVerify accepts any certificate, and is warned about once', async () => {
   const b = await httpsBackend('self', 'self')
-  const sy = await app({ upstreams: { up: { targets: [{ url: b.url }], tls: { insecureSkipVerify: true } } }, routes: route })
+  const log = memoryLogger('info')
+  const sy = await startSwitchyard(
+    { listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, upstreams: { up: { targets: [{ url: b.url }], tls: { insecureSkipVerify: true } } }, routes: route },
+    { logger: log.logger },
+  )
+  onTestFinished(() => sy.close(1000).then(() => undefined))
   const r = await hit(sy.proxyUrl + '/x')
   expect(r.status).toBe(200)
   expect(r.json()).toMatchObject({ name: 'self', path: '/x' })
+  // A later change to the same upstream does not warn again.
+  const admin = adminClient(sy.adminUrl)
+  expect((await admin.put('/api/upstreams/up', { targets: [{ url: b.url }], tls: { insecureSkipVerify: true }, retries: 1 })).status).toBe(200)
+  await eventually(() => expect(sy.control.follower.state.upstreams['up']?.retries).toBe(1))
+  expect(log.find('insecureSkipVerify')).toMatchObject([{ level: 'warn', upstream: 'up' }])
 })
 
 it('health checks run over https with the upstream tls options; a refused certificate fails them with its reason', async () => {
@@ -202,7 +213,9 @@ async function listenerReload(workers: string[]) {
   await copyFile(fixture('server2.pem'), cert)
   await copyFile(fixture('server2.key'), key)
   p.child.kill('SIGHUP')
-  await eventually(async () => expect((await certificateOf(port)).subject.CN).toBe('switchyard test server2'), { timeoutMs: 15_000, intervalMs: 50 })
+  // Single process: "SIGHUP: reloaded"; with workers, "SIGHUP: reload done" once every worker was replaced.
+  await eventually(() => expect(p.stdout() + p.stderr()).toMatch(/SIGHUP: reload(ed|.*done)/), { timeoutMs: 20_000, intervalMs: 50 })
+  for (let i = 0; i < 5; i++) expect((await certificateOf(port)).subject.CN).toBe('switchyard test server2')
   const after = outcomes.ok
   await eventually(() => expect(outcomes.ok).toBeGreaterThan(after + 20), { timeoutMs: 10_000 })
 
