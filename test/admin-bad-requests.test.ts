@@ -44,7 +44,7 @@ const cases: [string, Case][] = [
   ['an invalid name in a split', { method: 'PUT', path: '/api/routes/api/split', body: { 'v1/../x': 1 }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a target URL that is not a URL', { method: 'POST', path: '/api/upstreams/v1/targets', body: { url: 'not a url' }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a target URL with a path', { method: 'POST', path: '/api/upstreams/v1/targets', body: { url: 'http://127.0.0.1:3001/x' }, status: 400, code: 'VALIDATION_FAILED' }],
-  ['an https target', { method: 'POST', path: '/api/upstreams/v1/targets', body: { url: 'https://127.0.0.1:3001' }, status: 400, code: 'VALIDATION_FAILED' }],
+  ['an https target with a path', { method: 'POST', path: '/api/upstreams/v1/targets', body: { url: 'https://127.0.0.1:3001/api' }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a duplicate target id in an upstream', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [{ url: 'http://127.0.0.1:3001' }, { url: 'http://127.0.0.1:3001' }] }, status: 400, code: 'VALIDATION_FAILED' }],
   ['a health check timeout over its interval', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [], healthCheck: { path: '/h', intervalMs: 100, timeoutMs: 500 } }, status: 400, code: 'VALIDATION_FAILED' }],
   ['an unknown property', { method: 'PUT', path: '/api/upstreams/v3', body: { targets: [], weight: 3 }, status: 400, code: 'VALIDATION_FAILED' }],
