@@ -25,6 +25,8 @@ const OPERATION_IDS: Record<string, string> = {
   'PATCH /api/upstreams/{name}/targets/{id}': 'patchTarget',
   'DELETE /api/upstreams/{name}/targets/{id}': 'deleteTarget',
   'POST /api/upstreams/{name}/targets/{id}/drain': 'drainTarget',
+  'POST /api/upstreams/{name}/replace': 'replaceTargets',
+  'GET /api/upstreams/{name}/replace': 'getReplacement',
   'GET /api/routes': 'listRoutes',
   'GET /api/routes/{name}': 'getRoute',
   'PUT /api/routes/{name}': 'putRoute',
