@@ -25,7 +25,7 @@ async function backends(prefix: string, n: number): Promise<Backend[]> {
 
 function config(olds: Backend[], healthCheck = true): TestConfig {
   return {
-    upstreams: { web: { targets: olds.map((b) => ({ url: b.url })), ...(healthCheck ? { healthCheck: { path: '/', intervalMs: 200, timeoutMs: 150 } } : {}) } },
+    upstreams: { web: { targets: olds.map((b) => ({ url: b.url })), ...(healthCheck ? { healthCheck: { path: '/', intervalMs: 1_000, timeoutMs: 900 } } : {}) } },
     routes: [{ name: 'api', match: { pathPrefix: '/' }, split: { web: 100 } }],
   }
 }
@@ -213,5 +213,5 @@ describe('ctl target replace', () => {
     const help = await ctl(t, 'target', 'replace', '--help')
     expect(help.code).toBe(0)
     expect(help.stdout).toContain('usage: switchyard ctl target replace UPSTREAM URL...')
-  })
+  }, 90_000) // nine CLI processes, each a node start-up
 })

@@ -1,6 +1,6 @@
 /** `switchyard ctl target replace`: starts a rolling replacement and, with --wait, follows it to its end. */
 import { UsageError } from './args.js'
-import { call, type CtlOptions } from './ctl-http.js'
+import { ApiError, call, type CtlOptions } from './ctl-http.js'
 import { out, parseDuration, type Options } from './ctl-commands.js'
 
 const WAIT_DEFAULT = '30m'
@@ -72,7 +72,13 @@ export async function replace(opts: CtlOptions, pos: string[], o: Options): Prom
   let shown = line(started)
   while (last.phase === 'running' && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, Math.min(POLL_MS, Math.max(1, deadline - Date.now()))))
-    last = (await call(opts, { method: 'GET', path })).body as Replacement
+    try {
+      last = (await call(opts, { method: 'GET', path })).body as Replacement
+    } catch (err) {
+      // Another instance or worker may answer before the driver's record reached the registry.
+      if (err instanceof ApiError && err.status === 404) continue
+      throw err
+    }
     // The record is the latest of the upstream: another one started meanwhile is not ours.
     if (last.id !== started.id) {
       process.stderr.write(`switchyard ctl: replacement ${started.id} was followed by ${last.id}; see switchyard ctl events\n`)

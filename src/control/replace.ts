@@ -5,9 +5,12 @@
  * serving; repeat until the upstream has exactly the new targets. Every step is its own
  * audited write (reason `replace <id>: add 10.0.0.5:80 (1/3)`).
  *
- * It runs in the instance that accepted it: the record lives here, not in the store. If this
- * instance stops, the replacement stops where it was; POSTing the same targets again resumes
- * it, since targets already added are kept and old ones already removed stay removed.
+ * It runs in the instance (or worker) that accepted it. One at a time per upstream, fleet-wide:
+ * the driver holds the store lease `replace:<upstream>` while it runs. Its record is published
+ * in the instance registry, so every instance and worker answers `GET` with it. If the driving
+ * instance stops, the replacement stops where it was (its lease and record expire with it);
+ * POSTing the same targets again resumes it, since targets already added are kept and old ones
+ * already removed stay removed.
  */
 import { connect } from 'node:net'
 import { randomBytes } from 'node:crypto'
@@ -54,20 +57,41 @@ export type HealthOf = (upstream: string, id: string) => { healthy: boolean; rea
 
 const POLL_MS = 100
 const CONNECT_TIMEOUT_MS = 1_000
+/** The lease's TTL: a driver that died frees the upstream for another replacement this soon. */
+const LEASE_TTL_MS = 5_000
+
+const leaseName = (upstream: string) => `replace:${upstream}`
+
+function isReplacement(x: unknown, upstream: string): x is Replacement {
+  const r = x as Partial<Replacement> | null
+  return typeof r === 'object' && r !== null && r.upstream === upstream && typeof r.id === 'string' && typeof r.startedAt === 'string'
+}
 
 export class Replacer {
   private readonly records = new Map<string, Replacement>()
   private readonly running = new Map<string, Promise<void>>()
+  /** ids of the running replacements that lost their lease: they stop at their next step */
+  private readonly lost = new Set<string>()
   private stopped = false
 
   constructor(
     private readonly control: ControlPlane,
     private readonly healthOf: HealthOf,
-  ) {}
+  ) {
+    control.fleet.publish(() => (this.records.size === 0 ? {} : { replacements: [...this.records.values()].map((r) => ({ ...r })) }))
+  }
 
-  /** The running or last replacement of `upstream` on this instance. */
-  get(upstream: string): Replacement | undefined {
-    return this.records.get(upstream)
+  /** The running or last replacement of `upstream`: this instance's, or the newest any live instance publishes. */
+  async get(upstream: string): Promise<Replacement | undefined> {
+    let newest = this.records.get(upstream)
+    const instances = await this.control.store.instances().catch(() => [])
+    for (const i of instances) {
+      if (i.id === this.control.instanceId) continue
+      for (const r of i.replacements ?? []) {
+        if (isReplacement(r, upstream) && (newest === undefined || r.startedAt > newest.startedAt)) newest = r
+      }
+    }
+    return newest === undefined ? undefined : { ...newest }
   }
 
   /**
@@ -75,12 +99,10 @@ export class Replacer {
    * 409 while one runs for the upstream; 400 for an id given twice or an id already used
    * with another url.
    */
-  start(upstream: string, req: ReplaceRequest): Replacement {
+  async start(upstream: string, req: ReplaceRequest): Promise<Replacement> {
     if (this.stopped) throw new SwitchyardError('SHUTTING_DOWN')
     const current = this.records.get(upstream)
-    if (current?.phase === 'running') {
-      throw new SwitchyardError('CONFLICT', `replacement ${current.id} of upstream ${JSON.stringify(upstream)} is running (${current.step})`)
-    }
+    if (current?.phase === 'running') throw this.busy(current)
     const old = upstreamOf(this.control.state, upstream).targets
     const seen = new Set<string>()
     for (const t of req.targets) {
@@ -112,13 +134,38 @@ export class Replacer {
       actor: req.actor,
       startedAt: new Date().toISOString(),
     }
+    const holder = `${this.control.instanceId} ${record.id}`
+    const { store } = this.control
+    if (!(await store.lease(leaseName(upstream), holder, LEASE_TTL_MS))) {
+      const other = await this.get(upstream)
+      throw other?.phase === 'running' ? this.busy(other) : new SwitchyardError('CONFLICT', `a replacement of upstream ${JSON.stringify(upstream)} is running on another instance`)
+    }
+    // Checked again under the lease: another instance's may have started since the checks above.
+    if (this.records.get(upstream)?.phase === 'running') throw this.busy(this.records.get(upstream)!)
     this.records.set(upstream, record)
+    const renew = setInterval(() => {
+      void store.lease(leaseName(upstream), holder, LEASE_TTL_MS).then(
+        (held) => (held ? undefined : this.lost.add(record.id)),
+        () => {}, // store unreachable: the next renewal tries again; the writes fail meanwhile anyway
+      )
+    }, LEASE_TTL_MS / 3)
+    renew.unref()
     const run = this.run(record, req, toAdd, toRemove, old.length)
       .then(() => this.end(record, 'succeeded', record.total === 0 ? 'the upstream already has exactly these targets' : `the upstream has exactly the ${req.targets.length} new target(s)`))
       .catch((err: unknown) => this.end(record, 'failed', err instanceof Error ? err.message : String(err)))
-      .finally(() => this.running.delete(upstream))
+      .finally(async () => {
+        clearInterval(renew)
+        this.lost.delete(record.id)
+        this.running.delete(upstream)
+        await store.releaseLease(leaseName(upstream), holder).catch(() => {})
+      })
     this.running.set(upstream, run)
+    this.control.fleet.reportSoon()
     return { ...record }
+  }
+
+  private busy(r: Replacement): SwitchyardError {
+    return new SwitchyardError('CONFLICT', `replacement ${r.id} of upstream ${JSON.stringify(r.upstream)} is running (${r.step})`)
   }
 
   /** Stops every replacement at its next step (the instance is closing); resolves once they have. */
@@ -131,14 +178,16 @@ export class Replacer {
     record.phase = phase
     record.message = message
     record.endedAt = new Date().toISOString()
+    this.control.fleet.reportSoon()
   }
 
-  private check(): void {
+  private check(record: Replacement): void {
     if (this.stopped) throw new Error('stopped: this instance is shutting down (POST the same targets again to resume)')
+    if (this.lost.has(record.id)) throw new Error('stopped: this instance lost the lease on the upstream (store unreachable?); POST the same targets again to resume')
   }
 
   private async write(record: Replacement, what: string, req: ReplaceRequest, mutation: Parameters<ControlPlane['writer']['write']>[0]): Promise<number> {
-    this.check()
+    this.check(record)
     const suffix = req.reason === undefined ? '' : ` (${req.reason})`
     const { revision } = await this.control.writer.write(mutation, { actor: req.actor, reason: `replace ${record.id}: ${what}${suffix}` })
     return revision
@@ -160,6 +209,7 @@ export class Replacer {
     const removes = [...toRemove]
     const step = (what: string) => {
       record.step = `${what} (${record.done + 1}/${record.total})`
+      this.control.fleet.reportSoon()
       return record.step
     }
     while (adds.length > 0 || removes.length > 0) {
@@ -171,6 +221,7 @@ export class Replacer {
         const note = drained ? '' : `, ${inflight} request(s) still in flight after ${req.drainWaitMs} ms`
         await this.write(record, step(`remove ${old.id}${note}`), req, removeTarget(upstream, old.id))
         record.done++
+        this.control.fleet.reportSoon()
         count--
         serving--
         moved = true
@@ -185,8 +236,10 @@ export class Replacer {
       }
       for (const t of added) {
         record.step = `wait for ${t.id} to be healthy (${record.done + 1}/${record.total})`
+        this.control.fleet.reportSoon()
         await this.untilHealthy(record, req, t)
         record.done++
+        this.control.fleet.reportSoon()
         serving++
       }
       if (!moved) throw new Error('no step possible with these maxSurge and maxUnavailable')
@@ -200,7 +253,7 @@ export class Replacer {
     const deadline = Date.now() + req.healthyTimeoutMs
     let why = 'not applied on this instance yet'
     for (;;) {
-      this.check()
+      this.check(record)
       const h = this.healthOf(upstream, t.id)
       if (h !== undefined) {
         // With a health check: its verdict on this instance. Without: a TCP connect that succeeds.

@@ -76,7 +76,7 @@ export const replacePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       // Fills in the default ids (host:port) and checks the urls, as adding a target does.
       const targets = normalizeUpstream(name, { targets: req.body.targets }).targets
       const header = req.headers['x-switchyard-reason']
-      const record = replacer.start(name, {
+      const record = await replacer.start(name, {
         targets,
         maxSurge: req.body.maxSurge ?? REPLACE_DEFAULTS.maxSurge,
         maxUnavailable: req.body.maxUnavailable ?? REPLACE_DEFAULTS.maxUnavailable,
@@ -97,7 +97,7 @@ export const replacePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
       schema: {
         tags,
         operationId: 'getReplacement',
-        summary: "the upstream's running or last rolling replacement started on this instance",
+        summary: "the upstream's running or last rolling replacement (the newest any live instance drives or drove)",
         params: UpstreamParams,
         response: { 200: Type.Object({ revision: Revision, ...ReplacementView.properties }), ...ErrorResponses },
       },
@@ -105,8 +105,8 @@ export const replacePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     async (req, reply) => {
       const { name } = req.params
       upstreamOf(control.state, name)
-      const record = replacer.get(name)
-      if (record === undefined) throw new SwitchyardError('NOT_FOUND', `no replacement of upstream ${JSON.stringify(name)} was started on this instance`)
+      const record = await replacer.get(name)
+      if (record === undefined) throw new SwitchyardError('NOT_FOUND', `no replacement of upstream ${JSON.stringify(name)} is known to a live instance`)
       const revision = control.state.revision
       etag(reply, revision)
       return { revision, ...record }
