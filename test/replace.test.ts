@@ -7,6 +7,7 @@ import { backend, startApp, type TestApp, type TestConfig } from './helpers/admi
 import type { Backend } from './helpers/backend.js'
 import { eventually } from './helpers/eventually.js'
 import { startLoad } from './helpers/load.js'
+import { spawnProxy } from './helpers/proxy-process.js'
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 
@@ -214,4 +215,31 @@ describe('ctl target replace', () => {
     expect(help.code).toBe(0)
     expect(help.stdout).toContain('usage: switchyard ctl target replace UPSTREAM URL...')
   }, 90_000) // nine CLI processes, each a node start-up
+})
+
+describe('with --workers 2 (memory store)', () => {
+  it('every worker answers GET with the driving worker's record and refuses a second replacement (409)', async () => {
+    const olds = await backends('old', 1)
+    const news = await backends('new', 1)
+    const p = await spawnProxy(config(olds) as unknown as Record<string, unknown>, ['--workers', '2'])
+    try {
+      // A connection per request, so node:cluster spreads them over both workers.
+      const call = async (method: string, path: string, body?: unknown) => {
+        const res = await fetch(p.adminUrl + path, {
+          method,
+          headers: { connection: 'close', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        })
+        return { status: res.status, body: (await res.json()) as any }
+      }
+      const stuck = await call('POST', '/api/upstreams/web/replace', { targets: [{ url: await deadUrl() }], healthyTimeoutMs: 60_000 })
+      expect(stuck.status).toBe(202)
+      await eventually(async () => {
+        for (let i = 0; i < 8; i++) expect((await call('GET', '/api/upstreams/web/replace')).body).toMatchObject({ id: stuck.body.id, phase: 'running' })
+      }, { timeoutMs: 10_000 })
+      for (let i = 0; i < 4; i++) expect((await call('POST', '/api/upstreams/web/replace', { targets: [{ url: news[0]!.url }] })).status).toBe(409)
+    } finally {
+      await p.stop()
+    }
+  }, 60_000)
 })
