@@ -218,7 +218,7 @@ describe('ctl target replace', () => {
 })
 
 describe('with --workers 2 (memory store)', () => {
-  it('every worker answers GET with the driving worker's record and refuses a second replacement (409)', async () => {
+  it("every worker answers GET with the driving worker's record and refuses a second replacement (409)", async () => {
     const olds = await backends('old', 1)
     const news = await backends('new', 1)
     const p = await spawnProxy(config(olds) as unknown as Record<string, unknown>, ['--workers', '2'])
