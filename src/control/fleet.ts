@@ -115,7 +115,8 @@ export class Fleet {
     const [list, storeRevision] = await Promise.all([store.instances(), store.revision().catch(() => null)])
     const current = storeRevision ?? follower.state.revision
     const now = Date.now()
-    return list.map((i) => {
+    // Replacement records are read where they are needed (GET .../replace), not listed with the fleet.
+    return list.map(({ replacements: _replacements, ...i }) => {
       const since = follower.newerKnownSince(i.appliedRevision)
       const behind = i.appliedRevision < current
       const laggard = behind && ((i.behindMs ?? 0) > this.alertMs || (since !== null && now - since > this.alertMs))
