@@ -116,15 +116,13 @@ export class Replacer {
     if (req.maxSurge === 0 && req.maxUnavailable === 0) {
       throw new SwitchyardError('VALIDATION_FAILED', 'maxSurge and maxUnavailable cannot both be 0: the replacement could never make a step')
     }
-    const toAdd = req.targets.filter((t) => !old.some((o) => o.id === t.id))
-    const toRemove = old.filter((o) => !seen.has(o.id))
     const record: Replacement = {
       id: `r${randomBytes(3).toString('hex')}`,
       upstream,
       phase: 'running',
       step: 'starting',
       done: 0,
-      total: toAdd.length + toRemove.length,
+      total: 0,
       message: '',
       targets: req.targets.map(({ id, url }) => ({ id, url })),
       maxSurge: req.maxSurge,
@@ -140,8 +138,20 @@ export class Replacer {
       const other = await this.get(upstream)
       throw other?.phase === 'running' ? this.busy(other) : new SwitchyardError('CONFLICT', `a replacement of upstream ${JSON.stringify(upstream)} is running on another instance`)
     }
-    // Checked again under the lease: another instance's may have started since the checks above.
-    if (this.records.get(upstream)?.phase === 'running') throw this.busy(this.records.get(upstream)!)
+    let now: Target[]
+    try {
+      // Checked again under the lease: another instance's may have started since the checks above.
+      if (this.records.get(upstream)?.phase === 'running') throw this.busy(this.records.get(upstream)!)
+      // The steps are planned on the store's latest state: one that just ended elsewhere may not be applied here yet.
+      await this.control.follower.sync().catch(() => {})
+      now = upstreamOf(this.control.state, upstream).targets
+    } catch (err) {
+      await store.releaseLease(leaseName(upstream), holder).catch(() => {})
+      throw err
+    }
+    const toAdd = req.targets.filter((t) => !now.some((o) => o.id === t.id))
+    const toRemove = now.filter((o) => !seen.has(o.id))
+    record.total = toAdd.length + toRemove.length
     this.records.set(upstream, record)
     const renew = setInterval(() => {
       void store.lease(leaseName(upstream), holder, LEASE_TTL_MS).then(
@@ -150,7 +160,7 @@ export class Replacer {
       )
     }, LEASE_TTL_MS / 3)
     renew.unref()
-    const run = this.run(record, req, toAdd, toRemove, old.length)
+    const run = this.run(record, req, toAdd, toRemove, now.length)
       .then(() => this.end(record, 'succeeded', record.total === 0 ? 'the upstream already has exactly these targets' : `the upstream has exactly the ${req.targets.length} new target(s)`))
       .catch((err: unknown) => this.end(record, 'failed', err instanceof Error ? err.message : String(err)))
       .finally(async () => {
