@@ -25,6 +25,8 @@ const OPERATION_IDS: Record<string, string> = {
   'PATCH /api/upstreams/{name}/targets/{id}': 'patchTarget',
   'DELETE /api/upstreams/{name}/targets/{id}': 'deleteTarget',
   'POST /api/upstreams/{name}/targets/{id}/drain': 'drainTarget',
+  'POST /api/upstreams/{name}/replace': 'replaceTargets',
+  'GET /api/upstreams/{name}/replace': 'getReplacement',
   'GET /api/routes': 'listRoutes',
   'GET /api/routes/{name}': 'getRoute',
   'PUT /api/routes/{name}': 'putRoute',
@@ -174,6 +176,8 @@ describe('admin API conventions', () => {
   it('every read that answers a revision sends ETag "<revision>": walked from /docs/json', async () => {
     const t = await app({ flags: { beta: { enabled: true } } })
     expect((await t.admin.post('/api/rollouts', { id: 'c1', route: 'api', from: 'v1', to: 'v2', steps: [{ weight: 10, pauseMs: 60_000 }] })).status).toBe(201)
+    // A replacement with nothing to do, so GET .../replace has a record to read.
+    expect((await t.admin.post('/api/upstreams/v1/replace', { targets: [{ url: t.v1.url }] })).status).toBe(202)
     const doc = (await t.admin.get<OpenApi>('/docs/json')).body
     const params: Record<string, string> = { name: 'v1', id: t.v1.id }
     const special: Record<string, Record<string, string>> = {
@@ -199,6 +203,7 @@ describe('admin API conventions', () => {
         '/api/upstreams/{name}',
         '/api/upstreams/{name}/targets',
         '/api/upstreams/{name}/targets/{id}',
+        '/api/upstreams/{name}/replace',
         '/api/routes',
         '/api/routes/{name}',
         '/api/flags',

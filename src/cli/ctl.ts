@@ -7,6 +7,7 @@ import { parseCommand, usageError as usageErrorFor, UsageError, type CommandSpec
 import { drain, flag, parseDuration, split, target } from './ctl-commands.js'
 import { apply, APPLY_USAGE, APPLY_WAIT_DEFAULT, diff, DIFF_USAGE } from './ctl-apply.js'
 import { ApiError, formatApiError, UnreachableError, type CtlOptions } from './ctl-http.js'
+import { replace, REPLACE_USAGE } from './ctl-replace.js'
 import { events, EVENTS_USAGE, rollout, ROLLOUT_OPTIONS, ROLLOUT_USAGE } from './ctl-rollout.js'
 import { status } from './ctl-status.js'
 
@@ -16,6 +17,8 @@ export const CTL_USAGE = `usage: switchyard ctl [options] COMMAND
   drain UPSTREAM TARGET [--wait 30s]       stop new requests; with --wait, exit 1 unless drained in time
   target add UPSTREAM URL [--id ID]
   target remove UPSTREAM TARGET [--wait 30s]
+  target replace UPSTREAM URL... [--max-surge N] [--max-unavailable N] [--wait [TIMEOUT]]
+                                           rolling replacement of the upstream's targets
   flag set NAME on|off [--percent N] [--by-header H | --by-cookie C | --by-ip]
   flag get NAME
   flag list
@@ -38,6 +41,7 @@ durations: 500ms, 30s, 2m or a number of milliseconds`
 const STRING_OPTIONS = [
   'admin', 'token', 'reason', 'if-match', 'wait-applied', 'wait', 'id', 'percent', 'by-header', 'by-cookie',
   'route', 'from', 'to', 'steps', 'pause', 'strategy', 'preview-header', 'interval', 'min-requests', 'max-error-rate', 'max-p99', 'failure-limit', 'max-mismatch-rate', 'ignore', 'limit',
+  'max-surge', 'max-unavailable', 'healthy-timeout', 'drain-wait',
 ] as const
 /** Boolean options besides --json and --by-ip; `--wait` of `rollout start` is one, `drain --wait 30s` takes a value. */
 const ROLLOUT_FLAGS = ['watch', 'follow', 'force']
@@ -60,6 +64,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   drain: ['wait'],
   'target add': ['id'],
   'target remove': ['wait'],
+  'target replace': ['wait', 'max-surge', 'max-unavailable', 'healthy-timeout', 'drain-wait'],
   'flag set': ['percent', 'by-header', 'by-cookie', 'by-ip'],
   'flag get': [],
   'flag list': [],
@@ -83,6 +88,7 @@ function subcommandHelp(args: string[]): string | undefined {
   if (positionals[0] === 'events') return EVENTS_USAGE
   if (positionals[0] === 'diff') return DIFF_USAGE
   if (positionals[0] === 'apply') return APPLY_USAGE
+  if (positionals[0] === 'target' && positionals[1] === 'replace') return REPLACE_USAGE
   if (positionals[0] === 'rollout') return ROLLOUT_USAGE[positionals[1] ?? ''] ?? Object.values(ROLLOUT_USAGE).join('\n\n')
   return undefined
 }
@@ -96,6 +102,10 @@ function bareWait(args: string[]): string[] {
   const positionals = positionalsOf(args)
   const bare = (i: number) => i === args.length - 1 || args[i + 1]!.startsWith('-')
   if (positionals[0] === 'apply') return args.map((a, i) => (a === '--wait-applied' && bare(i) ? `--wait-applied=${APPLY_WAIT_DEFAULT}` : a))
+  // `target replace --wait [TIMEOUT]`: a word after it that is no duration is a URL, not its value.
+  if (positionals[0] === 'target' && positionals[1] === 'replace') {
+    return args.map((a, i) => (a === '--wait' && (bare(i) || !/^[0-9]{1,9}(ms|s|m)?$/.test(args[i + 1]!)) ? '--wait=true' : a))
+  }
   if (positionals[0] !== 'rollout' || positionals[1] !== 'start') return args
   return args.map((a, i) => (a === '--wait' && (i === args.length - 1 || args[i + 1]!.startsWith('--')) ? '--wait=true' : a))
 }
@@ -154,6 +164,7 @@ export async function ctl(args: string[]): Promise<number> {
       case 'drain':
         return await drain(opts, rest, options)
       case 'target':
+        if (rest[0] === 'replace') return await replace(opts, rest.slice(1), options)
         return await target(opts, rest, options)
       case 'flag':
         return await flag(opts, rest, options)

@@ -61,7 +61,15 @@ export class Fleet {
     this.timer.unref()
   }
 
-  private reportSoon(): void {
+  /** What else this instance publishes in the registry (its rolling replacements). */
+  private extra: () => Pick<InstanceInfo, 'replacements'> = () => ({})
+
+  publish(extra: () => Pick<InstanceInfo, 'replacements'>): void {
+    this.extra = extra
+  }
+
+  /** Publishes this instance's entry shortly (a burst of changes makes one write). */
+  reportSoon(): void {
     if (this.reportTimer !== undefined || this.closed) return
     this.reportTimer = setTimeout(() => {
       this.reportTimer = undefined
@@ -91,6 +99,7 @@ export class Fleet {
       appliedRevision: follower.state.revision,
       behindMs: follower.behindMs(),
       inflight: this.inflight(),
+      ...this.extra(),
     }
     await store.register(info, this.opts.instanceTtlMs ?? 5_000).catch(() => {})
   }
@@ -106,7 +115,8 @@ export class Fleet {
     const [list, storeRevision] = await Promise.all([store.instances(), store.revision().catch(() => null)])
     const current = storeRevision ?? follower.state.revision
     const now = Date.now()
-    return list.map((i) => {
+    // Replacement records are read where they are needed (GET .../replace), not listed with the fleet.
+    return list.map(({ replacements: _replacements, ...i }) => {
       const since = follower.newerKnownSince(i.appliedRevision)
       const behind = i.appliedRevision < current
       const laggard = behind && ((i.behindMs ?? 0) > this.alertMs || (since !== null && now - since > this.alertMs))

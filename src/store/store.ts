@@ -32,6 +32,8 @@ export interface InstanceInfo {
   lastSeen: string // ISO 8601, set by the store on register
   /** in-flight requests per `upstream/targetId` */
   inflight: Record<string, number>
+  /** the rolling replacements this instance drives or drove last, one per upstream (src/control/replace.ts) */
+  replacements?: unknown[]
 }
 
 export type CommitResult =

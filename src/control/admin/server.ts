@@ -17,6 +17,7 @@ import { flagsPlugin } from './flags.js'
 import { instancesPlugin } from './instances.js'
 import { metricsPlugin } from './metrics.js'
 import { mirrorPlugin } from './mirror.js'
+import { replacePlugin } from './replace.js'
 import { rolloutsPlugin } from './rollouts.js'
 import { routesPlugin } from './routes.js'
 import { statePlugin } from './state.js'
@@ -88,7 +89,7 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   // Swagger UI from the npm package (no CDN): `/docs`, with the document at `/docs/json` (and `/docs/yaml`).
   await app.register(swaggerUi, { routePrefix: '/docs' })
 
-  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, routesPlugin, mirrorPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, dashboardPlugin, eventsPlugin, instancesPlugin]) {
+  for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, replacePlugin, routesPlugin, mirrorPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, dashboardPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })
   }
   await app.register(metricsPlugin, { deps })
