@@ -125,6 +125,7 @@ describe('semantic errors (validateState and the loader’s cross-checks)', () =
     // target urls
     ['https url with a path', (c) => (c.upstreams.v1.targets[0].url = 'https://127.0.0.1:3001/x'), 'upstreams.v1.targets[0].url', 'must not have a path ("/x")'],
     ['unreadable tls.ca', (c) => (c.upstreams.v1.tls = { ca: '/nonexistent/ca.pem' }), 'upstreams.v1.tls.ca', '/nonexistent/ca.pem: cannot read: ENOENT'],
+    ['tls beside discovery', (c) => Object.assign(c.upstreams.v1, { targets: undefined, discovery: { dns: { name: 'api.internal', port: 80 } }, tls: { servername: 'api' } }), 'upstreams.v1.tls', 'cannot be used with discovery: discovered targets are http://'],
     ['other scheme', (c) => (c.upstreams.v1.targets[0].url = 'ftp://127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],
     ['no scheme', (c) => (c.upstreams.v1.targets[0].url = '127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],
     ['http: without //', (c) => (c.upstreams.v1.targets[0].url = 'http:127.0.0.1:3001'), 'upstreams.v1.targets[0].url', 'must be an absolute http:// or https:// URL'],

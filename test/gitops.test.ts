@@ -167,6 +167,21 @@ describe('switchyard ctl diff / apply', () => {
     expect(await revision(t)).toBe(1)
   })
 
+  it("tls.ca paths are the server's to check: the file is sent, the server judges them", async () => {
+    const { t, v1, v2, run } = await setup()
+    const ca = fileURLToPath(new URL('./fixtures/tls/ca.pem', import.meta.url))
+    const withCa = (path: string) => yaml(v1, v2, { extra: `  - { name: secure, match: { pathPrefix: /secure/ }, split: { s: 1 } }\n` }).replace('routes:', `  s: { targets: [ { url: "https://127.0.0.1:1" } ], tls: { ca: "${path}" } }\nroutes:`)
+    // A path this host lacks is not refused here (exit 2, nothing sent) but by the server, with its path.
+    const missing = await run('apply', '-f', await file(withCa(join(dir, 'no-such-ca.pem'))))
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toMatch(/400 VALIDATION_FAILED/)
+    expect(missing.stderr).toMatch(/upstreams\.s\.tls\.ca/)
+    expect(await revision(t)).toBe(1)
+    const ok = await run('apply', '-f', await file(withCa(ca)))
+    expect([ok.code, ok.stderr]).toEqual([0, ''])
+    expect(await revision(t)).toBe(2)
+  })
+
   it('usage: -f is required, --help per subcommand, an unreachable API is exit 2 for diff and 1 for apply', async () => {
     const { v1, v2, run } = await setup()
     expect((await run('diff')).code).toBe(2)

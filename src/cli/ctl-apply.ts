@@ -64,7 +64,11 @@ interface Applied {
 /** The file's state part, or its problems (only those of the state part and of the file itself). */
 async function readState(file: string): Promise<{ body: Record<string, unknown> } | { problems: Problem[] }> {
   const { config, problems } = await loadConfigFile(file)
-  const ofState = problems.filter((p) => p.path === '' || STATE_KEYS.some((k) => p.path === k || p.path.startsWith(`${k}.`) || p.path.startsWith(`${k}[`)))
+  // The CA files an upstream's tls.ca names are the server's to read (its paths, on its host):
+  // this machine may not have them, and the server checks them on the write.
+  const ofState = problems.filter(
+    (p) => (p.path === '' || STATE_KEYS.some((k) => p.path === k || p.path.startsWith(`${k}.`) || p.path.startsWith(`${k}[`))) && !/^upstreams\.[^.]+\.tls\.ca$/.test(p.path),
+  )
   if (ofState.length > 0) return { problems: ofState }
   const body: Record<string, unknown> = { upstreams: config.upstreams, routes: config.routes }
   if (config.flags !== undefined) body['flags'] = config.flags

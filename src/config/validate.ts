@@ -224,6 +224,8 @@ function checkUpstream(name: string, upstream: Obj, report: Report): void {
     }
   }
   const tls = upstream['tls']
+  // Discovered targets are plain http: tls there would be a setting that silently does nothing.
+  if (isObj(tls) && upstream['discovery'] !== undefined) report(['upstreams', name, 'tls'], 'cannot be used with discovery: discovered targets are http://')
   if (isObj(tls)) {
     const ca = tls['ca']
     const paths = typeof ca === 'string' ? [ca] : Array.isArray(ca) ? ca.filter((p): p is string => typeof p === 'string') : []
