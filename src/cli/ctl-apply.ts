@@ -4,7 +4,6 @@
  * is read and checked here as `switchyard validate` reads it, so a broken file never reaches the
  * API; the comparison is the server's (`PUT /api/state?dryRun=true`), against the live state.
  */
-import { loadConfigFile, STATE_KEYS } from '../config/load.js'
 import type { Problem } from '../errors.js'
 import { UsageError } from './args.js'
 import { out, printWrite, type Options } from './ctl-commands.js'
@@ -63,6 +62,9 @@ interface Applied {
 
 /** The file's state part, or its problems (only those of the state part and of the file itself). */
 async function readState(file: string): Promise<{ body: Record<string, unknown> } | { problems: Problem[] }> {
+  // Loaded here, not at the top: the config checker (schemas compiled on load) costs every other
+  // ctl command ~0.4 s of start-up for nothing.
+  const { loadConfigFile, STATE_KEYS } = await import('../config/load.js')
   const { config, problems } = await loadConfigFile(file)
   // The CA files an upstream's tls.ca names are the server's to read (its paths, on its host):
   // this machine may not have them, and the server checks them on the write.
