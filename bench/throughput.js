@@ -194,7 +194,7 @@ async function main () {
   // switchyard at default settings is scraped like Prometheus would (here every second, 15x the
   // usual rate) while it is measured; `switchyard-quiet` has logs off and is never scraped: the
   // difference is what observability costs the proxy
-  targets.push({ name: 'switchyard', port: sport, child: sy, scrape: `http://127.0.0.1:${sadmin}/metrics` })
+  targets.push({ name: 'switchyard', port: sport, child: sy, scrape: env.BENCH_SCRAPE === '0' ? null : `http://127.0.0.1:${sadmin}/metrics` })
   if (env.BENCH_QUIET !== '0' && !env.BENCH_SWITCHYARD_CMD) {
     const qport = await freePort()
     const qargv = switchyardArgv(qport, backend, 0, 'switchyard-quiet')
@@ -361,7 +361,7 @@ function report (names, results, rss) {
       if (!a || !b) return
       console.log(`${what}: ${fmt(a.rps / b.rps, 2)}× the rps of ${than}; CPU per request ${fmt(a.cpuUsPerReq, 1)} vs ${fmt(b.cpuUsPerReq, 1)} µs (${fmt(b.cpuUsPerReq / a.cpuUsPerReq, 2)}× the requests per CPU second)`)
     }
-    versus('metrics scraped every second and logs at info', sy, byName['switchyard-quiet'], 'switchyard with logs off and no scrape')
+    versus(env.BENCH_SCRAPE === '0' ? 'logs at info (not scraped: BENCH_SCRAPE=0)' : 'metrics scraped every second and logs at info', sy, byName['switchyard-quiet'], 'switchyard with logs off and no scrape')
     versus('access log at 1 %', byName['switchyard-access'], sy, 'switchyard without')
     versus('with a rollout in progress', byName['switchyard-rollout'], sy, 'switchyard without')
     versus('with 10 % mirrored and compared', byName['switchyard-mirror'], sy, 'switchyard without')
