@@ -1,31 +1,12 @@
 /** `switchyard ctl`: the real CLI (dist/cli.js) as a child process against an in-process instance. */
-import { execFile } from 'node:child_process'
 import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { ctl, type Run } from './helpers/ctl-run.js'
 import { backend, startApp, twoVersions, type TestApp } from './helpers/admin.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const TOKEN = 'ctl-test-token'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
 
-/** Runs `node dist/cli.js ctl ...args`; the env never inherits SWITCHYARD_ADMIN_* from the outer shell. */
-function ctl(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env }
-  delete base['SWITCHYARD_ADMIN_URL']
-  delete base['SWITCHYARD_ADMIN_TOKEN']
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'ctl', ...args], { env: { ...base, ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
 
 async function setup(): Promise<{ t: TestApp; run: (...args: string[]) => Promise<Run>; v1id: string }> {
   const v1 = await backend('v1')

@@ -2,35 +2,19 @@
  * `switchyard ctl diff` and `ctl apply`: the real CLI (dist/cli.js) as a child process, a config
  * file on disk, against in-process instances (memory store, and two instances on one real Redis).
  */
-import { execFile } from 'node:child_process'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ctl, type Run } from './helpers/ctl-run.js'
 import { backend, startApp, twoVersions, type TestApp } from './helpers/admin.js'
 import type { Backend } from './helpers/backend.js'
 import { freePort, startRedis, type RedisServer } from './helpers/redis.js'
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
 const TOKEN = 'gitops-token'
 
-interface Run {
-  code: number
-  stdout: string
-  stderr: string
-}
 
-function ctl(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env }
-  delete base['SWITCHYARD_ADMIN_URL']
-  delete base['SWITCHYARD_ADMIN_TOKEN']
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'ctl', ...args], { env: { ...base, ...env }, timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr })
-    })
-  })
-}
 
 let dir = ''
 beforeAll(async () => {
