@@ -23,7 +23,8 @@ export function startLoad(
   const loops = Array.from({ length: opts.workers }, async () => {
     while (running && Date.now() < deadline) {
       try {
-        const res = await request(url + (opts.path?.() ?? '/'), { dispatcher: opts.dispatcher ?? agent })
+        // Bounded like a real client's: a request left unanswered is recorded as failed, never a loop (and the test's clean-up) hung on it.
+        const res = await request(url + (opts.path?.() ?? '/'), { dispatcher: opts.dispatcher ?? agent, headersTimeout: 10_000, bodyTimeout: 10_000 })
         await res.body.dump()
         results.push(res.statusCode)
       } catch (err) {
