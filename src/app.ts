@@ -3,6 +3,7 @@
  * `cli/start.ts` runs it as a process; tests and the demo run it in-process.
  */
 import type { FastifyInstance } from 'fastify'
+import type { Socket } from 'node:net'
 import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
 import { readListenerTls } from './config/tls-files.js'
 import { normalizeState } from './config/validate.js'
@@ -13,7 +14,7 @@ import { startAccessLog } from './control/access-log.js'
 import { logDataplaneEvents } from './control/dataplane-log.js'
 import { HealthChecker } from './control/health.js'
 import { DnsProvider } from './control/providers/dns.js'
-import { Dataplane } from './dataplane/server.js'
+import { Dataplane, servesHanded } from './dataplane/server.js'
 import { RolloutDriver } from './rollout/driver.js'
 import { Notifier } from './rollout/notify.js'
 import { silentLogger, type Logger } from './log.js'
@@ -44,6 +45,11 @@ export interface AppOptions {
   rolloutTickMs?: number
   /** TTL of the rollout driver's lease (default 5000 ms). */
   rolloutLeaseMs?: number
+  /**
+   * A worker of `--workers`: the primary holds the proxy and admin ports and hands connections
+   * over with `App.accept()`; the app listens on nothing.
+   */
+  handedConnections?: boolean
 }
 
 export interface App {
@@ -53,8 +59,14 @@ export interface App {
   readonly rollouts: RolloutDriver
   readonly admin: FastifyInstance
   readonly log: Logger
+  /** where the proxy listens (with handed connections: the configured address) */
   readonly proxyUrl: string
   readonly adminUrl: string
+  /**
+   * Serves a connection the primary accepted on `port` (handed connections only); false, leaving
+   * the socket untouched, once this instance stopped accepting.
+   */
+  accept(port: 'proxy' | 'admin', socket: Socket): boolean
   /**
    * Applies a new config's static parts in place (SIGHUP without workers): `listen` and
    * admin addresses move (the new address listens before the old one stops accepting; open
@@ -69,8 +81,11 @@ export interface App {
    * `shutdownDelayMs` (so a load balancer stops sending before the port closes), then it stops
    * accepting and drains for up to `timeoutMs` (default `shutdownTimeoutMs`).
    * `closeIdle: false` leaves idle keep-alive connections to end by themselves (worker reload).
+   * `stoppedAccepting` is called once new connections are refused (a worker tells its primary).
+   * `keepReady`: `/readyz` goes on answering 200 (a worker retiring while the others serve: the
+   * instance as a whole stays ready).
    */
-  close(timeoutMs?: number, opts?: { closeIdle?: boolean; delayMs?: number }): Promise<boolean>
+  close(timeoutMs?: number, opts?: { closeIdle?: boolean; delayMs?: number; keepReady?: boolean; stoppedAccepting?: () => void }): Promise<boolean>
 }
 
 /** The config file's state as revision 1: what an empty store is seeded with. */
@@ -86,7 +101,8 @@ export async function storeFor(config: ConfigFile): Promise<Store> {
   return new RedisStore({ url: s.url, prefix: s.prefix ?? DEFAULTS.redisPrefix, options: s.options })
 }
 
-function urlOf(host: string, port: number, scheme = 'http'): string {
+/** How an address is shown and reached (a wildcard host is reached on loopback). */
+export function urlOf(host: string, port: number, scheme = 'http'): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
   return `${scheme}://${h}:${port}`
 }
@@ -176,10 +192,20 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     await dns.settled()
     const listen = { ...DEFAULTS.listen, ...config.listen }
     const adminListen = { ...DEFAULTS.admin, ...config.admin }
-    const proxyAddr = await dataplane.listen(listen.port, listen.host)
-    let adminUrl = await listenAdmin(admin, adminListen.host, adminListen.port)
     const proxyScheme = dataplane.tls ? 'https' : 'http'
-    let proxyUrl = urlOf(listen.host, proxyAddr.port, proxyScheme)
+    let proxyUrl: string
+    let adminUrl: string
+    if (opts.handedConnections === true) {
+      dataplane.serveHanded()
+      await admin.ready()
+      servesHanded(admin.server)
+      proxyUrl = urlOf(listen.host, listen.port, proxyScheme)
+      adminUrl = urlOf(adminListen.host, adminListen.port)
+    } else {
+      const proxyAddr = await dataplane.listen(listen.port, listen.host)
+      adminUrl = await listenAdmin(admin, adminListen.host, adminListen.port)
+      proxyUrl = urlOf(listen.host, proxyAddr.port, proxyScheme)
+    }
     return {
       dataplane,
       control,
@@ -193,6 +219,13 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
       },
       get adminUrl() {
         return adminUrl
+      },
+      accept(port, socket) {
+        if (port === 'proxy') return dataplane.accept(socket)
+        // The admin port closes with the proxy port, as a listening instance's does.
+        if (dataplane.closing) return false
+        admin.server.emit('connection', socket)
+        return true
       },
       async reload(next) {
         const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
@@ -255,14 +288,17 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         return changes
       },
       async close(timeoutMs = current.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs, opts = {}) {
-        deps.shuttingDown = true
+        deps.shuttingDown = opts.keepReady !== true
         const delayMs = opts.delayMs ?? current.shutdownDelayMs ?? DEFAULTS.shutdownDelayMs
         if (delayMs > 0) {
           log.info({ delayMs }, 'shutting down: /readyz answers 503; still accepting and serving for shutdownDelayMs')
           await new Promise((resolve) => setTimeout(resolve, delayMs))
         }
         log.info({ inflight: dataplane.openRequests, timeoutMs }, 'shutting down: stopped accepting; finishing in-flight requests')
-        const finished = await dataplane.shutdown(timeoutMs, opts)
+        // shutdown() refuses new connections before its first await: the primary can be told now.
+        const draining = dataplane.shutdown(timeoutMs, opts)
+        opts.stoppedAccepting?.()
+        const finished = await draining
         await cleanup()
         return finished
       },

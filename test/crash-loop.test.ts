@@ -80,8 +80,8 @@ it('workers that keep failing at start back off (doubling) and the primary exits
   expect(await refused(Number(new URL(p.url).port))).toBe(true)
 })
 
-it('at the very first start, a worker that cannot start makes the primary exit 1 at once, with its reason', async () => {
-  // The proxy port is taken: every worker's listen fails.
+it('at the very first start, a port that cannot be bound makes the primary exit 1 at once, with the reason', async () => {
+  // The proxy port is taken: the primary, which holds the ports, cannot listen.
   const blocker: Server = createServer()
   await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
   onTestFinished(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
@@ -90,7 +90,7 @@ it('at the very first start, a worker that cannot start makes the primary exit 1
     () => 'started',
     (e: Error) => e.message,
   )
-  expect(err).toMatch(/proxy exited with 1: switchyard: cannot start: worker \d+: (listen|bind) EADDRINUSE/)
+  expect(err).toMatch(new RegExp(`proxy exited with 1: switchyard: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}`))
 })
 
 it('one worker crash-looping while the other serves: the primary stays up, and a worker that gets ready resets its count', { timeout: 30_000 }, async () => {

@@ -45,6 +45,9 @@ export class Dataplane {
   /** requests received and not yet answered in full (for graceful shutdown) */
   private open = 0
   private idleWaiters: (() => void)[] = []
+  /** connections handed in by `accept()` and still open (a worker's: the primary accepted them) */
+  private handed = 0
+  private handedWaiters: (() => void)[] = []
 
   constructor(private readonly opts: DataplaneOptions = {}) {
     this.http = this.newServer()
@@ -154,6 +157,30 @@ export class Dataplane {
   }
 
   /**
+   * Serves connections accepted elsewhere instead of listening (a `--workers` worker: the primary
+   * holds the port and hands connections over with `accept()`).
+   */
+  serveHanded(): void {
+    servesHanded(this.http)
+  }
+
+  /** Serves a connection accepted elsewhere; false (leaving it untouched) once shutting down. */
+  accept(socket: Socket): boolean {
+    if (this.ctx.closing) return false
+    this.handed++
+    socket.once('close', this.onHandedClose)
+    this.http.emit('connection', socket)
+    return true
+  }
+
+  private readonly onHandedClose = (): void => {
+    if (--this.handed > 0) return
+    const waiters = this.handedWaiters
+    this.handedWaiters = []
+    for (const w of waiters) w()
+  }
+
+  /**
    * Moves the listener (SIGHUP with a new `listen`): the new address listens before the old one
    * stops accepting, and connections already open on the old one go on being served until
    * they end. Throws (changing nothing) when the new address cannot be bound.
@@ -184,8 +211,8 @@ export class Dataplane {
     // node:http's close() also closes idle connections; net.Server's close() only stops listening
     // and calls back once the last connection ended.
     const servers = [this.http, ...this.retired]
-    const closed = Promise.all(
-      servers.map(
+    const closed = Promise.all([
+      ...servers.map(
         (server) =>
           new Promise<true>((resolve) => {
             if (!server.listening) {
@@ -197,7 +224,9 @@ export class Dataplane {
             else netServerClose.call(server, () => resolve(true))
           }),
       ),
-    ).then(() => true as const)
+      // Handed-in connections are no listener's: count them down ourselves.
+      this.handed === 0 ? true : new Promise<true>((resolve) => this.handedWaiters.push(() => resolve(true))),
+    ]).then(() => true as const)
     let finished: boolean
     if (closeIdle) {
       for (const server of servers) server.closeIdleConnections()
@@ -212,6 +241,15 @@ export class Dataplane {
     await this.resources.close()
     return finished
   }
+}
+
+/**
+ * node:http starts tracking its connections (what closeIdleConnections() and the headers timeout
+ * work on) when the server emits 'listening'; a server that is handed its connections never
+ * listens, so it says so once itself, before the first connection.
+ */
+export function servesHanded(server: Server): void {
+  server.emit('listening')
 }
 
 function listenOn(server: Server, port: number, host: string): Promise<AddressInfo> {

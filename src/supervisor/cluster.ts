@@ -1,8 +1,9 @@
 /**
- * `switchyard start --workers N`: the primary process forks N workers that share the proxy
- * and admin ports (node:cluster hands connections round-robin). Each worker is a whole
- * instance; with the memory store the primary holds the state and the workers reach it over
- * IPC (store/ipc.ts), with Redis each worker follows Redis.
+ * `switchyard start --workers N`: the primary process forks N workers and holds the proxy and
+ * admin ports itself: it hands each connection to a ready worker, round-robin, and to another
+ * worker if that one dies before taking it (distributor.ts). Each worker is a whole instance;
+ * with the memory store the primary holds the state and the workers reach it over IPC
+ * (store/ipc.ts), with Redis each worker follows Redis.
  *
  * - A worker that dies is restarted after a backoff (1 s doubling to 30 s per slot; the delay
  *   resets once a worker stayed ready 30 s). When every slot's worker failed at start (exited
@@ -11,7 +12,9 @@
  *   worker failing exits 1 at once: nothing has served yet, and the fault is the config's.
  * - SIGTERM/SIGINT stop every worker gracefully.
  * - SIGHUP replaces the workers one by one with workers that read the config file anew: a new
- *   worker is listening before an old one retires, so no connection is refused.
+ *   worker takes connections before an old one gets no more and retires, so no connection is
+ *   refused. A new `listen` or admin address is bound before the first new worker starts; the
+ *   old one closes when its last worker has gone.
  */
 import cluster, { type Worker } from 'node:cluster'
 import { loadConfigFile } from '../config/load.js'
@@ -21,7 +24,10 @@ import type { Logger } from '../log.js'
 import { serveStore } from '../store/ipc.js'
 import { MemoryStore } from '../store/memory.js'
 import { MetricsHub } from './metrics-link.js'
-import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
+import { urlOf } from '../app.js'
+import { DEFAULTS } from '../config/schema.js'
+import { Distributor } from './distributor.js'
+import { isMessage, type ClosingMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
 
 /** Start failures in a row, on every slot, after which the primary exits 1. */
 export const MAX_START_FAILURES = 5
@@ -78,6 +84,65 @@ function whenExited(worker: Worker): Promise<number> {
   return new Promise((resolve) => worker.once('exit', (code: number | null) => resolve(code ?? 1)))
 }
 
+/** The primary's two ports, for one `listen` / `admin` address pair. */
+class Ports {
+  readonly proxy = new Distributor('proxy')
+  readonly admin = new Distributor('admin')
+  proxyUrl = ''
+  adminUrl = ''
+  /** workers forked to serve these ports and not exited */
+  readonly workers = new Set<Worker>()
+
+  constructor(readonly config: ConfigFile) {}
+
+  /** whether `next` names the same addresses (then its workers share these ports) */
+  same(next: ConfigFile): boolean {
+    const key = (c: ConfigFile) => JSON.stringify([Ports.listen(c), Ports.adminListen(c)])
+    return key(next) === key(this.config)
+  }
+
+  static listen(c: ConfigFile) {
+    const l = { ...DEFAULTS.listen, ...c.listen }
+    return { host: l.host, port: l.port }
+  }
+
+  static adminListen(c: ConfigFile) {
+    const a = { ...DEFAULTS.admin, ...c.admin }
+    return { host: a.host, port: a.port }
+  }
+
+  /** Binds both ports, or neither: rejects with the address that could not be bound. */
+  async listen(): Promise<void> {
+    const l = Ports.listen(this.config)
+    const a = Ports.adminListen(this.config)
+    // net's message names the address: `listen EADDRINUSE: address already in use 127.0.0.1:8080`
+    const proxy = await this.proxy.listen(l.port, l.host)
+    try {
+      const admin = await this.admin.listen(a.port, a.host)
+      this.adminUrl = urlOf(a.host, admin.port)
+    } catch (err) {
+      this.proxy.close()
+      throw err
+    }
+    this.proxyUrl = urlOf(l.host, proxy.port, this.config.listen?.tls === undefined ? 'http' : 'https')
+  }
+
+  add(w: Worker): void {
+    this.proxy.add(w)
+    this.admin.add(w)
+  }
+
+  remove(w: Worker): void {
+    this.proxy.remove(w)
+    this.admin.remove(w)
+  }
+
+  close(): void {
+    this.proxy.close()
+    this.admin.close()
+  }
+}
+
 export async function runPrimary(configPath: string, config: ConfigFile, count: number, log: Logger): Promise<number> {
   const store = (config.store?.type ?? 'memory') === 'memory' ? new MemoryStore() : null
   /** the workers alive now (a crashed one's replacement included) */
@@ -101,11 +166,35 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       return slot === undefined ? undefined : String(slot.index + 1)
     },
   })
+  /** the ports new workers serve; a SIGHUP with a new address replaces them */
+  let ports = new Ports(config)
+  /** which ports each live worker serves */
+  const portsOf = new Map<Worker, Ports>()
   const fork = (): Worker => {
     const w = cluster.fork()
     if (answer) w.on('message', (m: unknown) => answer(w, m))
     hub.attach(w)
+    const mine = ports
+    portsOf.set(w, mine)
+    mine.workers.add(w)
+    // A worker that stops (SIGTERM, retire) says so: it gets no new connection from then on.
+    w.on('message', (m: unknown) => {
+      if (!isMessage<ClosingMessage>(m, 'closing')) return
+      mine.remove(w)
+      // Stopping, and no worker takes connections any more: the ports are refused from now on.
+      if (stopping && !mine.proxy.serving && !mine.admin.serving) mine.close()
+    })
+    w.once('exit', () => {
+      portsOf.delete(w)
+      mine.workers.delete(w)
+      // Ports a reload left behind close with their last worker.
+      if (mine !== ports && mine.workers.size === 0) mine.close()
+    })
     return w
+  }
+  /** `w` is ready: it takes connections from now on */
+  const serve = (w: Worker) => {
+    if (!stopping) portsOf.get(w)?.add(w)
   }
 
   /** Makes `w` the worker of `slot` and watches it: ready resets the failure count, an exit restarts it. */
@@ -115,7 +204,10 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     w.on('message', (m: unknown) => {
       if (isMessage<FailedMessage>(m, 'failed')) slot.reason = m.reason
       if (isMessage<ReadyMessage>(m, 'ready') && slot.worker === w) {
-        if (started) log.info({ slot: slot.index, worker: w.process.pid }, `worker ${w.process.pid} is ready`)
+        if (started) {
+          log.info({ slot: slot.index, worker: w.process.pid }, `worker ${w.process.pid} is ready`)
+          serve(w)
+        }
         slot.ready = true
         slot.readyAt = performance.now()
         slot.failures = 0
@@ -149,9 +241,10 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
 
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined as unknown as Worker, ready: false, failures: 0, restarts: 0, readyAt: 0 }))
   for (const slot of slots) run(slot)
-  let ready: ReadyMessage[]
   try {
-    ready = await Promise.all(slots.map((s) => whenReady(s.worker)))
+    await Promise.all(slots.map((s) => whenReady(s.worker)))
+    // The ports are bound once every worker can take connections: none waits in the primary.
+    await ports.listen()
   } catch (err) {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     stopping = true
@@ -160,6 +253,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     return 1
   }
   started = true
+  for (const slot of slots) serve(slot.worker)
 
   /**
    * Stops every worker (SIGTERM: each drains) and settles with `code`, or 1 if a serving worker
@@ -172,6 +266,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     const all = live()
     for (const w of all) w.process.kill('SIGTERM')
     void Promise.all(all.map((w) => whenExited(w).then((c) => (serving.has(w) ? c : 0)))).then(async (codes) => {
+      ports.close()
       await store?.close()
       finish(code === 0 && codes.every((c) => c === 0) ? 0 : 1)
     })
@@ -186,6 +281,19 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     }
     if ((next.store?.type ?? 'memory') !== (config.store?.type ?? 'memory')) {
       return void log.warn('SIGHUP: changing the store type needs a restart; nothing changed')
+    }
+    if (!ports.same(next)) {
+      const moved = new Ports(next)
+      try {
+        await moved.listen()
+      } catch (err) {
+        return void log.warn(`SIGHUP: ${(err as Error).message}; nothing changed`)
+      }
+      if (stopping) return void moved.close()
+      const old = ports
+      ports = moved
+      log.info({ proxy: moved.proxyUrl, admin: moved.adminUrl }, `SIGHUP: new workers serve proxy ${moved.proxyUrl} admin ${moved.adminUrl}`)
+      if (old.workers.size === 0) old.close()
     }
     log.info(`SIGHUP: replacing ${count} workers one by one`)
     for (const slot of slots) {
@@ -204,6 +312,9 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       clearTimeout(slot.timer) // the old worker may have died meanwhile: the fresh one replaces it
       // The fresh worker takes over the slot: from now on its exit is watched like any other.
       watch(slot, fresh, true)
+      // It takes connections before the old one gets no more: none waits, none is refused.
+      serve(fresh)
+      portsOf.get(old)?.remove(old)
       const retire: RetireMessage = { sy: 'retire' }
       if (old.isConnected()) old.send(retire)
       await whenExited(old)
@@ -216,7 +327,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   })
 
   process.stdout.write(
-    `switchyard proxy ${ready[0]!.proxyUrl} admin ${ready[0]!.adminUrl} store ${config.store?.type ?? 'memory'} workers ${count}\n`,
+    `switchyard proxy ${ports.proxyUrl} admin ${ports.adminUrl} store ${config.store?.type ?? 'memory'} workers ${count}\n`,
   )
   const stop = (signal: string) => {
     if (stopping) return

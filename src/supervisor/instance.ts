@@ -6,6 +6,7 @@
  * worker asked to retire stops like SIGTERM but leaves idle keep-alive connections alone.
  */
 import cluster from 'node:cluster'
+import type { Socket } from 'node:net'
 import { startSwitchyard, type App } from '../app.js'
 import { loadConfigFile } from '../config/load.js'
 import type { ConfigFile } from '../config/schema.js'
@@ -13,7 +14,7 @@ import { formatProblem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { IpcStore } from '../store/ipc.js'
 import { WorkerMetricsLink } from './metrics-link.js'
-import { isMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
+import { isMessage, type ClosingMessage, type ConnectionMessage, type ConnectionTakenMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
 
 /** Runs the instance until it stops; resolves with the exit code. A worker exits by itself. */
 export async function runInstance(configPath: string, config: ConfigFile, log: Logger): Promise<number> {
@@ -23,7 +24,8 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
   try {
     // A worker with the memory store reaches the primary's state over IPC.
     const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
-    app = await startSwitchyard(config, { store, logger: log, metricsLink })
+    // A worker listens on nothing: the primary holds the ports and hands it connections.
+    app = await startSwitchyard(config, { store, logger: log, metricsLink, handedConnections: cluster.isWorker })
   } catch (err) {
     return failedStart((err as Error).message)
   }
@@ -31,11 +33,18 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
   // Handlers go in before the ready line: whoever waits for that line may signal at once.
   const exitCode = new Promise<number>((resolve) => {
     let stopping = false
-    const stop = (why: string, closeIdle = true) => {
+    // A worker tells the primary when it stops taking connections, so the primary closes its
+    // ports once no worker takes any (SIGTERM), instead of handing them to a worker that refuses.
+    const stoppedAccepting = cluster.isWorker ? () => void process.send?.({ sy: 'closing' } satisfies ClosingMessage) : undefined
+    const stop = (why: string, retire = false) => {
       if (stopping) return
       stopping = true
       log.info({ signal: why }, `${why}: stopping`)
-      void running.close(undefined, { closeIdle }).then((finished) => {
+      // A retiring worker gets no new connection (the primary hands them to the others), so it
+      // needs no shutdownDelayMs; the instance stays ready (a probe on a connection it took just
+      // before says 200), and idle keep-alive connections are left to end by themselves.
+      const opts = retire ? { closeIdle: false, delayMs: 0, keepReady: true, stoppedAccepting } : { stoppedAccepting }
+      void running.close(undefined, opts).then((finished) => {
         if (finished) log.info('stopped')
         else log.warn('stopped; shutdownTimeoutMs cut in-flight requests')
         resolve(finished ? 0 : 1)
@@ -45,8 +54,16 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
     process.on('SIGINT', () => stop('SIGINT'))
     // A worker being replaced on reload: another worker takes new connections, so idle ones
     // are left to end by themselves rather than closed under a client about to use them.
-    process.on('message', (m: unknown) => {
-      if (isMessage<RetireMessage>(m, 'retire')) stop('reload', false)
+    process.on('message', (m: unknown, socket?: Socket) => {
+      if (isMessage<RetireMessage>(m, 'retire')) stop('reload', true)
+      if (isMessage<ConnectionMessage>(m, 'conn') && socket !== undefined) {
+        const taken = running.accept(m.port, socket)
+        // Not taken: the primary still holds the connection and gives it to another worker;
+        // closing this copy ends nothing.
+        if (!taken) socket.destroy()
+        const answer: ConnectionTakenMessage = { sy: 'conn-taken', id: m.id, taken }
+        process.send!(answer)
+      }
     })
     // SIGHUP: a single process reloads in place, one reload at a time. In a worker it is
     // ignored (the primary reloads by replacing workers), so a terminal hang-up cannot kill it.
@@ -57,9 +74,9 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
     })
   })
   if (cluster.isWorker) {
-    // The primary prints the ready line once every worker listens; a worker ends itself when
-    // it has stopped, since its IPC channel would keep it alive.
-    const ready: ReadyMessage = { sy: 'ready', proxyUrl: app.proxyUrl, adminUrl: app.adminUrl }
+    // The primary listens and prints the ready line once every worker is ready; a worker ends
+    // itself when it has stopped, since its IPC channel would keep it alive.
+    const ready: ReadyMessage = { sy: 'ready' }
     process.send!(ready)
     return exitCode.then(async (code) => {
       // Its last counts, so the group's sums keep what it served while draining.
