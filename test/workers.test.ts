@@ -1,11 +1,13 @@
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { createServer, type Server } from 'node:net'
 import { Agent, request } from 'undici'
 import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
 import { eventually } from './helpers/eventually.js'
 import { startLoad } from './helpers/load.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
-import { startRedis } from './helpers/redis.js'
+import { refused } from './helpers/client.js'
+import { freePort, startRedis } from './helpers/redis.js'
 
 interface Instance {
   id: string
@@ -81,6 +83,38 @@ it('SIGHUP replaces the workers one by one under keep-alive load: no request fai
     expect(oldPids.has(i.pid)).toBe(false)
     expect(i.appliedRevision).toBe(revision)
   }
+})
+
+it('SIGHUP with new proxy and admin ports: the new workers serve them, the old ports close with the old workers', async () => {
+  const { p } = await cluster(2)
+  const before = await twoInstances(p)
+  const config = JSON.parse(await readFile(p.configFile, 'utf8')) as { listen: { port: number }; admin: { port: number } }
+  const [port, adminPort] = [await freePort(), await freePort()]
+  await writeFile(p.configFile, JSON.stringify({ ...config, listen: { ...config.listen, port }, admin: { ...config.admin, port: adminPort } }))
+  p.child.kill('SIGHUP')
+  await eventually(() => expect(p.stdout()).toContain('reload done'), { timeoutMs: 25_000, intervalMs: 50 })
+  expect(p.stdout()).toContain(`SIGHUP: new workers serve proxy http://127.0.0.1:${port} admin http://127.0.0.1:${adminPort}`)
+  expect((await request(`http://127.0.0.1:${port}/`, { reset: true })).statusCode).toBe(200)
+  const res = await request(`http://127.0.0.1:${adminPort}/api/instances`, { reset: true })
+  const pids = ((await res.body.json()) as { instances: Instance[] }).instances.map((i) => i.pid)
+  for (const i of before) expect(pids).not.toContain(i.pid)
+  await eventually(async () => expect(await refused(config.listen.port)).toBe(true))
+  await eventually(async () => expect(await refused(config.admin.port)).toBe(true))
+})
+
+it('SIGHUP with a proxy port that cannot be bound changes nothing', async () => {
+  const { p } = await cluster(2)
+  const before = await twoInstances(p)
+  const blocker: Server = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  onTestFinished(() => new Promise<void>((resolve) => blocker.close(() => resolve())))
+  const taken = (blocker.address() as { port: number }).port
+  const config = JSON.parse(await readFile(p.configFile, 'utf8')) as { listen: { port: number } }
+  await writeFile(p.configFile, JSON.stringify({ ...config, listen: { ...config.listen, port: taken } }))
+  p.child.kill('SIGHUP')
+  await eventually(() => expect(p.stdout()).toContain(`SIGHUP: listen EADDRINUSE: address already in use 127.0.0.1:${taken}; nothing changed`))
+  expect((await instances(p)).map((i) => i.pid).sort()).toEqual(before.map((i) => i.pid).sort())
+  expect((await request(p.url + '/', { reset: true })).statusCode).toBe(200)
 })
 
 it('SIGHUP with a broken config changes nothing', async () => {

@@ -17,6 +17,8 @@ import { isMessage, type ConnectionMessage, type ConnectionTakenMessage } from '
 
 export type Port = ConnectionMessage['port']
 
+const ignore = (): void => {}
+
 /** One id space for every distributor, so a worker's answer names one connection. */
 let lastId = 0
 
@@ -86,7 +88,7 @@ export class Distributor {
   private give(socket: Socket): void {
     if (this.closed) return void socket.destroy()
     // A paused socket reads nothing, but a reset while it waits must not throw in the primary.
-    if (socket.listenerCount('error') === 0) socket.on('error', () => {})
+    if (socket.listenerCount('error') === 0) socket.on('error', ignore)
     const worker = this.next()
     if (worker === undefined) return void this.waiting.push(socket)
     const id = ++lastId
