@@ -467,13 +467,39 @@ routes:
     ['YAML: unclosed flow sequence', 'upstreams: {}\nroutes: [1, 2\nflags: {}\n', 'line 3, column 1'],
     ['JSON: stray bracket', '{\n  "upstreams": {},\n  "routes": [}\n}\n', 'line 3, column 14'],
     ['duplicate key', 'upstreams: {}\nroutes: []\nroutes: []\n', 'line 3, column 1'],
-    ['${VAR} unquoted inside a flow mapping (hinted)', 'admin: { token: ${T} }\n', 'quote values that contain ${VAR}'],
   ])('%s is a syntax problem with its position', (_name, text, where) => {
     const { problems } = parseConfigText(text, { T: 'x' })
     expect(problems).toHaveLength(1)
     expect(problems[0]?.path).toBe('')
     expect(problems[0]?.message).toMatch(/^syntax error at line \d+, column \d+: /)
     expect(problems[0]?.message).toContain(where)
+  })
+
+  it('${VAR} unquoted inside flow mappings and sequences, as in `admin: { token: ${TOKEN} }`', () => {
+    const text = [
+      'listen: { host: 127.0.0.1, port: ${PORT} }',
+      'admin:  { host: 127.0.0.1, port: 9901, token: ${SWITCHYARD_ADMIN_TOKEN} }',
+      'store:  { type: redis, url: "redis://${REDIS_HOST:-127.0.0.1}:6379", prefix: ${PREFIX:-sy} }',
+      'upstreams:',
+      '  v1: { targets: [ { url: ${V1_URL} }, { url: "http://10.0.0.2:80" } ] }',
+      'routes: [ { name: api, split: { v1: 100 } } ]',
+      '',
+    ].join('\n')
+    const { config, problems } = parseConfigText(text, { PORT: '8080', SWITCHYARD_ADMIN_TOKEN: 's3cr:et}{', V1_URL: 'http://10.0.0.1:80' })
+    expect(problems).toEqual([])
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080 })
+    // the value is one string, whatever YAML characters it holds
+    expect(config.admin?.token).toBe('s3cr:et}{')
+    expect(config.store).toEqual({ type: 'redis', url: 'redis://127.0.0.1:6379', prefix: 'sy' })
+    expect(config.upstreams['v1']?.targets?.map((t) => t.url)).toEqual(['http://10.0.0.1:80', 'http://10.0.0.2:80'])
+  })
+
+  it('an unset ${VAR} inside a flow mapping is reported at its path; a syntax error keeps its line', () => {
+    expect(parseConfigText('admin: { host: 127.0.0.1, token: ${NOPE} }\nupstreams: {}\nroutes: []\n', {}).problems).toEqual([
+      { path: 'admin.token', message: 'environment variable NOPE is not set' },
+    ])
+    const { problems } = parseConfigText('admin: { token: ${T} }\nroutes: [1, 2\n', { T: 'x' })
+    expect(problems[0]?.message).toMatch(/^syntax error at line 3, column 1: /)
   })
 
   it('an alias to an unknown anchor is a problem, not a crash', () => {

@@ -91,23 +91,49 @@ function emptyConfig(): ConfigFile {
 }
 
 function parseText(text: string): { value: unknown } | { problem: Problem } {
+  // `{ token: ${X} }` would be a YAML error (`{` `}` end a plain scalar inside a flow mapping):
+  // references are parsed as opaque words and put back, unsubstituted, into the parsed strings.
+  const refs = hideReferences(text)
   const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false })
+  const doc = parseDocument(refs.text, { lineCounter, prettyErrors: false })
   // Only the first error: later ones are mostly echoes of it (an unclosed bracket...).
   const error = doc.errors[0]
   if (error !== undefined) {
     const { line, col } = lineCounter.linePos(error.pos[0])
-    const lineText = text.split('\n')[line - 1] ?? ''
-    // `{ token: ${X} }` is a YAML error: `{` `}` end a plain scalar inside a flow mapping.
-    const hint = lineText.includes('${') ? ' (quote values that contain ${VAR} inside { } or [ ])' : ''
-    return { problem: { path: '', message: `syntax error at line ${line}, column ${col}: ${error.message}${hint}` } }
+    return { problem: { path: '', message: `syntax error at line ${line}, column ${col}: ${error.message}` } }
   }
   try {
-    return { value: doc.toJS() }
+    return { value: refs.restore(doc.toJS()) }
   } catch (err) {
     // e.g. an alias to an undefined anchor, or too many alias expansions (billion laughs).
     return { problem: { path: '', message: `invalid YAML: ${(err as Error).message}` } }
   }
+}
+
+/** A reference on one line, or the `$${` escape, as the text pass sees them. */
+const TEXT_REFERENCE = /\$\$\{|\$\{[^}\n]*\}/g
+
+/**
+ * Replaces each `${...}` (and `$${`) in the text with a word YAML reads as part of a plain
+ * string anywhere (block or flow, quoted or not); `restore` puts the originals back into the
+ * parsed tree's strings and keys. The words are on the same lines as the references, so
+ * syntax errors keep their line numbers.
+ */
+function hideReferences(text: string): { text: string; restore: (value: unknown) => unknown } {
+  if (!text.includes('${')) return { text, restore: (v) => v }
+  let tag = 'syref'
+  while (text.includes(tag)) tag += 'x'
+  const originals: string[] = []
+  const hidden = text.replace(TEXT_REFERENCE, (match) => `${tag}${originals.push(match) - 1}q`)
+  const word = new RegExp(`${tag}(\\d+)q`, 'g')
+  const put = (s: string) => s.replace(word, (_m, i: string) => originals[Number(i)]!)
+  const restore = (node: unknown): unknown => {
+    if (typeof node === 'string') return put(node)
+    if (Array.isArray(node)) return node.map(restore)
+    if (typeof node === 'object' && node !== null) return Object.fromEntries(Object.entries(node).map(([k, v]) => [put(k), restore(v)]))
+    return node
+  }
+  return { text: hidden, restore }
 }
 
 // ---------------------------------------------------------------------------------------------
