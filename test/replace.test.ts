@@ -155,8 +155,20 @@ describe('rolling replacement', () => {
     expect((await t.admin.post('/api/upstreams/nope/replace', { targets: [{ url }] })).status).toBe(404)
     expect((await t.admin.get('/api/upstreams/web/replace')).status).toBe(404)
 
-    // a stuck target with a long timeout keeps one running
-    const running = await t.admin.post('/api/upstreams/web/replace', { targets: [{ url: await deadUrl() }], healthyTimeoutMs: 60_000 })
+    // If-Match: a stale revision is 412 and starts nothing; another form is 400; waitApplied is 400
+    const { revision } = (await t.admin.get('/api/state')).body as { revision: number }
+    const body = { targets: [{ url: 'http://127.0.0.1:1', id: 'n1' }] }
+    const stale = await t.admin.post('/api/upstreams/web/replace', body, { headers: { 'if-match': String(revision + 1) } })
+    expect({ status: stale.status, code: stale.body.error?.code }).toEqual({ status: 412, code: 'REVISION_MISMATCH' })
+    expect((await t.admin.post('/api/upstreams/web/replace', body, { headers: { 'if-match': 'W/"1"' } })).status).toBe(400)
+    const wait = await t.admin.post('/api/upstreams/web/replace?waitApplied=100', body)
+    expect({ status: wait.status, code: wait.body.error?.code }).toEqual({ status: 400, code: 'VALIDATION_FAILED' })
+    expect(wait.body.error.message).toContain('follow it with GET /api/upstreams/{name}/replace')
+    expect((await t.admin.get('/api/upstreams/web/replace')).status).toBe(404)
+    expect((await t.admin.get('/api/state')).body.revision).toBe(revision)
+
+    // a stuck target with a long timeout keeps one running (If-Match at the current revision starts it)
+    const running = await t.admin.post('/api/upstreams/web/replace', { targets: [{ url: await deadUrl() }], healthyTimeoutMs: 60_000 }, { headers: { 'if-match': `"${revision}"` } })
     expect(running.status).toBe(202)
     const second = await t.admin.post('/api/upstreams/web/replace', { targets: [{ url }] })
     expect(second.status).toBe(409)

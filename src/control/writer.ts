@@ -93,12 +93,21 @@ export class Writer {
    */
   async preview<T>(mutation: Mutation<T>, opts: Pick<WriteOptions, 'ifMatch'>): Promise<Written<T>> {
     const { store, follower } = this
-    if (store.connected && (!follower.current || (opts.ifMatch !== undefined && opts.ifMatch !== follower.state.revision))) await follower.sync()
+    if (opts.ifMatch !== undefined) await this.expectRevision(opts.ifMatch)
+    else if (store.connected && !follower.current) await follower.sync()
     const current = follower.state
-    if (opts.ifMatch !== undefined && opts.ifMatch !== current.revision) {
-      throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
-    }
     return { revision: current.revision, change: tryMutation(current, mutation).change }
+  }
+
+  /**
+   * 412 REVISION_MISMATCH unless the state is at `ifMatch` now: for what writes later, in steps
+   * of its own (a rolling replacement), but was asked to start only at that revision.
+   */
+  async expectRevision(ifMatch: number): Promise<void> {
+    const { store, follower } = this
+    if (store.connected && (!follower.current || ifMatch !== follower.state.revision)) await follower.sync()
+    const { revision } = follower.state
+    if (ifMatch !== revision) throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${ifMatch}, the current revision is ${revision}`)
   }
 }
 

@@ -11,6 +11,7 @@ import { REPLACE_DEFAULTS, Replacer } from '../replace.js'
 import type { AdminDeps } from './deps.js'
 import { ErrorResponses, etag, Revision, UpstreamParams, WriteHeaders } from './schemas.js'
 import { normalizeUpstream } from './upstreams.js'
+import { parseIfMatch } from './write.js'
 
 const Ms = (description: string, minimum: number) => Type.Optional(Type.Integer({ minimum, maximum: 86_400_000, description }))
 
@@ -62,13 +63,22 @@ export const replacePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
         operationId: 'replaceTargets',
         summary: 'rolling replacement: add new targets (up to maxSurge), wait until healthy, drain and remove old ones, until the upstream has exactly the new targets; 202 with its record',
         params: UpstreamParams,
-        headers: Type.Pick(WriteHeaders, ['x-switchyard-reason']),
+        headers: WriteHeaders,
+        querystring: Type.Object({
+          waitApplied: Type.Optional(Type.Integer({ minimum: 0, description: 'refused (400): a replacement is many writes over minutes; follow it with GET on this path' })),
+        }),
         body: ReplaceBody,
         response: { 202: Type.Object({ revision: Revision, ...ReplacementView.properties }), ...ErrorResponses },
       },
     },
     async (req, reply) => {
       const { name } = req.params
+      if (req.query.waitApplied !== undefined) {
+        throw new SwitchyardError('VALIDATION_FAILED', 'waitApplied: a replacement is many writes over minutes, not one: follow it with GET /api/upstreams/{name}/replace (or ctl target replace --wait)')
+      }
+      // If-Match: start only if nothing changed since the caller looked (its steps write later).
+      const ifMatch = parseIfMatch(req.headers['if-match'])
+      if (ifMatch !== undefined) await control.writer.expectRevision(ifMatch)
       const stored = upstreamOf(control.state, name) // 404 for an unknown upstream
       if (stored.discovery !== undefined) {
         throw new SwitchyardError('CONFLICT', `upstream ${JSON.stringify(name)} takes its targets from DNS discovery: replace them in DNS`)
