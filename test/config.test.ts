@@ -196,6 +196,8 @@ describe('semantic errors (validateState and the loader’s cross-checks)', () =
     ['admin on ::1 without a token', (c) => (c.admin.host = '::1')],
     ['both ports 0', (c) => ((c.listen.port = 0), (c.admin.port = 0))],
     ['same port on two different addresses', (c) => ((c.listen = { host: '10.0.0.1', port: 9901 }), (c.admin.port = 9901))],
+    // the default timeout (1 s) shrinks to half a shorter interval
+    ['a health check every 500 ms without a timeout', (c) => (c.upstreams.v1.healthCheck = { path: '/healthz', intervalMs: 500 })],
   ])('accepts %s', (_name, change) => {
     expect(problemsAfter(change)).toEqual([])
   })

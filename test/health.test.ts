@@ -77,3 +77,23 @@ it('config targets start healthy: traffic flows before any check ran', async () 
   })
   expect((await hit(sy.proxyUrl + '/')).status).toBe(200)
 })
+
+it('without timeoutMs a probe gets half a short interval: /healthz answering in 400 ms fails checks every 600 ms', async () => {
+  const slow: Server = createServer((req, res) => {
+    if (req.url === '/healthz') return void setTimeout(() => res.end(), 400)
+    res.end('slow')
+  })
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r))
+  onTestFinished(() => {
+    slow.closeAllConnections()
+    return new Promise<void>((r) => slow.close(() => r()))
+  })
+  const port = (slow.address() as AddressInfo).port
+  const a = await switchable('a')
+  const sy = await app({
+    upstreams: { v1: { targets: [{ url: a.url }, { url: `http://127.0.0.1:${port}` }], healthCheck: { path: '/healthz', intervalMs: 600, unhealthyThreshold: 1 } } },
+    routes: [{ name: 'r', split: { v1: 1 } }],
+  })
+  await eventually(() => expect(sy.dataplane.resources.targets.get(`v1/127.0.0.1:${port}`)!.healthy).toBe(false), { timeoutMs: 5000 })
+  expect(sy.dataplane.resources.targets.get(`v1/${a.id}`)!.healthy).toBe(true)
+})

@@ -37,3 +37,11 @@ export const DEFAULTS = {
     maxConcurrent: 64, // copies in flight per instance; past it a copy is skipped, never queued
   },
 } as const
+
+/**
+ * A health check's timeout when none is set: 1 s, or half the interval when that is shorter,
+ * so `{intervalMs: 500}` alone is valid (a probe must end before the next one starts).
+ */
+export function healthTimeoutMs(intervalMs: number): number {
+  return Math.min(DEFAULTS.healthCheck.timeoutMs, Math.floor(intervalMs / 2))
+}

@@ -320,4 +320,4 @@ export interface State {
   rollouts: Record<string, unknown>
 }
 
-export { DEFAULTS } from './defaults.js'
+export { DEFAULTS, healthTimeoutMs } from './defaults.js'

@@ -7,7 +7,7 @@
  *   loader and every admin write call it, so a state that passed it is safe to compile.
  */
 import type { Problem } from '../errors.js'
-import { DEFAULTS, TARGET_ID_PATTERN } from './schema.js'
+import { DEFAULTS, healthTimeoutMs, TARGET_ID_PATTERN } from './schema.js'
 import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
 import { routePosition, type Touched } from '../store/delta.js'
 import { formatPath, type PathSegment } from './shape.js'
@@ -217,7 +217,7 @@ function checkUpstream(name: string, upstream: Obj, report: Report): void {
   const hc = upstream['healthCheck']
   if (isObj(hc)) {
     const interval = hc['intervalMs'] ?? DEFAULTS.healthCheck.intervalMs
-    const timeout = hc['timeoutMs'] ?? DEFAULTS.healthCheck.timeoutMs
+    const timeout = hc['timeoutMs'] ?? (typeof interval === 'number' ? healthTimeoutMs(interval) : undefined)
     // A probe that may outlive the interval would overlap the next one.
     if (typeof interval === 'number' && typeof timeout === 'number' && timeout >= interval) {
       report(['upstreams', name, 'healthCheck', 'timeoutMs'], `must be less than intervalMs (${interval})`)

@@ -8,7 +8,7 @@
  */
 import { request } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { DEFAULTS, type HealthCheck, type State, type UpstreamTls } from '../config/schema.js'
+import { DEFAULTS, healthTimeoutMs, type HealthCheck, type State, type UpstreamTls } from '../config/schema.js'
 import { pemPaths, readCaFiles } from '../config/tls-files.js'
 import { tlsReason } from '../dataplane/upstream-error.js'
 import type { Resources } from '../dataplane/resources.js'
@@ -71,7 +71,7 @@ export class HealthChecker {
 
   private startProbe(key: string, url: string, hc: HealthCheck, spec: string, tls: UpstreamTls | undefined): void {
     const intervalMs = hc.intervalMs ?? DEFAULTS.healthCheck.intervalMs
-    const timeoutMs = hc.timeoutMs ?? DEFAULTS.healthCheck.timeoutMs
+    const timeoutMs = hc.timeoutMs ?? healthTimeoutMs(intervalMs)
     const healthyAfter = hc.healthyThreshold ?? DEFAULTS.healthCheck.healthyThreshold
     const unhealthyAfter = hc.unhealthyThreshold ?? DEFAULTS.healthCheck.unhealthyThreshold
     const probeUrl = new URL(hc.path, url).toString()
