@@ -86,14 +86,21 @@ function whenExited(worker: Worker): Promise<number> {
 
 /** The primary's two ports, for one `listen` / `admin` address pair. */
 class Ports {
-  readonly proxy = new Distributor('proxy')
-  readonly admin = new Distributor('admin')
+  readonly proxy: Distributor
+  readonly admin: Distributor
   proxyUrl = ''
   adminUrl = ''
   /** workers forked to serve these ports and not exited */
   readonly workers = new Set<Worker>()
 
-  constructor(readonly config: ConfigFile) {}
+  constructor(
+    readonly config: ConfigFile,
+    log: Logger,
+  ) {
+    const onError = (port: string) => (err: Error) => log.error({ port, err: err.message }, `the ${port} port: ${err.message}`)
+    this.proxy = new Distributor('proxy', onError('proxy'))
+    this.admin = new Distributor('admin', onError('admin'))
+  }
 
   /** whether `next` names the same addresses (then its workers share these ports) */
   same(next: ConfigFile): boolean {
@@ -167,7 +174,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     },
   })
   /** the ports new workers serve; a SIGHUP with a new address replaces them */
-  let ports = new Ports(config)
+  let ports = new Ports(config, log)
   /** which ports each live worker serves */
   const portsOf = new Map<Worker, Ports>()
   const fork = (): Worker => {
@@ -283,7 +290,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       return void log.warn('SIGHUP: changing the store type needs a restart; nothing changed')
     }
     if (!ports.same(next)) {
-      const moved = new Ports(next)
+      const moved = new Ports(next, log)
       try {
         await moved.listen()
       } catch (err) {
