@@ -18,6 +18,7 @@ export const REPLACE_USAGE = `usage: switchyard ctl target replace UPSTREAM URL.
   --drain-wait 30s       how long an old target may drain before it is removed anyway (default 30s)
   --wait [TIMEOUT]       follow it to its end (default up to ${WAIT_DEFAULT}): exit 0 succeeded, 1 failed or
                          still running at TIMEOUT
+  --if-match REV         start it only if the state is still at revision REV
 exit: 0 started (or succeeded with --wait), 1 refused, failed or timed out, 2 usage`
 
 
@@ -59,6 +60,8 @@ export async function replace(opts: CtlOptions, pos: string[], o: Options): Prom
   if (drain !== undefined) body['drainWaitMs'] = parseDuration(drain, '--drain-wait')
   const wait = o.get('wait')
   const waitMs = wait === undefined ? undefined : wait === 'true' ? WAIT_DEFAULT_MS : parseDuration(wait, '--wait')
+  // The API refuses it too: a replacement is many writes, not one to see applied.
+  if (opts.waitApplied !== undefined) throw new UsageError('--wait-applied does not apply to a replacement (many writes over minutes): use --wait to follow it to its end')
 
   const path = `/api/upstreams/${enc(upstream)}/replace`
   const started = (await call(opts, { method: 'POST', path, body, write: true })).body as Replacement
