@@ -98,5 +98,6 @@ it('workers SIGKILLed one after another under new-connection load: every request
   // flight per kill); nothing else fails, and nothing waits for an answer that never comes.
   expect(failed.filter((o) => o === 'hang')).toEqual([])
   expect(failed.length).toBeLessThanOrEqual(16 * KILLS)
-  expect(served).toBeGreaterThan(700)
+  // at least 101 outcomes between kills, 7 times over, less the failures bounded above
+  expect(served).toBeGreaterThan(7 * 101 - 16 * KILLS)
 })
