@@ -246,16 +246,24 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   }
   const run = (slot: Slot) => watch(slot, fork(), false)
 
+  // The ports first: a taken port fails the start at once, before any worker is forked.
+  // Connections that arrive meanwhile wait here until the workers are ready.
+  try {
+    await ports.listen()
+  } catch (err) {
+    process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
+    await store?.close()
+    return 1
+  }
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, worker: undefined as unknown as Worker, ready: false, failures: 0, restarts: 0, readyAt: 0 }))
   for (const slot of slots) run(slot)
   try {
     await Promise.all(slots.map((s) => whenReady(s.worker)))
-    // The ports are bound once every worker can take connections: none waits in the primary.
-    await ports.listen()
   } catch (err) {
     process.stderr.write(`switchyard: cannot start: ${(err as Error).message}\n`)
     stopping = true
     for (const w of live()) w.process.kill('SIGKILL')
+    ports.close()
     await store?.close()
     return 1
   }

@@ -5,6 +5,7 @@
  * SWITCHYARD_TEST_REDIS_BIN when set, else redis-server on PATH (test/setup/redis-available.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
 import { redisBin } from '../setup/redis-available.js'
 
@@ -73,14 +74,37 @@ export async function startRedis(): Promise<RedisServer> {
 }
 
 /** A port the kernel just handed out on 127.0.0.1; free again once we close it. */
-export function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
+  // Below the kernel's range for outgoing connections' local ports: a port found free here is
+  // bound by its process a moment later, and in between the suite's thousands of client
+  // connections must not be able to take it as their source port.
+  const below = quietRange()
+  for (let tries = 0; below !== null && tries < 50; tries++) {
+    const port = below.from + Math.floor(Math.random() * (below.to - below.from))
+    if (await bindable(port)) return port
+  }
+  return bindable(0) as Promise<number>
+}
+
+/** Ports under the ephemeral range (from /proc), or null where it cannot be read or leaves too few. */
+function quietRange(): { from: number; to: number } | null {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    return low - 10_000 >= 5_000 ? { from: 10_000, to: low } : null
+  } catch {
+    return null
+  }
+}
+
+/** Binds `port` (0: any) on loopback and releases it: the port, or false when it is taken. */
+function bindable(port: number): Promise<number | false> {
   return new Promise((resolve, reject) => {
     const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
+    server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)))
+    server.listen(port, '127.0.0.1', () => {
       const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => (port === 0 ? reject(new Error('no port assigned')) : resolve(port)))
+      const got = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => (got === 0 ? reject(new Error('no port assigned')) : resolve(got)))
     })
   })
 }
