@@ -78,6 +78,10 @@ export class ControlPlane {
     return this.opts.store
   }
 
+  get log(): Logger {
+    return this.opts.log
+  }
+
   get instanceId(): string {
     return this.fleet.instanceId
   }

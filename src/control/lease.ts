@@ -35,6 +35,15 @@ export class LeaseKeeper {
     return this.holding
   }
 
+  /**
+   * Takes the lease now: resolves with whether this process holds it, rejects when the store
+   * cannot be asked. `start()` then keeps it.
+   */
+  async acquire(): Promise<boolean> {
+    await this.take()
+    return this.holding
+  }
+
   start(): void {
     void this.renew()
     this.timer = setInterval(() => void this.renew(), Math.max(1, Math.floor(this.opts.ttlMs / 3)))
@@ -51,15 +60,19 @@ export class LeaseKeeper {
     if (release && was) await this.opts.store.releaseLease(this.opts.name, this.opts.holder).catch(() => false)
   }
 
+  private async take(): Promise<void> {
+    const sent = performance.now()
+    const ok = await this.opts.store.lease(this.opts.name, this.opts.holder, this.opts.ttlMs)
+    if (this.stopped) return
+    if (ok) this.validUntil = sent + this.opts.ttlMs
+    this.set(ok)
+  }
+
   private async renew(): Promise<void> {
     if (this.stopped || this.busy) return
     this.busy = true
-    const sent = performance.now()
     try {
-      const ok = await this.opts.store.lease(this.opts.name, this.opts.holder, this.opts.ttlMs)
-      if (this.stopped) return
-      if (ok) this.validUntil = sent + this.opts.ttlMs
-      this.set(ok)
+      await this.take()
     } catch (err) {
       // Unreachable store: keep believing only until the last renewal runs out (`held` checks).
       this.opts.log.debug({ err, lease: this.opts.name }, 'lease renewal failed')

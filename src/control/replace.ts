@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto'
 import type { Target } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
 import type { ControlPlane } from './control-plane.js'
+import { LeaseKeeper } from './lease.js'
 import { addTarget, removeTarget, setTargetState, upstreamOf } from './mutations.js'
 
 export const REPLACE_DEFAULTS = { maxSurge: 1, maxUnavailable: 0, healthyTimeoutMs: 60_000, drainWaitMs: 30_000 }
@@ -70,8 +71,8 @@ function isReplacement(x: unknown, upstream: string): x is Replacement {
 export class Replacer {
   private readonly records = new Map<string, Replacement>()
   private readonly running = new Map<string, Promise<void>>()
-  /** ids of the running replacements that lost their lease: they stop at their next step */
-  private readonly lost = new Set<string>()
+  /** the lease each running replacement holds (by replacement id): one that lost it stops at its next step */
+  private readonly leases = new Map<string, LeaseKeeper>()
   private stopped = false
 
   constructor(
@@ -132,9 +133,8 @@ export class Replacer {
       actor: req.actor,
       startedAt: new Date().toISOString(),
     }
-    const holder = `${this.control.instanceId} ${record.id}`
-    const { store } = this.control
-    if (!(await store.lease(leaseName(upstream), holder, LEASE_TTL_MS))) {
+    const lease = new LeaseKeeper({ store: this.control.store, name: leaseName(upstream), holder: `${this.control.instanceId} ${record.id}`, ttlMs: LEASE_TTL_MS, log: this.control.log })
+    if (!(await lease.acquire())) {
       const other = await this.get(upstream)
       throw other?.phase === 'running' ? this.busy(other) : new SwitchyardError('CONFLICT', `a replacement of upstream ${JSON.stringify(upstream)} is running on another instance`)
     }
@@ -146,28 +146,22 @@ export class Replacer {
       await this.control.follower.sync().catch(() => {})
       now = upstreamOf(this.control.state, upstream).targets
     } catch (err) {
-      await store.releaseLease(leaseName(upstream), holder).catch(() => {})
+      await lease.stop()
       throw err
     }
     const toAdd = req.targets.filter((t) => !now.some((o) => o.id === t.id))
     const toRemove = now.filter((o) => !seen.has(o.id))
     record.total = toAdd.length + toRemove.length
     this.records.set(upstream, record)
-    const renew = setInterval(() => {
-      void store.lease(leaseName(upstream), holder, LEASE_TTL_MS).then(
-        (held) => (held ? undefined : this.lost.add(record.id)),
-        () => {}, // store unreachable: the next renewal tries again; the writes fail meanwhile anyway
-      )
-    }, LEASE_TTL_MS / 3)
-    renew.unref()
+    this.leases.set(record.id, lease)
+    lease.start()
     const run = this.run(record, req, toAdd, toRemove, now.length)
       .then(() => this.end(record, 'succeeded', record.total === 0 ? 'the upstream already has exactly these targets' : `the upstream has exactly the ${req.targets.length} new target(s)`))
       .catch((err: unknown) => this.end(record, 'failed', err instanceof Error ? err.message : String(err)))
       .finally(async () => {
-        clearInterval(renew)
-        this.lost.delete(record.id)
+        this.leases.delete(record.id)
         this.running.delete(upstream)
-        await store.releaseLease(leaseName(upstream), holder).catch(() => {})
+        await lease.stop()
       })
     this.running.set(upstream, run)
     this.control.fleet.reportSoon()
@@ -193,7 +187,7 @@ export class Replacer {
 
   private check(record: Replacement): void {
     if (this.stopped) throw new Error('stopped: this instance is shutting down (POST the same targets again to resume)')
-    if (this.lost.has(record.id)) throw new Error('stopped: this instance lost the lease on the upstream (store unreachable?); POST the same targets again to resume')
+    if (this.leases.get(record.id)?.held === false) throw new Error('stopped: this instance lost the lease on the upstream (store unreachable?); POST the same targets again to resume')
   }
 
   private async write(record: Replacement, what: string, req: ReplaceRequest, mutation: Parameters<ControlPlane['writer']['write']>[0]): Promise<number> {
