@@ -48,6 +48,13 @@ async function httpsBackend(name: string, cert: 'server' | 'self' | 'other') {
   return { url: `https://127.0.0.1:${port}`, id: `127.0.0.1:${port}` }
 }
 
+/** A request through the proxy answers 502 UPSTREAM_TLS_ERROR. */
+async function expectTlsError(proxyUrl: string): Promise<void> {
+  const r = await hit(proxyUrl + '/')
+  expect(r.status).toBe(502)
+  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+}
+
 async function app(config: ConfigFile) {
   const a = await startSwitchyard({ listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, ...config })
   onTestFinished(() => a.close(1000).then(() => undefined))
@@ -67,9 +74,7 @@ it('an https target signed by the CA in tls.ca is proxied', async () => {
 it('a certificate from an unknown CA answers 502 UPSTREAM_TLS_ERROR, and the target shows why', async () => {
   const b = await httpsBackend('self', 'self')
   const sy = await app({ upstreams: { up: { targets: [{ url: b.url }], tls: { ca: CA } } }, routes: route })
-  const r = await hit(sy.proxyUrl + '/')
-  expect(r.status).toBe(502)
-  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+  await expectTlsError(sy.proxyUrl)
   const health = sy.dataplane.resources.targets.get(`up/${b.id}`)!.health()
   expect(health.healthy).toBe(false)
   expect(health.reason).toMatch(/^tls: DEPTH_ZERO_SELF_SIGNED_CERT/)
@@ -78,17 +83,13 @@ it('a certificate from an unknown CA answers 502 UPSTREAM_TLS_ERROR, and the tar
 it("without tls.ca, Node's default CAs are used: the test CA is not among them", async () => {
   const b = await httpsBackend('secure', 'server')
   const sy = await app({ upstreams: { up: { targets: [{ url: b.url }] } }, routes: route })
-  const r = await hit(sy.proxyUrl + '/')
-  expect(r.status).toBe(502)
-  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+  await expectTlsError(sy.proxyUrl)
 })
 
 it('a certificate for another name is refused; servername names the one it is for', async () => {
   const b = await httpsBackend('other', 'other')
   const wrong = await app({ upstreams: { up: { targets: [{ url: b.url }], tls: { ca: CA } } }, routes: route })
-  const r = await hit(wrong.proxyUrl + '/')
-  expect(r.status).toBe(502)
-  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+  await expectTlsError(wrong.proxyUrl)
   expect(wrong.dataplane.resources.targets.get(`up/${b.id}`)!.health().reason).toMatch(/^tls: ERR_TLS_CERT_ALTNAME_INVALID/)
   const right = await app({ upstreams: { up: { targets: [{ url: b.url }], tls: { ca: CA, servername: 'other.test' } } }, routes: route })
   expect((await hit(right.proxyUrl + '/')).json()).toMatchObject({ name: 'other' })
@@ -258,9 +259,7 @@ it('TLS spoken to a plain HTTP port is a TLS error too', async () => {
   const plain = await startBackend('plain')
   onTestFinished(() => plain.close())
   const sy = await app({ upstreams: { up: { targets: [{ url: plain.url.replace('http:', 'https:') }] } }, routes: route })
-  const r = await hit(sy.proxyUrl + '/')
-  expect(r.status).toBe(502)
-  expect(r.json()).toMatchObject({ error: { code: 'UPSTREAM_TLS_ERROR' } })
+  await expectTlsError(sy.proxyUrl)
 })
 
 it('the admin API refuses an upstream whose CA file cannot be read, and shows the TLS reason of a target', async () => {
