@@ -196,7 +196,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     let proxyUrl: string
     let adminUrl: string
     if (opts.handedConnections === true) {
-      dataplane.serveHanded()
+      servesHanded(dataplane.server)
       await admin.ready()
       servesHanded(admin.server)
       proxyUrl = urlOf(listen.host, listen.port, proxyScheme)

@@ -157,14 +157,10 @@ export class Dataplane {
   }
 
   /**
-   * Serves connections accepted elsewhere instead of listening (a `--workers` worker: the primary
-   * holds the port and hands connections over with `accept()`).
+   * Serves a connection accepted elsewhere, instead of listening (a `--workers` worker: the
+   * primary holds the port; `servesHanded(server)` first); false (leaving it untouched) once
+   * shutting down.
    */
-  serveHanded(): void {
-    servesHanded(this.http)
-  }
-
-  /** Serves a connection accepted elsewhere; false (leaving it untouched) once shutting down. */
   accept(socket: Socket): boolean {
     if (this.ctx.closing) return false
     this.handed++
