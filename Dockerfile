@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The switchyard image. `docker run -p 8080:8080 IMAGE` starts the demo (README "Running in
 # containers and Kubernetes"); `IMAGE start --config FILE` runs the proxy on a config of yours.
-# Node 24: an LTS line supported until 2028 (the code also runs on Node 20 and 22).
+# Node 24: an LTS line supported until 2028 (the code also runs on Node 22.19 or newer; not on 20).
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /app

@@ -5,6 +5,7 @@
  * refused API call), 2 usage error (unknown command or option, missing argument).
  */
 import { readFileSync } from 'node:fs'
+import { unsupportedNode } from './cli/node-version.js'
 
 const USAGE = `usage: switchyard COMMAND [options]
   start --config FILE [--workers N|auto] [--log-level LEVEL]   run the proxy
@@ -26,6 +27,11 @@ function version(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  const tooOld = unsupportedNode(process.versions.node)
+  if (tooOld !== null) {
+    process.stderr.write(`switchyard: ${tooOld}\n`)
+    return 1
+  }
   const [command, ...rest] = argv
   switch (command) {
     case 'start':

@@ -172,11 +172,11 @@ describe('what undici refuses to send is judged by its cause', () => {
     onTestFinished(() => pool.destroy())
     return new Promise((resolve, reject) => {
       pool.dispatch({ path: '/x', method: 'GET', ...opts }, {
-        onError: resolve,
-        onHeaders: () => (reject(new Error('undici sent it')), false),
-        onData: () => true,
-        onComplete: () => {},
-        onConnect: () => {},
+        onResponseError: (_controller, err) => resolve(err),
+        onResponseStart: (controller) => {
+          reject(new Error('undici sent it'))
+          controller.abort(new Error('sent'))
+        },
       })
     })
   }

@@ -46,7 +46,8 @@ export interface ExchangeContext {
 export class Exchange implements Dispatcher.DispatchHandler {
   private tried: CTarget[] | null = null
   private target: CTarget | null = null
-  private abortFn: ((err?: Error) => void) | null = null
+  /** the current attempt's, once it reached a socket */
+  private controller: Dispatcher.DispatchController | null = null
   /** the current attempt reached a socket: bytes may have left */
   private sent = false
   private clientGone = false
@@ -82,7 +83,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private send(target: CTarget): void {
     this.target = target
     this.sent = false
-    this.abortFn = null
+    this.controller = null
     target.rt.inflight++
     const u = this.upstream
     // pickTarget returns active targets only, and every active target has a pool.
@@ -106,7 +107,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     // The client went away mid-exchange: cancel the upstream request (its socket is destroyed).
     this.clientGone = true
-    this.abortFn?.(new Error('client closed the connection'))
+    this.controller?.abort(new Error('client closed the connection'))
   }
 
   /** Hands one sampled request to the access log (written later, off this path). */
@@ -130,33 +131,38 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** made on the first backpressure only: most responses never need it */
   private onDrain: (() => void) | null = null
 
-  private resume: (() => void) | null = null
   /** body bytes still to come when the upstream sent a Content-Length, else -1 */
   private remaining = -1
 
-  onConnect(abort: (err?: Error) => void): void {
+  // undici's handler interface (v2): one controller per attempt pauses, resumes and aborts it.
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
     if (this.clientGone) {
-      abort(new Error('client closed the connection'))
+      controller.abort(new Error('client closed the connection'))
       return
     }
-    this.abortFn = abort
+    this.controller = controller
     this.sent = true
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
     // 1xx (other than 101, which upgrades do not reach here) are not relayed.
-    if (statusCode < 200) return true
-    if (this.clientGone) return false
-    this.resume = resume
+    if (statusCode < 200) return
+    if (this.clientGone) {
+      controller.abort(new Error('client closed the connection'))
+      return
+    }
+    // The raw header list, not the parsed object undici also makes: it keeps the upstream's
+    // order, spelling and repeated headers. An HTTP/1.1 pool always gives Buffers.
+    const raw = controller.rawHeaders as Buffer[]
     const headers: string[] = []
-    this.remaining = responseHeaders(rawHeaders, headers)
+    this.remaining = responseHeaders(raw, headers)
     if (this.ctx.closing) headers.push('connection', 'close')
     this.res.writeHead(statusCode, headers)
-    if (this.tap !== null) this.tap.primaryHeaders(statusCode, rawHeaders)
-    return true
+    if (this.tap !== null) this.tap.primaryHeaders(statusCode, raw)
   }
 
-  onData(chunk: Buffer): boolean {
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.tap !== null) this.tap.primaryData(chunk)
     // The chunk that completes a known Content-Length ends the response in the same write:
     // one call through Node's http stack instead of two, on every small response.
@@ -164,15 +170,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.remaining -= chunk.length
       if (this.remaining === 0) {
         this.res.end(chunk)
-        return true
+        return
       }
     }
-    if (this.res.write(chunk)) return true
-    this.res.once('drain', (this.onDrain ??= () => this.resume?.()))
-    return false
+    if (this.res.write(chunk)) return
+    // Backpressure: the upstream socket stops being read until the client has taken this chunk.
+    controller.pause()
+    this.res.once('drain', (this.onDrain ??= () => this.controller?.resume()))
   }
 
-  onComplete(): void {
+  onResponseEnd(): void {
     this.settle()
     recordResponse(this.upstream, this.target!.rt, this.res.statusCode)
     this.choice.stats.record(this.res.statusCode, performance.now() - this.t0)
@@ -180,7 +187,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.tap !== null) this.tap.primaryEnd(this.res.statusCode)
   }
 
-  onError(err: Error): void {
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     const target = this.target!
     this.settle()
     // No whole answer for the client: nothing to compare a copy with.

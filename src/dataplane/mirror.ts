@@ -193,30 +193,29 @@ export class MirrorCopy implements MirrorTap, Dispatcher.DispatchHandler {
   private target: CTarget | null = null
   private connected = false
 
-  // The shadow's answer (undici's handler API).
+  // The shadow's answer (undici's handler interface, v2).
 
-  onConnect(): void {
+  onRequestStart(): void {
     this.connected = true
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[]): boolean {
-    if (statusCode < 200) return true
-    this.shadow.headers(statusCode, rawHeaders)
-    return true
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (statusCode < 200) return
+    // The raw list (an HTTP/1.1 pool gives Buffers), as the primary's capture sees it.
+    this.shadow.headers(statusCode, controller.rawHeaders as Buffer[])
   }
 
-  onData(chunk: Buffer): boolean {
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.shadow.data(chunk)
-    return true
   }
 
-  onComplete(): void {
+  onResponseEnd(): void {
     this.endTarget()
     this.m.stats.answers.record(this.shadow.status, performance.now() - this.t0)
     this.shadowDone(this.shadow.status)
   }
 
-  onError(err: Error): void {
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     const target = this.endTarget()
     const fault = classify(err, this.connected)
     // The shadow's targets are real targets: one that refuses connections is out for everyone.

@@ -168,6 +168,9 @@ function newPool(origin: string, opts: PoolOptions): Pool {
     keepAliveTimeout: 4_000,
     keepAliveMaxTimeout: 600_000,
     pipelining: 1,
+    // undici 8 would offer HTTP/2 by ALPN to every https:// origin: an upstream speaks HTTP/1.1
+    // (as its ALPN below says) until it is configured otherwise.
+    allowH2: false,
   })
   // A pool error without a request to report it to must not crash the process.
   pool.on('connectionError', () => {})

@@ -6,9 +6,11 @@
  * logged and counted and never blocks or fails the rollout. Delivery is at most once per
  * instance that made the change: a driver that dies between its write and the POST loses that
  * event (the rollout's history and the audit log keep it).
+ *
+ * Sent with Node's own fetch, which Node loads only when the first webhook goes out: an
+ * instance that never sends one does not carry a second HTTP client beside the data plane's pools.
  */
 import { createHmac } from 'node:crypto'
-import { request } from 'undici'
 import type { Logger } from '../log.js'
 import type { Notify, Rollout, RolloutEvent } from './schema.js'
 
@@ -80,15 +82,19 @@ export class Notifier {
     const timeoutMs = n.timeoutMs ?? 5_000
     let cause: string
     try {
-      const res = await request(n.url, { method: 'POST', headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) })
-      await res.body.dump()
-      if (res.statusCode >= 200 && res.statusCode < 300) {
+      // No redirects followed: a webhook that answers 3xx has not taken the event.
+      const res = await fetch(n.url, { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) })
+      // The answer's body is not read: only its status counts, and a large one must not be buffered.
+      await res.body?.cancel()
+      if (res.status >= 200 && res.status < 300) {
         this.sent++
         return
       }
-      cause = `answered ${res.statusCode}`
+      cause = `answered ${res.status}`
     } catch (err) {
-      cause = (err as Error).message
+      // fetch says only "fetch failed" and puts what happened (ECONNREFUSED, ...) in `cause`.
+      const e = err as Error & { cause?: { message?: unknown } }
+      cause = typeof e.cause?.message === 'string' ? e.cause.message : e.message
     }
     const delays = this.opts.retryDelaysMs ?? [500, 2_000, 8_000]
     if (attempt >= delays.length || this.closed) {
