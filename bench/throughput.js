@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
+import { baselineBuild } from './lib/baseline.js'
 import { ROOT, cleanupOnExit, freePort, runBench, start, stop, tempDir, waitHttp } from './lib/children.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
@@ -195,6 +196,18 @@ async function main () {
   // usual rate) while it is measured; `switchyard-quiet` has logs off and is never scraped: the
   // difference is what observability costs the proxy
   targets.push({ name: 'switchyard', port: sport, child: sy, scrape: env.BENCH_SCRAPE === '0' ? null : `http://127.0.0.1:${sadmin}/metrics` })
+  // The same config on the build before the runtime port (undici 7) and on Node 20, scraped
+  // the same way: what the port to Node 24 and undici 8 changed.
+  let baseline = null
+  if (env.BENCH_NODE20 !== '0' && !env.BENCH_SWITCHYARD_CMD) {
+    baseline = baselineBuild()
+    const bport20 = await freePort()
+    const badmin20 = await freePort()
+    const bargv = switchyardArgv(bport20, backend, badmin20, 'switchyard-node20')
+    const child = start('switchyard-node20', baseline.node, [baseline.cli, ...bargv.slice(bargv.indexOf('dist/cli.js') + 1)])
+    await waitHttp(child, bport20)
+    targets.push({ name: 'switchyard-node20', port: bport20, child, scrape: env.BENCH_SCRAPE === '0' ? null : `http://127.0.0.1:${badmin20}/metrics` })
+  }
   if (env.BENCH_QUIET !== '0' && !env.BENCH_SWITCHYARD_CMD) {
     const qport = await freePort()
     const qargv = switchyardArgv(qport, backend, 0, 'switchyard-quiet')
@@ -267,7 +280,8 @@ async function main () {
     const body = await r.text()
     if (r.status !== 200 || body !== BODY) throw new Error(`${t.name} answered ${r.status} ${body.slice(0, 200)}`)
   }
-  console.log(`switchyard: ${argv.join(' ')}`)
+  console.log(`switchyard: ${argv.join(' ')} (Node ${process.version}; every line but switchyard-node20 and nginx runs on this Node)`)
+  if (baseline) console.log(`switchyard-node20: ${baseline.node} ${path.relative(ROOT, baseline.cli)} (Node ${baseline.version}, undici ${baseline.undici}: the build before the runtime port)`)
   console.log(`tool ${TOOL}, ${DURATION}s x ${ROUNDS} rounds (+${WARMUP}s warm-up each), connections ${CONNECTIONS.join(',')}, ` +
     `backend ${nginx ? 'nginx' : 'node'}, ${os.cpus().length} cpus, node ${process.version}`)
   const load1 = os.loadavg()[0]
@@ -318,7 +332,8 @@ async function main () {
     console.log(`\nmirror during the bench (last 5 min): ${m.requests} copies answered, ${m.errors} errors, ${m.skipped.busy} skipped (busy), ${m.compared} compared, ${m.mismatches.status + m.mismatches.body} mismatches`)
     if (m.requests === 0 || m.skipped.busy > m.requests) console.log('WARNING: few copies were sent: the switchyard-mirror row does not show mirroring at 10 %')
   }
-  const rss = readRss(sy.pid)
+  // After the load, before anything stops: what each process kept.
+  const rss = Object.fromEntries(targets.map((t) => [t.name, t.child.pid ? readRss(t.child.pid) : null]))
   await stop(sy, CPU_PROF ? 30_000 : 5_000)
   if (CPU_PROF) console.log(`\ncpu profile: ${fs.readdirSync(OUT).filter((f) => f.endsWith('.cpuprofile')).sort().pop() ?? 'NOT WRITTEN'} in bench/.out`)
   report(targets.map((t) => t.name), results, rss)
@@ -339,13 +354,14 @@ function report (names, results, rss) {
   let bad = false
   for (const [c, byName] of Object.entries(results)) {
     console.log(`\n=== ${c} connection${c === '1' ? '' : 's'} (median of ${ROUNDS} rounds; non-2xx/errors summed) ===`)
-    console.log(`${'target'.padEnd(20)}${'rps'.padStart(10)}${'rps min-max'.padStart(18)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'non2xx'.padStart(8)}${'errors'.padStart(8)}${'cpu µs/req'.padStart(12)}`)
+    console.log(`${'target'.padEnd(20)}${'rps'.padStart(10)}${'rps min-max'.padStart(18)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'non2xx'.padStart(8)}${'errors'.padStart(8)}${'cpu µs/req'.padStart(12)}${'RSS MB'.padStart(9)}`)
     for (const n of names) {
       const s = byName[n]
       const rr = s.rounds.map((r) => r.rps)
       if (s.non2xx || s.errors) bad = true
       console.log(`${n.padEnd(20)}${fmt(s.rps, 0).padStart(10)}${`${fmt(Math.min(...rr), 0)}-${fmt(Math.max(...rr), 0)}`.padStart(18)}` +
-        `${fmt(s.p50, 3).padStart(10)}${fmt(s.p99, 3).padStart(10)}${String(s.non2xx).padStart(8)}${String(s.errors).padStart(8)}${fmt(s.cpuUsPerReq, 1).padStart(12)}`)
+        `${fmt(s.p50, 3).padStart(10)}${fmt(s.p99, 3).padStart(10)}${String(s.non2xx).padStart(8)}${String(s.errors).padStart(8)}${fmt(s.cpuUsPerReq, 1).padStart(12)}` +
+        `${fmt(rss[n]?.rssMB, 1).padStart(9)}`)
     }
     const sy = byName.switchyard
     ratios[c] = { p50DeltaVsDirectMs: sy.p50 - byName.direct.p50, p99DeltaVsDirectMs: sy.p99 - byName.direct.p99 }
@@ -366,15 +382,25 @@ function report (names, results, rss) {
     versus('with a rollout in progress', byName['switchyard-rollout'], sy, 'switchyard without')
     versus('with 10 % mirrored and compared', byName['switchyard-mirror'], sy, 'switchyard without')
     console.log(`switchyard latency vs direct: p50 +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} ms, p99 +${fmt(ratios[c].p99DeltaVsDirectMs, 3)} ms`)
+    const old = byName['switchyard-node20']
+    if (old) {
+      ratios[c].p50DeltaVsDirectMsNode20 = old.p50 - byName.direct.p50
+      console.log(`runtime port: switchyard (Node ${process.versions.node.split('.')[0]}) ${fmt(sy.rps / old.rps, 2)}× the rps of switchyard-node20, ` +
+        `CPU per request ${fmt(sy.cpuUsPerReq, 1)} vs ${fmt(old.cpuUsPerReq, 1)} µs, p50 over direct +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} vs +${fmt(ratios[c].p50DeltaVsDirectMsNode20, 3)} ms`)
+    }
   }
   console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)
-  console.log(`switchyard RSS after bench: ${rss ? `${fmt(rss.rssMB, 1)} MB (peak ${fmt(rss.peakMB, 1)} MB)` : 'unavailable (no /proc)'}`)
+  // VmRSS after the last run (the RSS MB column) and the peak (VmHWM) over the whole bench.
+  for (const n of names.filter((n) => n.startsWith('switchyard') || n === 'bare-undici' || n === 'fastify-http-proxy')) {
+    const r = rss[n]
+    console.log(`RSS after load ${n.padEnd(20)} ${r ? `${fmt(r.rssMB, 1)} MB (peak ${fmt(r.peakMB, 1)} MB)` : 'unavailable (no /proc)'}`)
+  }
   if (bad) console.log('WARNING: some runs had non-2xx responses or errors (see tables)')
   const file = path.join(OUT, 'throughput.json')
   fs.writeFileSync(file, JSON.stringify({
     date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, tool: TOOL,
     durationS: DURATION, warmupS: WARMUP, rounds: ROUNDS, cpuProf: CPU_PROF, loadavgEnd: os.loadavg(),
-    switchyardCmd: env.BENCH_SWITCHYARD_CMD ?? null, targets: names, results, ratios, switchyardRss: rss, hadErrors: bad
+    switchyardCmd: env.BENCH_SWITCHYARD_CMD ?? null, targets: names, results, ratios, rss, hadErrors: bad
   }, null, 2))
   console.log(`results: ${path.relative(ROOT, file)}`)
 }

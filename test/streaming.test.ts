@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { Readable } from 'node:stream'
+import { connect, type AddressInfo } from 'node:net'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { request } from 'undici'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { startBackend, type Backend } from './helpers/backend.js'
+import { spawnBackend, startBackend, type Backend } from './helpers/backend.js'
 import { agent } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
@@ -115,6 +116,60 @@ it('does not hold the body: while the upstream reads nothing, the upload stalls 
     stalled.close()
   }
 })
+
+/**
+ * GETs `/bytes?n=size` through `port` on a raw socket and reads the answer no faster than one
+ * chunk per `msPerChunk` ms, calling `onChunk` after each; resolves with the bytes received.
+ */
+async function slowDownload(port: number, size: number, msPerChunk: number, onChunk: () => void): Promise<number> {
+  const socket = connect(port, '127.0.0.1')
+  socket.write(`GET /bytes?n=${size} HTTP/1.1\r\nhost: slow.test\r\nconnection: close\r\n\r\n`)
+  let received = 0
+  const sink = new Writable({
+    highWaterMark: 64 * 1024,
+    write(chunk: Buffer, _enc, done) {
+      received += chunk.length
+      onChunk()
+      setTimeout(done, msPerChunk)
+    },
+  })
+  await pipeline(socket, sink)
+  return received
+}
+
+it('a slow client against a fast upstream: the proxy holds only socket buffers of a 208 MiB download (RSS flat)', async () => {
+  // The upstream in its own process writes as fast as the proxy lets it; the client takes at
+  // most one chunk (<= 64 KiB) per 1 ms, several times slower. Without backpressure from the
+  // client to the upstream socket the proxy would queue the difference: ~200 MiB here.
+  const fast = await spawnBackend('fast')
+  const p = await spawnProxy({ upstreams: { v1: { targets: [{ url: fast.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] })
+  try {
+    const port = Number(new URL(p.url).port)
+    // A first download at the same pace warms the path up (code, pools, buffers).
+    await slowDownload(port, 16 * MiB, 1, () => {})
+    const rssBefore = await rssKiB(p.pid)
+    let peak = rssBefore
+    let reading = Promise.resolve()
+    let lastRead = 0
+    const size = 208 * MiB
+    const received = await slowDownload(port, size, 1, () => {
+      // Sampled at most every 50 ms, never two reads at once.
+      const now = performance.now()
+      if (now - lastRead < 50) return
+      lastRead = now
+      reading = reading.then(async () => {
+        peak = Math.max(peak, await rssKiB(p.pid))
+      })
+    })
+    await reading
+    // The answer's head plus every byte of the body arrived.
+    expect(received).toBeGreaterThan(size)
+    expect(peak - rssBefore, `RSS ${rssBefore} KiB before, peak ${peak} KiB during`).toBeLessThan(48 * 1024)
+  } finally {
+    await p.stop()
+    await fast.kill()
+  }
+}, 60_000)
 
 it('streams a 5 MiB download through unchanged', async () => {
   const res = await request(proxy.url + `/bytes?n=${5 * MiB}`, { dispatcher: agent })
