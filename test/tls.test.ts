@@ -5,6 +5,7 @@
  */
 import { copyFile, mkdtemp, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
+import { createSecureServer as createHttp2SecureServer } from 'node:http2'
 import { request as httpsRequest, Agent as HttpsAgent, createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -69,6 +70,26 @@ it('an https target signed by the CA in tls.ca is proxied', async () => {
   const r = await hit(sy.proxyUrl + '/hello')
   expect(r.status).toBe(200)
   expect(r.json()).toEqual({ name: 'secure', path: '/hello', tls: true })
+})
+
+it('an https target that also offers h2 by ALPN is still spoken to in HTTP/1.1', async () => {
+  // undici 8 would take h2 when the target offers it; an upstream's protocol must not change by itself.
+  const seen: string[] = []
+  const server = createHttp2SecureServer({ cert: pem('server.pem'), key: pem('server.key'), allowHTTP1: true }, (req, res) => {
+    seen.push(req.httpVersion)
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ httpVersion: req.httpVersion }))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  onTestFinished(() => new Promise<void>((r) => server.close(() => r())))
+  const port = (server.address() as AddressInfo).port
+  const sy = await app({ upstreams: { up: { targets: [{ url: `https://127.0.0.1:${port}` }], tls: { ca: CA } } }, routes: route })
+  for (let i = 0; i < 3; i++) {
+    const r = await hit(sy.proxyUrl + '/x')
+    expect(r.status).toBe(200)
+    expect(r.json()).toEqual({ httpVersion: '1.1' })
+  }
+  expect(seen).toEqual(['1.1', '1.1', '1.1'])
 })
 
 it('a certificate from an unknown CA answers 502 UPSTREAM_TLS_ERROR, and the target shows why', async () => {
