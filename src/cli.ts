@@ -5,6 +5,7 @@
  * refused API call), 2 usage error (unknown command or option, missing argument).
  */
 import { readFileSync } from 'node:fs'
+import { relaunchTuned } from './cli/node-tuning.js'
 import { unsupportedNode } from './cli/node-version.js'
 
 const USAGE = `usage: switchyard COMMAND [options]
@@ -33,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
     return 1
   }
   const [command, ...rest] = argv
+  // The long-running commands, before anything else is loaded: their memory settings (node-tuning.ts).
+  if (command === 'start' || command === 'demo') relaunchTuned()
   switch (command) {
     case 'start':
       return (await import('./cli/start.js')).start(rest)

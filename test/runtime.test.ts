@@ -4,9 +4,12 @@
  * every test, 22 for the smoke subset): the processes the tests spawn must run exactly that one.
  */
 import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { TUNING_FLAGS, tuningToAdd } from '../src/cli/node-tuning.js'
 import { MIN_NODE, unsupportedNode } from '../src/cli/node-version.js'
 import { startBackend, type Backend } from './helpers/backend.js'
+import { eventually } from './helpers/eventually.js'
 import { parseStrict } from './helpers/prom-text.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
 
@@ -62,5 +65,67 @@ describe('the proxy a test spawns', () => {
     const res = await fetch(`${proxy.url}/hello`)
     expect(res.status).toBe(200)
     await res.arrayBuffer()
+  })
+})
+
+describe('the memory settings the CLI runs start and demo with', () => {
+  const ALL = { flags: [...TUNING_FLAGS], env: { MALLOC_ARENA_MAX: '2' } }
+
+  it.each([
+    ['a plain start', [], {}, ALL],
+    ['already tuned', [...TUNING_FLAGS], { MALLOC_ARENA_MAX: '2' }, null],
+    ['tuned, with an own MALLOC_ARENA_MAX', [...TUNING_FLAGS], { MALLOC_ARENA_MAX: '8' }, null],
+    ['an own young generation size (underscores too)', ['--max_semi_space_size=16'], {}, { flags: ['--no-allocation-site-pretenuring'], env: { MALLOC_ARENA_MAX: '2' } }],
+    ['pretenuring turned on by the user', ['--allocation-site-pretenuring'], {}, { flags: ['--max-semi-space-size=4'], env: { MALLOC_ARENA_MAX: '2' } }],
+    ['flags in NODE_OPTIONS', [], { NODE_OPTIONS: '--max-semi-space-size=8 --inspect' }, { flags: ['--no-allocation-site-pretenuring'], env: { MALLOC_ARENA_MAX: '2' } }],
+    ['an own MALLOC_ARENA_MAX', [], { MALLOC_ARENA_MAX: '4' }, { flags: [...TUNING_FLAGS], env: {} }],
+    ['turned off', [], { SWITCHYARD_NODE_TUNING: 'off' }, null],
+  ])('%s', (_what, execArgv, env, wanted) => {
+    expect(tuningToAdd(execArgv, env)).toEqual(wanted)
+  })
+
+  const config = (url: string) => ({ upstreams: { v1: { targets: [{ url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] })
+  const cmdline = async (pid: number) => (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean)
+  const environ = async (pid: number) => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0').filter(Boolean)
+
+  it('a spawned `start` runs with them, as the same process (same pid), and its workers too', async () => {
+    const backend = await startBackend('v1')
+    const p = await spawnProxy(config(backend.url), ['--workers', '2'])
+    try {
+      // The pid the test spawned is the one that serves: the CLI re-executed itself in place.
+      const argv = await cmdline(p.pid)
+      expect(argv.slice(1, 1 + TUNING_FLAGS.length)).toEqual([...TUNING_FLAGS])
+      expect(await environ(p.pid)).toContain('MALLOC_ARENA_MAX=2')
+      // Both workers registered (each registers once it is ready).
+      const workers = await eventually(async () => {
+        const res = await fetch(`${p.adminUrl}/api/instances`)
+        const pids = ((await res.json()) as { instances: { pid: number }[] }).instances.map((i) => i.pid)
+        expect(pids).toHaveLength(2)
+        return pids
+      })
+      for (const pid of workers) {
+        expect(pid).not.toBe(p.pid)
+        const w = await cmdline(pid)
+        for (const f of TUNING_FLAGS) expect(w).toContain(f)
+        expect(await environ(pid)).toContain('MALLOC_ARENA_MAX=2')
+      }
+      expect((await fetch(`${p.url}/x`)).status).toBe(200)
+    } finally {
+      await p.stop()
+      await backend.close()
+    }
+  })
+
+  it('SWITCHYARD_NODE_TUNING=off leaves the process as it was started', async () => {
+    const backend = await startBackend('v1')
+    const p = await spawnProxy(config(backend.url), [], [], { SWITCHYARD_NODE_TUNING: 'off' })
+    try {
+      const argv = await cmdline(p.pid)
+      for (const f of TUNING_FLAGS) expect(argv).not.toContain(f)
+      expect((await fetch(`${p.url}/x`)).status).toBe(200)
+    } finally {
+      await p.stop()
+      await backend.close()
+    }
   })
 })

@@ -31,6 +31,8 @@ export async function spawnProxy(
   config: Record<string, unknown>,
   extraArgs: string[] = [],
   nodeFlags: string[] = [],
+  /** added to this process's environment */
+  env: NodeJS.ProcessEnv = {},
 ): Promise<ProxyProcess> {
   const port = await freePort()
   const adminPort = await freePort()
@@ -38,7 +40,7 @@ export async function spawnProxy(
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-'))
   const file = join(dir, 'config.json')
   await writeFile(file, JSON.stringify(full))
-  const child = spawn(process.execPath, [...nodeFlags, CLI, 'start', '--config', file, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...nodeFlags, CLI, 'start', '--config', file, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   live.add(child)
   let out = ''
   let err = ''

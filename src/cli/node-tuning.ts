@@ -1,0 +1,62 @@
+/**
+ * The Node.js settings switchyard's long-running processes (`start`, `demo`) run with. On Node
+ * 22 and 24, V8 sizes the young generation from the machine's memory: on a host with a few GiB
+ * it grows to 64 MiB per semi-space (Node 20: 16 MiB), and under load a proxy's resident set
+ * roughly doubled (measured: ~240 MB after 64-connection load, against ~130 MB on Node 20). A
+ * proxy's garbage is short-lived (one request's objects), so a small young generation costs
+ * little: more, cheaper scavenges. The settings, each measured on that load (README "Memory"):
+ *
+ * - `--max-semi-space-size=4` (MiB): a young generation of 8 MiB instead of up to 128 MiB.
+ * - `--no-allocation-site-pretenuring`: with a small young generation, V8 sometimes decides that
+ *   objects made at a busy allocation site (a request's) survive, allocates them straight in
+ *   the old generation, and the old generation balloons until a full collection (seen in about
+ *   one run in three: +70 MB, and 3x the GC time). Request objects do not outlive their request.
+ * - `MALLOC_ARENA_MAX=2`: glibc gives every thread (V8's compiler and GC helpers, libuv's pool)
+ *   its own malloc arena and keeps their freed memory; two arenas hold what the process needs.
+ *
+ * Node reads these only when a process starts, so the CLI re-executes itself once with them
+ * (`process.execve`: the same process id, stdio and signals; nothing has run yet), unless the
+ * process already has them: flags given by the user (on the command line or in NODE_OPTIONS)
+ * and an own MALLOC_ARENA_MAX win over these. `SWITCHYARD_NODE_TUNING=off` turns it all off.
+ * Workers (`--workers`) inherit the flags and the environment from their primary.
+ */
+export const TUNING_FLAGS = ['--max-semi-space-size=4', '--no-allocation-site-pretenuring'] as const
+export const TUNING_ENV = { MALLOC_ARENA_MAX: '2' } as const
+
+/** The flag's name: `--max-semi-space-size` of `--max-semi-space-size=4`, with `_` read as `-`. */
+function flagName(flag: string): string {
+  const name = flag.split('=')[0]!.replaceAll('_', '-')
+  return name.startsWith('--no-') ? `--${name.slice(5)}` : name
+}
+
+export interface Relaunch {
+  /** flags to put before the script */
+  flags: string[]
+  env: Record<string, string>
+}
+
+/**
+ * What a process started with `execArgv` and `env` must add to run tuned, or null when it has
+ * everything (or the user turned the tuning off).
+ */
+export function tuningToAdd(execArgv: readonly string[], env: NodeJS.ProcessEnv): Relaunch | null {
+  if (env.SWITCHYARD_NODE_TUNING === 'off') return null
+  const given = new Set([...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)].filter((a) => a.startsWith('--')).map(flagName))
+  const flags = TUNING_FLAGS.filter((f) => !given.has(flagName(f)))
+  const add: Record<string, string> = {}
+  for (const [k, v] of Object.entries(TUNING_ENV)) if (env[k] === undefined) add[k] = v
+  // Flags already there and only the environment missing: a process started tuned by someone
+  // who chose their own malloc settings (or a platform without glibc); nothing to redo.
+  if (flags.length === 0) return null
+  return { flags, env: add }
+}
+
+/**
+ * Re-executes this process with the tuning when it lacks it and the platform can (`process.execve`,
+ * Node 22.15+ on POSIX systems); returns only when it does not.
+ */
+export function relaunchTuned(): void {
+  const add = tuningToAdd(process.execArgv, process.env)
+  if (add === null || process.execve === undefined) return
+  process.execve(process.execPath, [process.execPath, ...add.flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...add.env })
+}
