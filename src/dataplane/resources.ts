@@ -4,7 +4,7 @@
  * them; `prune()` releases what the newest table no longer names, so deleted routes, upstreams
  * and targets leave no memory and no `/metrics` series behind.
  */
-import { Pool } from './pool.js'
+import { Pool } from 'undici'
 import { DEFAULTS } from '../config/defaults.js'
 import { rejectCounters } from './request-checks.js'
 import { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'

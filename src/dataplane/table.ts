@@ -13,7 +13,7 @@
  * it came from, which requests in flight keep reading unchanged.
  */
 import { createHash } from 'node:crypto'
-import type { Pool } from './pool.js'
+import type { Pool } from 'undici'
 import { DEFAULTS } from '../config/defaults.js'
 import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../config/schema.js'
 import { routePosition } from '../config/route-positions.js'
