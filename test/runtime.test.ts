@@ -69,16 +69,19 @@ describe('the proxy a test spawns', () => {
 })
 
 describe('the memory settings the CLI runs start and demo with', () => {
-  const ALL = { flags: [...TUNING_FLAGS], env: { MALLOC_ARENA_MAX: '2' } }
+  const ENV = { MALLOC_ARENA_MAX: '2', MALLOC_TRIM_THRESHOLD_: '131072' }
+  const ALL = { flags: [...TUNING_FLAGS], env: ENV }
+  const without = (flag: string) => TUNING_FLAGS.filter((f) => f !== flag)
 
   it.each([
     ['a plain start', [], {}, ALL],
-    ['already tuned', [...TUNING_FLAGS], { MALLOC_ARENA_MAX: '2' }, null],
+    ['already tuned', [...TUNING_FLAGS], ENV, null],
     ['tuned, with an own MALLOC_ARENA_MAX', [...TUNING_FLAGS], { MALLOC_ARENA_MAX: '8' }, null],
-    ['an own young generation size (underscores too)', ['--max_semi_space_size=16'], {}, { flags: ['--no-allocation-site-pretenuring'], env: { MALLOC_ARENA_MAX: '2' } }],
-    ['pretenuring turned on by the user', ['--allocation-site-pretenuring'], {}, { flags: ['--max-semi-space-size=4'], env: { MALLOC_ARENA_MAX: '2' } }],
-    ['flags in NODE_OPTIONS', [], { NODE_OPTIONS: '--max-semi-space-size=8 --inspect' }, { flags: ['--no-allocation-site-pretenuring'], env: { MALLOC_ARENA_MAX: '2' } }],
-    ['an own MALLOC_ARENA_MAX', [], { MALLOC_ARENA_MAX: '4' }, { flags: [...TUNING_FLAGS], env: {} }],
+    ['an own young generation size (underscores too)', ['--max_semi_space_size=16'], {}, { flags: without('--max-semi-space-size=4'), env: ENV }],
+    ['pretenuring turned on by the user', ['--allocation-site-pretenuring'], {}, { flags: without('--no-allocation-site-pretenuring'), env: ENV }],
+    ['maglev turned on by the user', ['--maglev'], {}, { flags: without('--no-maglev'), env: ENV }],
+    ['flags in NODE_OPTIONS', [], { NODE_OPTIONS: '--max-semi-space-size=8 --inspect' }, { flags: without('--max-semi-space-size=4'), env: ENV }],
+    ['an own MALLOC_ARENA_MAX', [], { MALLOC_ARENA_MAX: '4' }, { flags: [...TUNING_FLAGS], env: { MALLOC_TRIM_THRESHOLD_: '131072' } }],
     ['turned off', [], { SWITCHYARD_NODE_TUNING: 'off' }, null],
   ])('%s', (_what, execArgv, env, wanted) => {
     expect(tuningToAdd(execArgv, env)).toEqual(wanted)
@@ -95,7 +98,7 @@ describe('the memory settings the CLI runs start and demo with', () => {
       // The pid the test spawned is the one that serves: the CLI re-executed itself in place.
       const argv = await cmdline(p.pid)
       expect(argv.slice(1, 1 + TUNING_FLAGS.length)).toEqual([...TUNING_FLAGS])
-      expect(await environ(p.pid)).toContain('MALLOC_ARENA_MAX=2')
+      expect(await environ(p.pid)).toEqual(expect.arrayContaining(['MALLOC_ARENA_MAX=2', 'MALLOC_TRIM_THRESHOLD_=131072']))
       // Both workers registered (each registers once it is ready).
       const workers = await eventually(async () => {
         const res = await fetch(`${p.adminUrl}/api/instances`)
@@ -107,7 +110,7 @@ describe('the memory settings the CLI runs start and demo with', () => {
         expect(pid).not.toBe(p.pid)
         const w = await cmdline(pid)
         for (const f of TUNING_FLAGS) expect(w).toContain(f)
-        expect(await environ(pid)).toContain('MALLOC_ARENA_MAX=2')
+        expect(await environ(pid)).toEqual(expect.arrayContaining(['MALLOC_ARENA_MAX=2', 'MALLOC_TRIM_THRESHOLD_=131072']))
       }
       expect((await fetch(`${p.url}/x`)).status).toBe(200)
     } finally {
