@@ -7,6 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
 import { baselineBuild } from './lib/baseline.js'
+import { BODY, findNginx, startBackend, startNginx, which } from './lib/backend.js'
 import { ROOT, cleanupOnExit, freePort, runBench, start, stop, tempDir, waitHttp } from './lib/children.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
@@ -19,43 +20,11 @@ const CONNECTIONS = (env.BENCH_CONNECTIONS ?? '1,64').split(',').map(Number)
 const TOOL = env.BENCH_TOOL ?? 'autocannon'
 const CPU_PROF = env.BENCH_CPU_PROF === '1'
 const HEADERS = { 'x-user-id': 'bench-user-42' } // sticky key: makes switchyard hash it
-const BODY = '{"ok":true,"service":"switchyard-bench-backend","message":"hello from the backend","n":12345}'
+/** measured one right after the other in every round: see main() */
+const PAIRED = ['switchyard', 'switchyard-node20', 'bare-undici']
 
 cleanupOnExit()
 const tmp = tempDir('switchyard-bench-')
-
-// ---------- processes ----------
-
-function which (bin, extra = []) {
-  for (const dir of [...(env.PATH ?? '').split(':'), ...extra]) {
-    const p = path.join(dir, bin)
-    try { fs.accessSync(p, fs.constants.X_OK); return p } catch {}
-  }
-  return null
-}
-
-// ---------- servers ----------
-
-function nginxConf (prefix, server) {
-  const dirs = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((d) => `${d}_temp_path ${prefix}/${d};`).join(' ')
-  return `daemon off; master_process off; worker_processes 1;
-pid ${prefix}/nginx.pid; error_log ${prefix}/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; ${dirs}
-  keepalive_requests 1000000; keepalive_timeout 300s;
-  ${server}
-}
-`
-}
-
-async function startNginx (nginx, name, port, server) {
-  const prefix = path.join(tmp, name)
-  fs.mkdirSync(prefix, { recursive: true })
-  fs.writeFileSync(path.join(prefix, 'nginx.conf'), nginxConf(prefix, server.replace('PORT', port)))
-  const child = start(name, nginx, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf')])
-  await waitHttp(child, port)
-  return child
-}
 
 /** `shadow`: the url of a second backend the bench route mirrors 10 % of its requests to. */
 function switchyardConfig (port, backend, adminPort = 0, extra = '', shadow = null) {
@@ -166,21 +135,12 @@ function scrapeEvery (url, ms) {
 
 async function main () {
   fs.mkdirSync(OUT, { recursive: true })
-  const nginx = env.BENCH_NO_NGINX === '1' ? null : which('nginx', ['/usr/sbin', '/usr/local/sbin', '/usr/local/nginx/sbin'])
+  const nginx = findNginx()
   const targets = [] // { name, port, child }
 
   // backend
-  const bport = await freePort()
-  let backendChild
-  if (nginx) {
-    backendChild = await startNginx(nginx, 'backend-nginx', bport,
-      `server { listen 127.0.0.1:PORT; location / { default_type application/json; return 200 '${BODY}'; } }`)
-  } else {
-    console.log('note: nginx not found — backend is bench/peers/backend.js (node:http) and the nginx proxy is skipped')
-    backendChild = start('backend-node', process.execPath, [path.join(PEERS, 'backend.js'), String(bport)])
-    await waitHttp(backendChild, bport)
-  }
-  const backend = `http://127.0.0.1:${bport}`
+  if (!nginx) console.log('note: nginx not found — backend is bench/peers/backend.js (node:http) and the nginx proxy is skipped')
+  const { child: backendChild, port: bport, url: backend } = await startBackend(nginx, tmp)
   targets.push({ name: 'direct', port: bport, child: backendChild })
 
   // switchyard
@@ -245,14 +205,10 @@ async function main () {
   // the same switchyard mirroring 10 % of the bench route's requests to a second backend, whose
   // answers are compared with the first's (same body: no mismatch): the copies cost what they cost
   if (env.BENCH_MIRROR !== '0' && !env.BENCH_SWITCHYARD_CMD) {
-    const shport = await freePort()
-    const shadowChild = nginx
-      ? await startNginx(nginx, 'shadow-nginx', shport, `server { listen 127.0.0.1:PORT; location / { default_type application/json; return 200 '${BODY}'; } }`)
-      : start('shadow-node', process.execPath, [path.join(PEERS, 'backend.js'), String(shport)])
-    if (!nginx) await waitHttp(shadowChild, shport)
+    const { child: shadowChild, url: shadowUrl } = await startBackend(nginx, tmp, 'shadow')
     const mport = await freePort()
     const madmin = await freePort()
-    const margv = switchyardArgv(mport, backend, madmin, 'switchyard-mirror', '', `http://127.0.0.1:${shport}`)
+    const margv = switchyardArgv(mport, backend, madmin, 'switchyard-mirror', '', shadowUrl)
     const child = start('switchyard-mirror', margv[0], margv.slice(1))
     await waitHttp(child, mport)
     targets.push({ name: 'switchyard-mirror', port: mport, child, adminPort: madmin, helper: shadowChild })
@@ -267,7 +223,7 @@ async function main () {
   }
   if (nginx) {
     const port = await freePort()
-    const child = await startNginx(nginx, 'proxy-nginx', port, `
+    const child = await startNginx(nginx, tmp, 'proxy-nginx', port, `
   upstream backend { server 127.0.0.1:${bport}; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:PORT; location / {
     proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
@@ -289,13 +245,17 @@ async function main () {
   const est = CONNECTIONS.length * ROUNDS * targets.length * (DURATION + WARMUP)
   console.log(`about ${Math.ceil(est / 60)} min\n`)
 
-  // measure: round-robin over targets, several rounds, median per target
+  // measure: round-robin over targets, several rounds, median per target. switchyard, the
+  // build before the runtime port and the bare undici proxy run one right after the other in
+  // every round (bar the round where the rotation splits them), so that the per-round ratios
+  // between them compare runs made seconds apart on a machine whose speed drifts.
+  const sequence = [...targets.filter((t) => PAIRED.includes(t.name)), ...targets.filter((t) => !PAIRED.includes(t.name))]
   const results = {}
   for (const c of CONNECTIONS) {
     results[c] = Object.fromEntries(targets.map((t) => [t.name, { rounds: [] }]))
     for (let round = 0; round < ROUNDS; round++) {
       // each round starts one target further on, so no target always follows the same one
-      const order = targets.map((_, i) => targets[(i + round) % targets.length])
+      const order = sequence.map((_, i) => sequence[(i + round) % sequence.length])
       for (const t of order) {
         const url = `http://127.0.0.1:${t.port}/`
         if (WARMUP > 0) await load(url, c, WARMUP)
@@ -387,6 +347,11 @@ function report (names, results, rss) {
       ratios[c].p50DeltaVsDirectMsNode20 = old.p50 - byName.direct.p50
       console.log(`runtime port: switchyard (Node ${process.versions.node.split('.')[0]}) ${fmt(sy.rps / old.rps, 2)}× the rps of switchyard-node20, ` +
         `CPU per request ${fmt(sy.cpuUsPerReq, 1)} vs ${fmt(old.cpuUsPerReq, 1)} µs, p50 over direct +${fmt(ratios[c].p50DeltaVsDirectMs, 3)} vs +${fmt(ratios[c].p50DeltaVsDirectMsNode20, 3)} ms`)
+    }
+    for (const n of PAIRED.slice(1).filter((n) => byName[n])) {
+      const perRound = sy.rounds.map((r, i) => r.rps / byName[n].rounds[i].rps)
+      ratios[c][`rps_vs_${n}_paired`] = median(perRound)
+      console.log(`switchyard / ${n}, round by round: ${perRound.map((x) => fmt(x, 2)).join(' ')} (median ${fmt(median(perRound), 2)})`)
     }
   }
   console.log(`\nload average (1/5/15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`)

@@ -77,10 +77,10 @@ describe('the memory settings the CLI runs start and demo with', () => {
     ['a plain start', [], {}, ALL],
     ['already tuned', [...TUNING_FLAGS], ENV, null],
     ['tuned, with an own MALLOC_ARENA_MAX', [...TUNING_FLAGS], { MALLOC_ARENA_MAX: '8' }, null],
-    ['an own young generation size (underscores too)', ['--max_semi_space_size=16'], {}, { flags: without('--max-semi-space-size=4'), env: ENV }],
+    ['an own young generation size (underscores too)', ['--max_semi_space_size=16'], {}, { flags: without('--max-semi-space-size=8'), env: ENV }],
     ['pretenuring turned on by the user', ['--allocation-site-pretenuring'], {}, { flags: without('--no-allocation-site-pretenuring'), env: ENV }],
     ['maglev turned on by the user', ['--maglev'], {}, { flags: without('--no-maglev'), env: ENV }],
-    ['flags in NODE_OPTIONS', [], { NODE_OPTIONS: '--max-semi-space-size=8 --inspect' }, { flags: without('--max-semi-space-size=4'), env: ENV }],
+    ['flags in NODE_OPTIONS', [], { NODE_OPTIONS: '--max-semi-space-size=32 --inspect' }, { flags: without('--max-semi-space-size=8'), env: ENV }],
     ['an own MALLOC_ARENA_MAX', [], { MALLOC_ARENA_MAX: '4' }, { flags: [...TUNING_FLAGS], env: { MALLOC_TRIM_THRESHOLD_: '131072' } }],
     ['turned off', [], { SWITCHYARD_NODE_TUNING: 'off' }, null],
   ])('%s', (_what, execArgv, env, wanted) => {

@@ -164,7 +164,11 @@ it('a slow client against a fast upstream: the proxy holds only socket buffers o
     await reading
     // The answer's head plus every byte of the body arrived.
     expect(received).toBeGreaterThan(size)
-    expect(peak - rssBefore, `RSS ${rssBefore} KiB before, peak ${peak} KiB during`).toBeLessThan(48 * 1024)
+    // Bounded, not growing with the body: what a flat RSS still moves by is garbage, chunks the
+    // client has taken that wait for a collection (V8 collects when the young generation, 16
+    // MiB, fills or when dead Buffers' memory passes ~64 MiB). Without backpressure the proxy
+    // queues the body: ~200 MiB here.
+    expect(peak - rssBefore, `RSS ${rssBefore} KiB before, peak ${peak} KiB during`).toBeLessThan(96 * 1024)
   } finally {
     await p.stop()
     await fast.kill()
