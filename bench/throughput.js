@@ -247,15 +247,18 @@ async function main () {
 
   // measure: round-robin over targets, several rounds, median per target. switchyard, the
   // build before the runtime port and the bare undici proxy run one right after the other in
-  // every round (bar the round where the rotation splits them), so that the per-round ratios
-  // between them compare runs made seconds apart on a machine whose speed drifts.
-  const sequence = [...targets.filter((t) => PAIRED.includes(t.name)), ...targets.filter((t) => !PAIRED.includes(t.name))]
+  // every round, so that the per-round ratios between them compare runs made seconds apart on
+  // a machine whose speed drifts.
+  const paired = targets.filter((t) => PAIRED.includes(t.name))
+  const units = [paired, ...targets.filter((t) => !PAIRED.includes(t.name)).map((t) => [t])]
+  const rotate = (xs, n) => xs.map((_, i) => xs[(i + n) % xs.length])
   const results = {}
   for (const c of CONNECTIONS) {
     results[c] = Object.fromEntries(targets.map((t) => [t.name, { rounds: [] }]))
     for (let round = 0; round < ROUNDS; round++) {
-      // each round starts one target further on, so no target always follows the same one
-      const order = sequence.map((_, i) => sequence[(i + round) % sequence.length])
+      // each round starts one target further on, so no target always follows the same one;
+      // the paired ones stay together and take turns at going first
+      const order = rotate(units, round).flatMap((u) => u === paired ? rotate(paired, round) : u)
       for (const t of order) {
         const url = `http://127.0.0.1:${t.port}/`
         if (WARMUP > 0) await load(url, c, WARMUP)
