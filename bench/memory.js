@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import autocannon from 'autocannon'
-import { startBackend, findNginx } from './lib/backend.js'
+import { findNginx, startBackend, switchyardConfig } from './lib/backend.js'
 import { baselineBuild } from './lib/baseline.js'
 import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stop, tempDir, until, waitHttp } from './lib/children.js'
 
@@ -45,20 +45,7 @@ function rssTree (pid) {
 
 function config (port, admin, backend) {
   const file = path.join(tmp, `switchyard-${port}.yaml`)
-  fs.writeFileSync(file, `listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${admin} }
-store: { type: memory }
-upstreams:
-  v1: { targets: [ { url: "${backend}" } ] }
-  v2: { targets: [ { url: "${backend}" } ] }
-routes:
-  - name: bench
-    match: { host: "*", pathPrefix: / }
-    rules:
-      - { match: { header: { x-bench-never: "1" } }, upstream: v2 }
-    split: { v1: 100, v2: 0 }
-    sticky: { by: header, name: x-user-id }
-`)
+  fs.writeFileSync(file, switchyardConfig(port, backend, admin))
   return file
 }
 

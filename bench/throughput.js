@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
 import { baselineBuild } from './lib/baseline.js'
-import { BODY, findNginx, startBackend, startNginx, which } from './lib/backend.js'
+import { BODY, findNginx, startBackend, startNginx, switchyardConfig, which } from './lib/backend.js'
 import { ROOT, cleanupOnExit, freePort, runBench, start, stop, tempDir, waitHttp } from './lib/children.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
@@ -25,27 +25,6 @@ const PAIRED = ['switchyard', 'switchyard-node20', 'bare-undici']
 
 cleanupOnExit()
 const tmp = tempDir('switchyard-bench-')
-
-/** `shadow`: the url of a second backend the bench route mirrors 10 % of its requests to. */
-function switchyardConfig (port, backend, adminPort = 0, extra = '', shadow = null) {
-  return `listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${adminPort} }
-${extra}
-store: { type: memory }
-upstreams:
-  v1: { targets: [ { url: "${backend}" } ] }
-  v2: { targets: [ { url: "${backend}" } ] }
-${shadow ? `  shadow: { targets: [ { url: "${shadow}" } ] }` : ''}
-routes:
-  - name: bench
-    match: { host: "*", pathPrefix: / }
-    rules:
-      - { match: { header: { x-bench-never: "1" } }, upstream: v2 }
-    split: { v1: 100, v2: 0 }
-    sticky: { by: header, name: x-user-id }
-${shadow ? '    mirror: { upstream: shadow, percent: 10 }' : ''}
-`
-}
 
 function switchyardArgv (port, backend, adminPort = 0, name = 'switchyard', extra = '', shadow = null) {
   const config = path.join(tmp, `${name}.yaml`)

@@ -55,3 +55,28 @@ export async function startBackend (nginx, tmp, name = 'backend') {
   }
   return { child, port, url: `http://127.0.0.1:${port}` }
 }
+
+/**
+ * The bench route's switchyard config: upstreams v1 and v2 on `backend`, a header rule that never
+ * matches, split 100/0, sticky by `x-user-id`, memory store.
+ * `shadow`: the url of a second backend the bench route mirrors 10 % of its requests to. */
+export function switchyardConfig (port, backend, adminPort = 0, extra = '', shadow = null) {
+  return `listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+${extra}
+store: { type: memory }
+upstreams:
+  v1: { targets: [ { url: "${backend}" } ] }
+  v2: { targets: [ { url: "${backend}" } ] }
+${shadow ? `  shadow: { targets: [ { url: "${shadow}" } ] }` : ''}
+routes:
+  - name: bench
+    match: { host: "*", pathPrefix: / }
+    rules:
+      - { match: { header: { x-bench-never: "1" } }, upstream: v2 }
+    split: { v1: 100, v2: 0 }
+    sticky: { by: header, name: x-user-id }
+${shadow ? '    mirror: { upstream: shadow, percent: 10 }' : ''}
+`
+}
+
