@@ -7,7 +7,8 @@ import path from 'node:path'
 import { Redis } from 'ioredis'
 import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stopAll, tempDir, startRedisServer, until } from './lib/children.js'
 import { startLoad } from './lib/open-loop.js'
-import { admin, closeAdmin, logTo, ppidOf, waitLine } from './lib/deploy-helpers.js'
+import { admin, closeAdmin, logTo, waitLine } from './lib/deploy-helpers.js'
+import { ppidOf } from './lib/proc.js'
 import { printReport } from './lib/deploy-report.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')

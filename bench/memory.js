@@ -8,6 +8,7 @@ import autocannon from 'autocannon'
 import { findNginx, startBackend, switchyardConfig } from './lib/backend.js'
 import { baselineBuild } from './lib/baseline.js'
 import { ROOT, cleanupOnExit, freePort, runBench, sleep, start, stop, tempDir, until, waitHttp } from './lib/children.js'
+import { childPids, memoryOf } from './lib/proc.js'
 
 const env = process.env
 const DURATION = Number(env.BENCH_DURATION ?? 6)
@@ -20,27 +21,13 @@ const HEADERS = { 'x-user-id': 'bench-user-42' }
 cleanupOnExit()
 const tmp = tempDir('switchyard-bench-memory-')
 
-/** VmRSS and VmHWM (MB) of `pid` and of each of its direct children (the workers), from /proc. */
+/** Memory (MB: RSS, peak, PSS) of `pid` and of each of its children (the workers), and the sums. */
 function rssTree (pid) {
-  const read = (p) => {
-    const s = fs.readFileSync(`/proc/${p}/status`, 'utf8')
-    const kb = (k) => Number(s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm'))?.[1]) / 1024
-    // PSS splits the pages processes share (Node's binary, the forked workers' common pages)
-    // between them: the sum of PSS is what the processes take together; the sum of RSS counts
-    // those pages once per process.
-    let pss = NaN
-    try { pss = Number(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8').match(/^Pss:\s+(\d+) kB/m)?.[1]) / 1024 } catch {}
-    return { pid: p, rss: kb('VmRSS'), peak: kb('VmHWM'), pss }
+  const parts = [{ pid, ...memoryOf(pid) }]
+  for (const child of childPids(pid)) {
+    try { parts.push({ pid: child, ...memoryOf(child) }) } catch {} // gone since the scan
   }
-  const parts = [read(pid)]
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8')
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) parts.push(read(Number(d)))
-    } catch {}
-  }
-  return { total: parts.reduce((a, p) => a + p.rss, 0), pss: parts.reduce((a, p) => a + p.pss, 0), parts }
+  return { total: parts.reduce((a, p) => a + p.rssMB, 0), pss: parts.reduce((a, p) => a + p.pssMB, 0), parts }
 }
 
 function config (port, admin, backend) {
@@ -54,7 +41,7 @@ async function measure (v, backend) {
   const port = await freePort()
   const admin = await freePort()
   const args = [v.cli, 'start', '--config', config(port, admin, backend), ...(v.workers ? ['--workers', String(v.workers)] : [])]
-  const child = start(v.name, v.node, args)
+  const child = start(v.name, v.node, args, { env: v.env })
   await waitHttp(child, port, 30_000)
   if (v.workers) {
     // Every worker serves: the admin API lists one instance per worker once it is up.
@@ -103,20 +90,15 @@ async function main () {
     `load = autocannon ${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s\n`)
   const results = []
   for (const v of variants) {
-    const saved = { ...process.env }
-    // The children inherit the bench's environment: set a variant's own for its start only.
-    Object.assign(process.env, v.env ?? {})
-    try { results.push(await measure(v, backend)) } finally {
-      for (const k of Object.keys(v.env ?? {})) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k]
-    }
+    results.push(await measure(v, backend))
     const r = results.at(-1)
     console.log(`  ${r.name.padEnd(26)} idle ${fmt(r.idle.total)} MB, end of load (${r.requests} requests) ${fmt(r.loaded.total)} MB, 2 s later ${fmt(r.settled.total)} MB`)
   }
   console.log(`\n${'MB (RSS summed over the processes; PSS in brackets)'.padEnd(52)}${'idle'.padStart(14)}${'end of load'.padStart(16)}${'2 s later'.padStart(16)}${'peak'.padStart(8)}  end of load, per process`)
   for (const r of results) {
-    const peak = r.loaded.parts.reduce((a, p) => a + p.peak, 0)
+    const peak = r.loaded.parts.reduce((a, p) => a + p.peakMB, 0)
     const both = (t) => `${fmt(t.total)} (${fmt(t.pss)})`
-    console.log(`${r.name.padEnd(52)}${both(r.idle).padStart(14)}${both(r.loaded).padStart(16)}${both(r.settled).padStart(16)}${fmt(peak).padStart(8)}  ${r.loaded.parts.map((p) => fmt(p.rss)).join(' + ')}`)
+    console.log(`${r.name.padEnd(52)}${both(r.idle).padStart(14)}${both(r.loaded).padStart(16)}${both(r.settled).padStart(16)}${fmt(peak).padStart(8)}  ${r.loaded.parts.map((p) => fmt(p.rssMB)).join(' + ')}`)
   }
   const file = path.join(ROOT, 'bench', '.out', 'memory.json')
   fs.mkdirSync(path.dirname(file), { recursive: true })

@@ -9,6 +9,7 @@ import autocannon from 'autocannon'
 import { baselineBuild } from './lib/baseline.js'
 import { BODY, findNginx, startBackend, startNginx, switchyardConfig, which } from './lib/backend.js'
 import { ROOT, cleanupOnExit, freePort, runBench, start, stop, tempDir, waitHttp } from './lib/children.js'
+import { childPids, cpuUsOf, memoryOf } from './lib/proc.js'
 
 const OUT = path.join(ROOT, 'bench', '.out')
 const PEERS = path.join(ROOT, 'bench', 'peers')
@@ -80,16 +81,13 @@ function runWrk (url, connections, duration) {
  * /proc: the cost per request it gives is far steadier than rps on a machine whose other work
  * comes and goes. NaN where /proc is missing.
  */
-const TICK_US = 1e6 / 100 // USER_HZ is 100 on Linux
 function cpuUs (pid) {
-  const ticks = (stat) => { const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); return { ppid: Number(f[1]), t: Number(f[11]) + Number(f[12]) } }
   try {
-    let total = ticks(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).t
-    for (const d of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(d) || Number(d) === pid) continue
-      try { const x = ticks(fs.readFileSync(`/proc/${d}/stat`, 'utf8')); if (x.ppid === pid) total += x.t } catch {}
+    let total = cpuUsOf(pid)
+    for (const child of childPids(pid)) {
+      try { total += cpuUsOf(child) } catch {} // gone since the scan
     }
-    return total * TICK_US
+    return total
   } catch { return NaN }
 }
 
@@ -282,11 +280,7 @@ async function main () {
 }
 
 function readRss (pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
-    const kb = (k) => Number(s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm'))?.[1])
-    return { rssMB: kb('VmRSS') / 1024, peakMB: kb('VmHWM') / 1024 }
-  } catch { return null }
+  try { return memoryOf(pid) } catch { return null }
 }
 
 const fmt = (x, d) => Number.isFinite(x) ? x.toFixed(d) : '-'

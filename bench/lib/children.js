@@ -32,12 +32,12 @@ export function tempDir (prefix) {
 }
 
 /**
- * Spawns `cmd` in ROOT and registers it for cleanup. Keeps the last 4000 characters of its
- * output in `child.tail` (shown when it fails) and sets `child.exited` once it is gone, so a
- * crashed server is reported instead of waited for.
+ * Spawns `cmd` in ROOT, with the bench's environment plus `env`, and registers it for cleanup.
+ * Keeps the last 4000 characters of its output in `child.tail` (shown when it fails) and sets
+ * `child.exited` once it is gone, so a crashed server is reported instead of waited for.
  */
-export function start (name, cmd, args, { ipc = false } = {}) {
-  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc'] : [])] })
+export function start (name, cmd, args, { ipc = false, env = {} } = {}) {
+  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', ...(ipc ? ['ipc'] : [])] })
   child.tail = ''
   const keep = (d) => { child.tail = (child.tail + d).slice(-4000) }
   child.stdout.on('data', keep)

@@ -72,12 +72,3 @@ export function waitLine (child, ok, bad, timeoutMs) {
     child.once('exit', onExit)
   })
 }
-
-/** The parent pid of `pid` (Linux /proc), or null. */
-export function ppidOf (pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-  } catch { return null }
-}
-

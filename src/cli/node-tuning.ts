@@ -3,8 +3,8 @@
  * 22 and 24, V8 sizes the young generation from the machine's memory: on a host with a few GiB
  * it grows to 64 MiB per semi-space (Node 20: 16 MiB), and under load the proxy's resident set
  * nearly doubled (measured: ~240 MB after 64-connection load, against ~130 MB on Node 20). A
- * proxy's garbage is short-lived (one request's objects), so a small young generation costs
- * little: more, cheaper scavenges. Each setting was measured on that load (README "Memory"):
+ * proxy's garbage is short-lived (one request's objects), so a young generation far smaller
+ * than that holds it. Each setting was measured on that load (README "Memory"):
  *
  * - `--max-semi-space-size=8` (MiB): a young generation of up to 16 MiB instead of up to 128
  *   MiB. Each scavenge costs about the same whatever the size (it copies the objects of the
