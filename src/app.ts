@@ -7,7 +7,7 @@ import type { Socket } from 'node:net'
 import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
 import { readListenerTls } from './config/tls-files.js'
 import { normalizeState } from './config/validate.js'
-import type { AdminDeps } from './control/admin/deps.js'
+import type { AdminDeps, AdminToken } from './control/admin/deps.js'
 import { createAdminServer } from './control/admin/server.js'
 import { ControlPlane } from './control/control-plane.js'
 import { startAccessLog } from './control/access-log.js'
@@ -114,10 +114,13 @@ async function listenAdmin(admin: FastifyInstance, host: string, port: number): 
   return urlOf(host, typeof addr === 'object' && addr ? addr.port : port)
 }
 
-export function adminTokens(config: ConfigFile): { name: string; token: string }[] {
-  const out: { name: string; token: string }[] = []
-  if (config.admin?.token) out.push({ name: 'token', token: config.admin.token })
-  for (const [name, token] of Object.entries(config.admin?.tokens ?? {})) out.push({ name, token })
+/** `admin.token` (actor `token`) and `admin.tokens` entries, each with its role (default admin). */
+export function adminTokens(config: ConfigFile): AdminToken[] {
+  const out: AdminToken[] = []
+  if (config.admin?.token) out.push({ name: 'token', token: config.admin.token, role: 'admin' })
+  for (const [name, entry] of Object.entries(config.admin?.tokens ?? {})) {
+    out.push(typeof entry === 'string' ? { name, token: entry, role: 'admin' } : { name, token: entry.token, role: entry.role ?? 'admin' })
+  }
   return out
 }
 

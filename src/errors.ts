@@ -10,6 +10,10 @@ export const ERRORS = {
   UPSTREAM_ERROR: { status: 502, message: 'the upstream failed to answer' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'the upstream did not answer in time' },
   UPSTREAM_TLS_ERROR: { status: 502, message: "the upstream's TLS handshake failed (its certificate was not accepted)" },
+  // an upstream's circuitBreaker bound is reached: answered at once rather than queued
+  UPSTREAM_OVERLOADED: { status: 503, message: 'the upstream has too many requests in flight; try again shortly' },
+  // listen.limits: the request head or body did not arrive in time
+  REQUEST_TIMEOUT: { status: 408, message: 'the request did not arrive in time' },
   // requests the proxy refuses itself, never sent upstream (a client cannot hurt an upstream's record)
   BAD_REQUEST: { status: 400, message: 'the request is malformed and was not forwarded' },
   // the proxy refuses CONNECT; the admin API answers it for a known path asked with another method (with `Allow`)
@@ -17,6 +21,7 @@ export const ERRORS = {
   // admin API
   VALIDATION_FAILED: { status: 400, message: 'the request is invalid' },
   UNAUTHORIZED: { status: 401, message: 'a valid bearer token is required' },
+  FORBIDDEN: { status: 403, message: 'this token is not allowed to do this' },
   NOT_FOUND: { status: 404, message: 'not found' },
   CONFLICT: { status: 409, message: 'the change conflicts with the current state' },
   REVISION_MISMATCH: { status: 412, message: 'the revision in If-Match is not the current one' },

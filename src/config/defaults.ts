@@ -4,6 +4,13 @@
  */
 export const DEFAULTS = {
   listen: { host: '0.0.0.0', port: 8080 },
+  /** Edge bounds per client (listen.limits); maxConnections has no default (no bound). */
+  limits: {
+    headersTimeoutMs: 10_000, // the request head within 10 s (HAProxy's timeout http-request is often 10 s; Node's default is 60 s)
+    bodyIdleTimeoutMs: 60_000, // NGINX client_body_timeout is 60 s
+    keepAliveTimeoutMs: 5_000, // Node's default; NGINX keepalive_timeout is 75 s
+    tunnelIdleTimeoutMs: 300_000, // 5 min, Envoy's default stream idle timeout
+  },
   admin: { host: '127.0.0.1', port: 9901 },
   shutdownTimeoutMs: 30_000, // 30 s, like Kubernetes' terminationGracePeriodSeconds
   shutdownDelayMs: 0, // off; set it above the load balancer's readiness-probe period × failure threshold

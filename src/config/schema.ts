@@ -105,6 +105,23 @@ export const UpstreamTls = Type.Object(
 )
 export type UpstreamTls = Static<typeof UpstreamTls>
 
+/**
+ * Envoy's circuit breakers, per proxy instance (per worker): past them a request to the upstream
+ * is answered 503 UPSTREAM_OVERLOADED at once, instead of queuing without bound. Unset = no bound.
+ */
+export const CircuitBreaker = Type.Object(
+  {
+    maxConcurrent: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'requests in flight to the upstream (all its targets) at once, per instance; past it 503 UPSTREAM_OVERLOADED' }),
+    ),
+    maxPending: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'requests waiting for a free upstream connection, per instance; past it 503 UPSTREAM_OVERLOADED' }),
+    ),
+  },
+  { additionalProperties: false, minProperties: 1 },
+)
+export type CircuitBreaker = Static<typeof CircuitBreaker>
+
 export const UpstreamSpec = Type.Object(
   {
     /** May be left out when `discovery` provides the targets. */
@@ -120,6 +137,7 @@ export const UpstreamSpec = Type.Object(
     outlierDetection: Type.Optional(OutlierDetection),
     slowStartMs: Type.Optional(Ms('a target that joins or comes back ramps up to its full share over this time; 0 = off', 0)),
     tls: Type.Optional(UpstreamTls),
+    circuitBreaker: Type.Optional(CircuitBreaker),
   },
   { additionalProperties: false },
 )
@@ -206,10 +224,23 @@ export const RouteSpec = Type.Object(
     sticky: Type.Optional(Sticky),
     /**
      * Forward the request path exactly as the client sent it. By default the upstream gets the
-     * normalized path (dot segments resolved); route matching uses the normalized path either way.
+     * normalized path (dot segments resolved) and paths that backends resolve in surprising ways
+     * (`..;`, `\\`, `%5C`, an encoded slash in a dot segment) are refused with 400; route matching
+     * uses the normalized path either way.
      */
-    preservePath: Type.Optional(Type.Boolean({ description: 'forward the path as sent (dot segments not resolved); matching still uses the normalized path' })),
+    preservePath: Type.Optional(
+      Type.Boolean({ description: 'forward the path as sent (dot segments not resolved, `..;`, `\\` and `%5C` not refused); matching still uses the normalized path' }),
+    ),
     mirror: Type.Optional(MirrorSpec),
+    maxBodyBytes: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 1_099_511_627_776, description: 'largest request body accepted; over it 413 PAYLOAD_TOO_LARGE (before any upstream is contacted when Content-Length says so); default: no bound' }),
+    ),
+    upgrades: Type.Optional(
+      Type.Array(Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z/-]{1,64}$" }), {
+        maxItems: 16,
+        description: 'Upgrade protocols proxied on this route besides websocket (e.g. h2c is not one to list); case-insensitive',
+      }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -235,10 +266,35 @@ export const FlagSpec = Type.Object(
 )
 export type FlagSpec = Static<typeof FlagSpec>
 
+/** Bounds on what one client may hold of the proxy. Defaults in config/defaults.ts. */
+export const ListenLimits = Type.Object(
+  {
+    headersTimeoutMs: Type.Optional(Ms('the whole request head must arrive within this, else 408 and the connection closes (slowloris); default 10000')),
+    bodyIdleTimeoutMs: Type.Optional(Ms('longest wait for the next request body byte, else 408 and the upstream request is aborted; default 60000')),
+    keepAliveTimeoutMs: Type.Optional(Ms('an idle client keep-alive connection is closed after this; default 5000')),
+    maxConnections: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'client connections open at once (per instance); over it a new connection is closed at once, open ones are unaffected; default: no bound' }),
+    ),
+    tunnelIdleTimeoutMs: Type.Optional(Ms('a WebSocket (or other upgraded) tunnel with no byte either way for this long is closed; default 300000')),
+  },
+  { additionalProperties: false },
+)
+export type ListenLimits = Static<typeof ListenLimits>
+
+/** An IPv4 or IPv6 address or CIDR block, checked in validate.ts. */
+export const Cidr = Type.String({ minLength: 2, maxLength: 64, description: 'an address (10.0.0.1, ::1) or a CIDR block (10.0.0.0/8, fd00::/8)' })
+
 export const Listen = Type.Object(
   {
     host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    limits: Type.Optional(ListenLimits),
+    trustedProxies: Type.Optional(
+      Type.Array(Cidr, {
+        maxItems: 1024,
+        description: 'peers whose X-Forwarded-*, Forwarded and X-Real-IP headers are kept (and appended to); from any other peer they are dropped and set anew; default none',
+      }),
+    ),
     /** the proxy port serves HTTPS with these PEM files, re-read on SIGHUP */
     tls: Type.Optional(
       Type.Object(
@@ -250,12 +306,23 @@ export const Listen = Type.Object(
   { additionalProperties: false },
 )
 
+const TokenValue = Type.String({ minLength: 1, maxLength: 4096 })
+
+/**
+ * What a token may do: `read` every GET and nothing else; `operator` splits, target states,
+ * drains, flags, rollout and replacement control; `admin` everything (the default).
+ */
+export const TokenRole = Type.Union([Type.Literal('read'), Type.Literal('operator'), Type.Literal('admin')])
+export type TokenRole = Static<typeof TokenRole>
+
+export const TokenEntry = Type.Object({ token: TokenValue, role: Type.Optional(TokenRole) }, { additionalProperties: false })
+
 export const Admin = Type.Object(
   {
     host: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
     port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
     token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
-    tokens: Type.Optional(Type.Record(Name, Type.String({ minLength: 1, maxLength: 4096 }), { additionalProperties: false })),
+    tokens: Type.Optional(Type.Record(Name, Type.Union([TokenValue, TokenEntry]), { additionalProperties: false })),
   },
   { additionalProperties: false },
 )
@@ -285,7 +352,10 @@ export const ConfigFile = Type.Object(
     shutdownDelayMs: Type.Optional(Ms('on SIGTERM, time /readyz answers 503 while the proxy still serves, before it stops accepting', 0)),
     accessLog: Type.Optional(
       Type.Object(
-        { sample: Type.Number({ minimum: 0, maximum: 1, description: 'share of requests logged (0.01 = one in a hundred, 1 = all); 0 = off' }) },
+        {
+          sample: Type.Number({ minimum: 0, maximum: 1, description: 'share of requests logged (0.01 = one in a hundred, 1 = all); 0 = off' }),
+          query: Type.Optional(Type.Boolean({ description: 'log the query string too (off by default: query strings often carry tokens)' })),
+        },
         { additionalProperties: false, description: 'an access log line per sampled request (off by default), written off the request path' },
       ),
     ),
