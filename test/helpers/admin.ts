@@ -85,7 +85,8 @@ function cleanup(close: () => Promise<void>): () => Promise<void> {
   return once
 }
 
-export type TestConfig = Omit<ConfigFile, 'listen' | 'admin'> & { admin?: ConfigFile['admin'] }
+/** A config without addresses: startApp puts proxy and admin on 127.0.0.1:0 (listen.limits, trustedProxies and tls pass). */
+export type TestConfig = Omit<ConfigFile, 'listen' | 'admin'> & { admin?: ConfigFile['admin']; listen?: Omit<NonNullable<ConfigFile['listen']>, 'host' | 'port'> }
 
 /** Starts an instance on 127.0.0.1:0 (proxy and admin); `token` is what the client sends. */
 export async function startApp(config: TestConfig, opts: AppOptions & { token?: string } = {}): Promise<TestApp> {
@@ -93,7 +94,7 @@ export async function startApp(config: TestConfig, opts: AppOptions & { token?: 
   const app = await startSwitchyard(
     {
       ...config,
-      listen: { host: '127.0.0.1', port: 0 },
+      listen: { ...config.listen, host: '127.0.0.1', port: 0 },
       admin: { ...config.admin, host: '127.0.0.1', port: 0 },
       shutdownTimeoutMs: 1_000,
     },
