@@ -3,7 +3,7 @@
  * `cli/start.ts` runs it as a process; tests and the demo run it in-process.
  */
 import type { FastifyInstance } from 'fastify'
-import type { Socket } from 'node:net'
+import { BlockList, isIPv6, type Socket } from 'node:net'
 import { DEFAULTS, type ConfigFile, type State } from './config/schema.js'
 import { readListenerTls } from './config/tls-files.js'
 import { normalizeState } from './config/validate.js'
@@ -124,6 +124,19 @@ export function adminTokens(config: ConfigFile): AdminToken[] {
   return out
 }
 
+/** listen.trustedProxies as a BlockList (the CIDRs were checked by validation); none: null. */
+function trustedProxies(cidrs: readonly string[] | undefined): BlockList | null {
+  if (cidrs === undefined || cidrs.length === 0) return null
+  const list = new BlockList()
+  for (const cidr of cidrs) {
+    const [addr, bits] = cidr.split('/') as [string, string | undefined]
+    const family = isIPv6(addr) ? 'ipv6' : 'ipv4'
+    if (bits === undefined) list.addAddress(addr, family)
+    else list.addSubnet(addr, Number(bits), family)
+  }
+  return list
+}
+
 /** Logs once per upstream (per process) that it accepts any certificate: that is easy to forget. */
 function warnInsecure(log: Logger): (state: State) => void {
   const warned = new Set<string>()
@@ -139,7 +152,11 @@ function warnInsecure(log: Logger): (state: State) => void {
 export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? silentLogger
   // The config loader checked the files; read again here, they may have changed since.
-  const dataplane = new Dataplane({ tls: config.listen?.tls === undefined ? undefined : readListenerTls(config.listen.tls) })
+  const dataplane = new Dataplane({
+    tls: config.listen?.tls === undefined ? undefined : readListenerTls(config.listen.tls),
+    limits: config.listen?.limits,
+    trustedProxies: trustedProxies(config.listen?.trustedProxies),
+  })
   const stopEventLog = logDataplaneEvents(dataplane.resources, log)
   const stopAccessLog = startAccessLog(dataplane.resources, log)
   dataplane.resources.accessSample = config.accessLog?.sample ?? 0

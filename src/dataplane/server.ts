@@ -5,7 +5,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
-import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
+import { Server as NetServer, type AddressInfo, type BlockList, type Socket } from 'node:net'
+import { DEFAULTS } from '../config/defaults.js'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
 import { NO_TOKENS } from './headers.js'
@@ -21,11 +22,20 @@ const netServerClose = NetServer.prototype.close
 
 export { EMPTY_TABLE }
 
+/** `listen.limits` with every default filled in (maxConnections: undefined = no bound). */
+export interface EdgeLimits {
+  headersTimeoutMs: number
+  bodyIdleTimeoutMs: number
+  keepAliveTimeoutMs: number
+  maxConnections: number | undefined
+  tunnelIdleTimeoutMs: number
+}
+
 export interface DataplaneOptions {
-  /** Node's slowloris guard: time allowed to receive request headers. */
-  headersTimeoutMs?: number
-  /** idle time a client keep-alive connection is kept open */
-  keepAliveTimeoutMs?: number
+  /** per-client bounds; defaults from DEFAULTS.limits */
+  limits?: Partial<EdgeLimits>
+  /** peers whose forwarding headers are kept (listen.trustedProxies); null/undefined: none */
+  trustedProxies?: BlockList | null
   /** PEM certificate and key: the proxy port serves HTTPS (HTTP/1.1, ALPN `http/1.1`) */
   tls?: { cert: string; key: string } | undefined
 }
@@ -49,7 +59,11 @@ export class Dataplane {
   private handed = 0
   private handedWaiters: (() => void)[] = []
 
+  /** listen.limits, defaults filled in */
+  readonly limits: EdgeLimits
+
   constructor(private readonly opts: DataplaneOptions = {}) {
+    this.limits = { ...DEFAULTS.limits, maxConnections: undefined, ...opts.limits }
     this.http = this.newServer()
   }
 
@@ -57,8 +71,8 @@ export class Dataplane {
     const options = {
       // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
       requestTimeout: 0,
-      headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
-      keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 5_000,
+      headersTimeout: this.limits.headersTimeoutMs,
+      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
     }
     const tls = this.opts.tls
     // An https.Server is a node:http server on TLS sockets: same events, same methods.
