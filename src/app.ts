@@ -9,6 +9,7 @@ import { readListenerTls } from './config/tls-files.js'
 import { normalizeState } from './config/validate.js'
 import type { AdminDeps, AdminToken } from './control/admin/deps.js'
 import { createAdminServer } from './control/admin/server.js'
+import { tokenLengthRefusal, warnShortTokens } from './control/admin/token-length.js'
 import { ControlPlane } from './control/control-plane.js'
 import { startAccessLog } from './control/access-log.js'
 import { logDataplaneEvents } from './control/dataplane-log.js'
@@ -151,6 +152,9 @@ function warnInsecure(log: Logger): (state: State) => void {
 
 export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {}): Promise<App> {
   const log = opts.logger ?? silentLogger
+  const shortTokens = tokenLengthRefusal(config)
+  if (shortTokens !== undefined) throw new Error(shortTokens)
+  warnShortTokens(config, log)
   // The config loader checked the files; read again here, they may have changed since.
   const dataplane = new Dataplane({
     tls: config.listen?.tls === undefined ? undefined : readListenerTls(config.listen.tls),
@@ -158,7 +162,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     trustedProxies: trustedProxies(config.listen?.trustedProxies),
   })
   const stopEventLog = logDataplaneEvents(dataplane.resources, log)
-  const stopAccessLog = startAccessLog(dataplane.resources, log)
+  const accessLogOpts = { query: config.accessLog?.query === true }
+  const stopAccessLog = startAccessLog(dataplane.resources, log, accessLogOpts)
   dataplane.resources.accessSample = config.accessLog?.sample ?? 0
   const health = new HealthChecker(dataplane.resources)
   const store = opts.store ?? (await storeFor(config))
@@ -192,7 +197,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   const deps: AdminDeps = { control, dataplane, tokens: adminTokens(config), discovery: dns, notifier, metrics: exposition, shuttingDown: false }
   // The proxy port strips these from Authorization, so they never reach an upstream.
   dataplane.adminTokens = new Set(deps.tokens.map((t) => t.token))
-  let admin = await createAdminServer(deps)
+  let admin = await createAdminServer(deps, { host: config.admin?.host ?? DEFAULTS.admin.host })
   let current = config
   const cleanup = async () => {
     stopEventLog()
@@ -252,6 +257,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         if (!same(next.store ?? { type: 'memory' }, current.store ?? { type: 'memory' })) {
           throw new Error('store: changing the store needs a restart; nothing changed')
         }
+        const shortTokens = tokenLengthRefusal(next)
+        if (shortTokens !== undefined) throw new Error(`${shortTokens}; nothing changed`)
         const changes: string[] = []
         const [l0, l1] = [{ ...DEFAULTS.listen, ...current.listen }, { ...DEFAULTS.listen, ...next.listen }]
         if ((l0.tls === undefined) !== (l1.tls === undefined)) {
@@ -276,15 +283,20 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
           proxyUrl = urlOf(l1.host, addr.port, proxyScheme)
           changes.push(`proxy now listens on ${proxyUrl}`)
         }
+        if (!same(l0.limits ?? {}, l1.limits ?? {})) {
+          dataplane.setLimits(l1.limits)
+          changes.push('listen.limits (headers and keep-alive bounds apply to open connections too, the others to new connections and requests)')
+        }
         const tokens = adminTokens(next)
         if (!same(tokens, deps.tokens)) {
           deps.tokens.splice(0, deps.tokens.length, ...tokens)
           dataplane.adminTokens = new Set(tokens.map((t) => t.token))
           changes.push('admin tokens')
+          warnShortTokens(next, log)
         }
         const [a0, a1] = [{ ...DEFAULTS.admin, ...current.admin }, { ...DEFAULTS.admin, ...next.admin }]
         if (a0.host !== a1.host || a0.port !== a1.port) {
-          const fresh = await createAdminServer(deps)
+          const fresh = await createAdminServer(deps, { host: a1.host })
           let freshUrl: string
           try {
             freshUrl = await listenAdmin(fresh, a1.host, a1.port)
@@ -301,6 +313,14 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
         if ((next.accessLog?.sample ?? 0) !== (current.accessLog?.sample ?? 0)) {
           dataplane.resources.accessSample = next.accessLog?.sample ?? 0
           changes.push(`accessLog.sample ${dataplane.resources.accessSample}`)
+        }
+        if ((next.accessLog?.query === true) !== accessLogOpts.query) {
+          accessLogOpts.query = next.accessLog?.query === true
+          changes.push(`accessLog.query ${accessLogOpts.query}`)
+        }
+        if (!same(l0.trustedProxies ?? [], l1.trustedProxies ?? [])) {
+          dataplane.trustedProxies = trustedProxies(l1.trustedProxies)
+          changes.push('listen.trustedProxies')
         }
         if (next.shutdownTimeoutMs !== current.shutdownTimeoutMs) changes.push(`shutdownTimeoutMs ${next.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs}`)
         if (next.shutdownDelayMs !== current.shutdownDelayMs) changes.push(`shutdownDelayMs ${next.shutdownDelayMs ?? DEFAULTS.shutdownDelayMs}`)

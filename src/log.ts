@@ -27,8 +27,11 @@ export interface LoggerOptions {
   destination?: DestinationStream
 }
 
+/** The format of each logger createLogger made, for the ready line. */
+const formats = new WeakMap<Logger, LogFormat>()
+
 export function createLogger(opts: LoggerOptions = {}): Logger {
-  return pino(
+  const logger = pino(
     {
       level: opts.level ?? 'info',
       base: { pid: process.pid },
@@ -37,6 +40,35 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     },
     opts.destination ?? (opts.format === 'pretty' ? prettyStream() : pino.destination({ fd: 1, sync: true })),
   )
+  formats.set(logger, opts.format ?? 'json')
+  return logger
+}
+
+/** What the ready line announces: where the instance listens and what it keeps its state in. */
+export interface ReadyInfo {
+  proxy: string
+  admin: string
+  store: string
+  /** `--workers N`: the primary's line names how many */
+  workers?: number
+}
+
+/**
+ * The ready line, printed once the ports listen (by the primary alone with `--workers`): scripts
+ * and tests wait for it. With the JSON format it is a log record like every other stdout line,
+ * `{"level":"info",...,"msg":"ready","proxy":URL,"admin":URL,"store":TYPE}`, so a log shipper
+ * never meets a line it cannot parse; with `pretty`, the plain line
+ * `switchyard proxy URL admin URL store TYPE [workers N]`. Written whatever --log-level says:
+ * whoever waits for it must not wait forever because info lines are off.
+ */
+export function logReady(log: Logger, info: ReadyInfo): void {
+  if (formats.get(log) === 'pretty') {
+    const workers = info.workers === undefined ? '' : ` workers ${info.workers}`
+    process.stdout.write(`switchyard proxy ${info.proxy} admin ${info.admin} store ${info.store}${workers}\n`)
+    return
+  }
+  // A child at level info writes through the same destination even when its parent is quieter.
+  log.child({}, { level: 'info' }).info(info, 'ready')
 }
 
 /** pino-pretty, loaded only when asked for (a terminal, not production). Synchronous, like the JSON lines. */

@@ -51,7 +51,8 @@ describe('headers', () => {
       const get = (n: string) => got.filter(([k]) => k === n).map(([, v]) => v)
       expect(get('host')).toEqual(['api.example.com'])
       expect(get('authorization')).toEqual(['Bearer client-token'])
-      expect(get('x-forwarded-for')).toEqual(['10.0.0.1, 127.0.0.1'])
+      // no trusted proxies configured: the client's X-Forwarded-For is replaced, not appended to
+      expect(get('x-forwarded-for')).toEqual(['127.0.0.1'])
       expect(get('x-forwarded-proto')).toEqual(['http'])
       expect(get('x-forwarded-host')).toEqual(['api.example.com'])
       expect(get('x-custom')).toEqual(['a', 'b'])

@@ -57,7 +57,9 @@ describe('log lines', () => {
     const t = await startApp({ accessLog: { sample: 1 }, upstreams: { v1: { targets: [{ url: v1.url }] } }, routes: [{ name: 'api', split: { v1: 1 } }] }, { logger: on.logger })
     for (let i = 0; i < 3; i++) await t.proxy(`/x/${i}?q=1`)
     await eventually(() => expect(on.find('access')).toHaveLength(3))
-    expect(on.find('access')[0]).toMatchObject({ type: 'access', method: 'GET', url: '/x/0?q=1', status: 200, route: 'api', upstream: 'v1', target: v1.id })
+    // without accessLog.query the line has the path only: query strings often carry tokens
+    expect(on.find('access')[0]).toMatchObject({ type: 'access', method: 'GET', url: '/x/0', status: 200, route: 'api', upstream: 'v1', target: v1.id })
+    expect(JSON.stringify(on.lines())).not.toContain('q=1')
     expect(typeof on.find('access')[0]!['ms']).toBe('number')
 
     const off = memoryLogger('info')
@@ -65,6 +67,19 @@ describe('log lines', () => {
     for (let i = 0; i < 3; i++) await quiet.proxy('/x')
     await quiet.close() // closing flushes whatever was queued
     expect(off.find('access')).toEqual([])
+  })
+
+  it('accessLog.query: true logs the query string too; a reload turns it off again', async () => {
+    const v1 = await statusBackend('v1')
+    const log = memoryLogger('info')
+    const config = (query: boolean) => ({ accessLog: { sample: 1, query }, upstreams: { v1: { targets: [{ url: v1.url }] } }, routes: [{ name: 'api', split: { v1: 1 } }] })
+    const t = await startApp(config(true), { logger: log.logger })
+    await t.proxy('/x?token=secret&page=2')
+    await eventually(() => expect(log.find('access').map((l) => l['url'])).toEqual(['/x?token=secret&page=2']))
+    const changes = await t.app.reload({ ...config(false), listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } })
+    expect(changes).toContain('accessLog.query false')
+    await t.proxy('/y?token=secret')
+    await eventually(() => expect(log.find('access').map((l) => l['url'])).toEqual(['/x?token=secret&page=2', '/y']))
   })
 })
 

@@ -4,16 +4,17 @@
  * deploy/kubernetes/ is checked against the CLI, the config loader and a running admin server.
  * Also: the npm package carries what the CLI needs, and the CLI runs from the packed tarball.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 import { startSwitchyard, type App } from '../src/app.js'
 import { isLoopbackHost, loadConfigFile, parseConfigText } from '../src/config/load.js'
 import { DEFAULTS, type ConfigFile } from '../src/config/schema.js'
 import { startDemoBackend } from '../src/demo/backend.js'
+import { eventually } from './helpers/eventually.js'
 import {
   copyArgs,
   dockerfileStages,
@@ -27,6 +28,7 @@ import {
   yamlFile,
   type Stage,
 } from './helpers/packaging.js'
+import { freePort } from './helpers/redis.js'
 
 const CLI = join(ROOT, 'dist/cli.js')
 const PKG = JSON.parse(readText('package.json')) as { version: string; license: string; files: string[] }
@@ -135,9 +137,10 @@ const service = (name: string) => kinds('Service').find((s) => s.metadata.name =
 const proxyDeployment = kinds('Deployment').find((d) => d.spec.template.spec.containers.some((c: any) => c.args?.[0] === 'start'))
 const proxyContainer = proxyDeployment?.spec.template.spec.containers.find((c: any) => c.args?.[0] === 'start')
 
-/** The env a container gets from its manifest; a secret's value stands in as a test value. */
+/** The env a container gets from its manifest; a secret's value stands in as a test value (one per Secret and key, long enough for a token). */
 function k8sEnv(container: any): Record<string, string> {
-  return Object.fromEntries((container.env ?? []).map((e: any) => [e.name, e.value ?? `secret-${e.valueFrom?.secretKeyRef?.key}`]))
+  const secret = (ref: { name: string; key: string }) => `test-secret-${ref.name}-${ref.key}`
+  return Object.fromEntries((container.env ?? []).map((e: any) => [e.name, e.value ?? secret(e.valueFrom?.secretKeyRef)]))
 }
 
 /** The file a container's `--config PATH` names, from the ConfigMap mounted at its directory. */
@@ -176,7 +179,7 @@ const commandLines: { where: string; args: string[] }[] = [
 
 let app: App
 beforeAll(async () => {
-  const compose = parseConfigText(readText('config/compose.yaml'), { SWITCHYARD_ADMIN_TOKEN: 'probe-test' }).config
+  const compose = parseConfigText(readText('config/compose.yaml'), { SWITCHYARD_ADMIN_TOKEN: 'probe-test', REDIS_PASSWORD: 'probe-test' }).config
   app = await startSwitchyard({
     ...compose,
     listen: { host: '127.0.0.1', port: 0 },
@@ -297,7 +300,7 @@ describe('docker-compose.yml', () => {
 
   it('Redis has a healthcheck; two proxies wait for it and restart; every service restarts', () => {
     const [redisName, redis] = services.find(([, s]) => /^redis(:|$)/.test(s.image ?? ''))!
-    expect(redis.healthcheck.test).toEqual(['CMD', 'redis-cli', 'ping'])
+    expect(redis.healthcheck.test).toEqual(['CMD-SHELL', 'redis-cli ping | grep -q PONG'])
     expect(proxyServices.length).toBe(2)
     for (const [name, s] of proxyServices) expect(s.depends_on?.[redisName]?.condition, name).toBe('service_healthy')
     for (const [name, s] of services) expect(['always', 'unless-stopped', 'on-failure'], name).toContain(s.restart)
@@ -452,6 +455,189 @@ describe('deploy/kubernetes', () => {
       expect(containerPort(c, svc.spec.ports[0].targetPort)).toBe(dns!.port)
       expect(c.readinessProbe.httpGet.path).toBe(spec.healthCheck?.path)
     }
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Redis behind a password and the network: the deploy files hold the fleet's state for the proxies alone
+
+const redisService = services.find(([, s]) => /^redis(:|$)/.test(s.image ?? ''))!
+const redisDeployment = kinds('Deployment').find((d) => /^redis:/.test(d.spec.template.spec.containers[0].image))
+const redisContainer = redisDeployment?.spec.template.spec.containers[0]
+
+/** `$(NAME)` in a container's args, expanded from its env as the kubelet does. */
+function kubeletArgs(container: any, env: Record<string, string>): string[] {
+  return (container.args as string[]).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, n: string) => env[n] ?? m))
+}
+
+/** The `--requirepass` a redis-server command line sets, or undefined. */
+function requirepassOf(args: string[]): string | undefined {
+  const i = args.indexOf('--requirepass')
+  return i < 0 ? undefined : args[i + 1]
+}
+
+interface PodRef {
+  namespace: string
+  labels: Record<string, string>
+}
+
+/** A label selector's matchLabels against `labels` (matchExpressions are not used by the manifests, and refused here). */
+function selects(selector: any, labels: Record<string, string>): boolean {
+  expect(selector?.matchExpressions, 'matchExpressions').toBeUndefined()
+  return Object.entries((selector?.matchLabels ?? {}) as Record<string, string>).every(([k, v]) => labels[k] === v)
+}
+
+/**
+ * Whether the NetworkPolicies let `from` open a TCP connection to `port` of a pod of
+ * `deployment`: the Kubernetes rules (an isolated pod takes only what some policy selecting it
+ * allows; a rule's peers and ports are ORed, a peer's namespace and pod selectors ANDed; a
+ * namespace carries its `kubernetes.io/metadata.name` label). Named ports resolve on the target's containers.
+ */
+function ingressAllowed(from: PodRef, deployment: any, port: number): boolean {
+  const to: PodRef = { namespace: deployment.metadata.namespace, labels: deployment.spec.template.metadata.labels }
+  const policies = kinds('NetworkPolicy').filter(
+    (p) => p.metadata.namespace === to.namespace && selects(p.spec.podSelector, to.labels) && (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'),
+  )
+  if (policies.length === 0) return true
+  const namedPort = (name: string) => deployment.spec.template.spec.containers.flatMap((c: any) => c.ports ?? []).find((p: any) => p.name === name)?.containerPort
+  const peerMatches = (policy: any, peer: any) => {
+    if (peer.ipBlock !== undefined) return false // addresses outside the cluster's pods
+    const namespaceOk = peer.namespaceSelector === undefined ? from.namespace === policy.metadata.namespace : selects(peer.namespaceSelector, { 'kubernetes.io/metadata.name': from.namespace })
+    return namespaceOk && (peer.podSelector === undefined || selects(peer.podSelector, from.labels))
+  }
+  const portMatches = (p: any) => (p.protocol ?? 'TCP') === 'TCP' && (p.port === undefined || (typeof p.port === 'number' ? p.port : namedPort(p.port)) === port)
+  return policies.some((policy) =>
+    ((policy.spec.ingress ?? []) as any[]).some(
+      (rule) => (rule.from === undefined || rule.from.length === 0 || rule.from.some((peer: any) => peerMatches(policy, peer))) && (rule.ports === undefined || rule.ports.length === 0 || rule.ports.some(portMatches)),
+    ),
+  )
+}
+
+const podOf = (d: any): PodRef => ({ namespace: d.metadata.namespace, labels: d.spec.template.metadata.labels })
+
+/**
+ * Runs `argv` (a packaged Redis command) with `env`, on a free loopback port: stand-ins for the
+ * image's entrypoint and for redis-cli only add `--port`/`-p`; the rest (the shell, the quoting,
+ * `--requirepass`) runs as written. Resolves once redis-server answers.
+ */
+async function packagedRedis(argv: string[], env: Record<string, string>): Promise<{ port: number; sh: (script: string, env: Record<string, string>) => Promise<Run> }> {
+  const port = await freePort()
+  const bin = await mkdtemp(join(tmpdir(), 'switchyard-redis-shims-'))
+  const realCli = (await run('sh', ['-c', 'command -v redis-cli'])).stdout.trim()
+  expect(realCli, 'redis-cli on PATH').not.toBe('')
+  // the redis image's entrypoint: options alone mean redis-server
+  await writeFile(join(bin, 'docker-entrypoint.sh'), `#!/bin/sh\ncase "$1" in -*) set -- redis-server "$@";; esac\nexec "$@" --port ${port} --bind 127.0.0.1\n`, { mode: 0o755 })
+  await writeFile(join(bin, 'redis-cli'), `#!/bin/sh\nexec ${realCli} -p ${port} "$@"\n`, { mode: 0o755 })
+  const path = `${bin}:${process.env['PATH']}`
+  const child = spawn(argv[0]!, argv.slice(1), { env: { ...env, PATH: path }, stdio: 'ignore' })
+  onTestFinished(async () => {
+    if (child.exitCode === null) await new Promise((r) => child.once('exit', r).kill('SIGKILL'))
+    await rm(bin, { recursive: true, force: true })
+  })
+  const sh = (script: string, extra: Record<string, string>) => run('sh', ['-c', script], { env: { PATH: path, ...extra } })
+  // up once it answers at all (NOAUTH is an answer)
+  await eventually(async () => expect((await sh('redis-cli ping', {})).stdout).toMatch(/NOAUTH|PONG/), { timeoutMs: 10_000 })
+  return { port, sh }
+}
+
+describe('the store: a password and the network', () => {
+  it('compose: Redis requires the password from REDIS_PASSWORD, publishes nothing, and its healthcheck authenticates', async () => {
+    const [, redis] = redisService
+    expect(redis.ports).toBeUndefined()
+    const env = composeEnv(redis)
+    expect(env['REDIS_PASSWORD']).toBe(COMPOSE_VARS['REDIS_PASSWORD'])
+    expect(env['REDISCLI_AUTH']).toBe(env['REDIS_PASSWORD'])
+    // the password is read when the container starts ($$ is compose's escape for $), not written in the file
+    expect(redis.command[0]).toBe('sh')
+    expect(redis.command.join(' ')).toContain('--requirepass "$$REDIS_PASSWORD"')
+    const argv = (redis.command as string[]).map((a) => a.replaceAll('$$', '$'))
+    const r = await packagedRedis(argv, { REDIS_PASSWORD: env['REDIS_PASSWORD']! })
+    expect((await r.sh('redis-cli ping', {})).stdout).toContain('NOAUTH')
+    const check = redis.healthcheck.test[1] as string
+    expect(redis.healthcheck.test[0]).toBe('CMD-SHELL')
+    expect((await r.sh(check, { REDISCLI_AUTH: env['REDISCLI_AUTH']! })).code).toBe(0)
+    expect((await r.sh(check, {})).code, 'unauthenticated: unhealthy').toBe(1)
+    expect((await r.sh(check, { REDISCLI_AUTH: 'wrong' })).code).toBe(1)
+  }, 30_000)
+
+  it("compose: the proxies' store.url carries the same password, from the environment; only they share a network with Redis", async () => {
+    const [redisName, redis] = redisService
+    expect(readText('config/compose.yaml')).toContain('redis://:${REDIS_PASSWORD}@')
+    for (const [name, s] of proxyServices) {
+      const config = await validConfig(join(ROOT, repoPathOf(optionValue(s.command, 'config')!)!), composeEnv(s))
+      const url = new URL(config.store?.type === 'redis' ? config.store.url! : 'memory:')
+      expect(url.hostname, name).toBe(redisName)
+      expect(decodeURIComponent(url.password), name).toBe(composeEnv(redis)['REDIS_PASSWORD'])
+    }
+    const networksOf = (s: any): string[] => (Array.isArray(s.networks) ? s.networks : Object.keys(s.networks ?? { default: null }))
+    const redisNetworks = networksOf(redis)
+    expect(redisNetworks.length).toBeGreaterThan(0)
+    for (const n of redisNetworks) {
+      expect((compose as any).networks?.[n]?.internal, `network ${n} is internal`).toBe(true)
+      const members = services.filter(([, s]) => networksOf(s).includes(n)).map(([name]) => name)
+      expect(members.sort(), `network ${n}`).toEqual([redisName, ...proxyServices.map(([name]) => name)].sort())
+    }
+    // the proxies still reach the demo APIs
+    for (const [name, s] of backendServices) expect(networksOf(s).some((n) => proxyServices.every(([, p]) => networksOf(p).includes(n))), name).toBe(true)
+  })
+
+  it('kubernetes: Redis requires the password from a Secret, which the proxies read into store.url; the probe authenticates', async () => {
+    expect(redisContainer, 'a redis Deployment').toBeDefined()
+    const refOf = (c: any, name: string) => c.env?.find((e: any) => e.name === name)?.valueFrom?.secretKeyRef
+    const ref = refOf(redisContainer, 'REDIS_PASSWORD')
+    expect(ref, 'REDIS_PASSWORD from a Secret').toMatchObject({ name: expect.any(String), key: expect.any(String) })
+    expect(refOf(redisContainer, 'REDISCLI_AUTH')).toEqual(ref)
+    expect(refOf(proxyContainer, 'REDIS_PASSWORD')).toEqual(ref)
+    expect(readText('deploy/kubernetes/00-namespace.yaml')).toContain(`kubectl -n ${redisDeployment.metadata.namespace} create secret generic ${ref.name} --from-literal=${ref.key}=`)
+    // the manifest names the variable; the kubelet puts the value in
+    expect(redisContainer.args).toContain('$(REDIS_PASSWORD)')
+    const redisEnv = k8sEnv(redisContainer)
+    const args = kubeletArgs(redisContainer, redisEnv)
+    expect(requirepassOf(args)).toBe(redisEnv['REDIS_PASSWORD'])
+    const config = parseConfigText(k8sConfigText(proxyDeployment, proxyContainer), k8sEnv(proxyContainer)).config
+    const url = new URL(config.store?.type === 'redis' ? config.store.url! : 'memory:')
+    expect(decodeURIComponent(url.password)).toBe(redisEnv['REDIS_PASSWORD'])
+    expect(k8sConfigText(proxyDeployment, proxyContainer)).toContain('redis://:${REDIS_PASSWORD}@')
+    // run it: the image's entrypoint gets the args
+    const r = await packagedRedis(['docker-entrypoint.sh', ...args], {})
+    expect((await r.sh('redis-cli ping', {})).stdout).toContain('NOAUTH')
+    const probe = redisContainer.readinessProbe.exec.command as string[]
+    expect(probe.slice(0, 2)).toEqual(['sh', '-c'])
+    expect((await r.sh(probe[2]!, { REDISCLI_AUTH: redisEnv['REDISCLI_AUTH']! })).code).toBe(0)
+    expect((await r.sh(probe[2]!, {})).code).toBe(1)
+  }, 30_000)
+
+  it('kubernetes NetworkPolicies: only switchyard reaches Redis, only the load balancer the proxy port, nobody the admin port', () => {
+    const namespace = proxyDeployment.metadata.namespace
+    const config = parseConfigText(k8sConfigText(proxyDeployment, proxyContainer), k8sEnv(proxyContainer)).config
+    const { listen, admin } = ports(config)
+    const redisPort = containerPort(redisContainer, 'redis')
+    const balancer: PodRef = { namespace: 'ingress-nginx', labels: { 'app.kubernetes.io/name': 'ingress-nginx' } }
+    const backends = kinds('Deployment').filter((d) => d !== proxyDeployment && d !== redisDeployment)
+    expect(backends.length).toBeGreaterThan(0)
+    const strangers: PodRef[] = [
+      ...backends.map(podOf),
+      podOf(redisDeployment),
+      { namespace, labels: { app: 'something-new' } },
+      { namespace: 'default', labels: { app: 'switchyard' } }, // the same labels in another namespace
+      { namespace: 'ingress-nginx', labels: { app: 'other' } },
+    ]
+    // Redis: the proxies only
+    expect(ingressAllowed(podOf(proxyDeployment), redisDeployment, redisPort)).toBe(true)
+    for (const p of [...strangers, balancer]) expect(ingressAllowed(p, redisDeployment, redisPort), JSON.stringify(p)).toBe(false)
+    // the proxy port: the load balancer only; the admin port: no pod at all (the kubelet's probes come from the node)
+    expect(ingressAllowed(balancer, proxyDeployment, listen)).toBe(true)
+    for (const p of [...strangers, podOf(proxyDeployment)]) expect(ingressAllowed(p, proxyDeployment, listen), JSON.stringify(p)).toBe(false)
+    for (const p of [...strangers, balancer, podOf(proxyDeployment)]) expect(ingressAllowed(p, proxyDeployment, admin), JSON.stringify(p)).toBe(false)
+    // the demo APIs: from the proxies, on their port, and from nobody else
+    for (const d of backends) {
+      const port = d.spec.template.spec.containers[0].ports[0].containerPort
+      expect(ingressAllowed(podOf(proxyDeployment), d, port), d.metadata.name).toBe(true)
+      for (const p of [balancer, podOf(redisDeployment), { namespace, labels: { app: 'something-new' } }]) expect(ingressAllowed(p, d, port), d.metadata.name).toBe(false)
+    }
+    // the probes' port is the admin port, and nothing else in the manifests opens it
+    for (const probe of [proxyContainer.readinessProbe.httpGet, proxyContainer.livenessProbe.httpGet]) expect(containerPort(proxyContainer, probe.port)).toBe(admin)
+    expect(readText('deploy/kubernetes/40-network-policies.yaml').replace(/\s*\n#\s*/g, ' ')).toContain('traffic from the node a pod runs on is always allowed')
   })
 })
 

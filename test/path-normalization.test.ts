@@ -56,7 +56,7 @@ it.each([
   ['/public/.%2E/internal/x?next=/public/../y', 'internal', '/internal/x?next=/public/../y'],
   ['/internal/../public/x', 'public', '/public/x'],
   ['/internal/..', 'rest', '/'],
-  ['/public/..%2Finternal/x', 'public', '/public/..%2Finternal/x'],
+  // (an encoded slash inside a dot segment, `/public/..%2Finternal`, is refused: path-hygiene.test.ts)
   ['/public//../x', 'public', '/public/x'],
   // absolute-form targets go through the same normalization
   ['http://api.example/public/../internal/x', 'internal', '/internal/x'],

@@ -45,7 +45,7 @@ function notifier() {
 }
 
 describe('Notifier', () => {
-  it('POSTs the event as JSON, signed with HMAC-SHA256 of the exact body', async () => {
+  it('POSTs the event as JSON, signed with HMAC-SHA256 of the timestamp and the exact body', async () => {
     const rx = await receiver((_n, res) => res.end('ok'))
     const { n } = notifier()
     const r = rolloutWith([{ url: rx.url, secret: 'top-secret' }])
@@ -54,7 +54,9 @@ describe('Notifier', () => {
     const [hit] = rx.hits
     expect(hit!.headers['content-type']).toBe('application/json')
     expect(hit!.headers['x-switchyard-event']).toBe('started')
-    expect(hit!.headers['x-switchyard-signature']).toBe('sha256=' + createHmac('sha256', 'top-secret').update(hit!.body).digest('hex'))
+    const timestamp = String(hit!.headers['x-switchyard-timestamp'])
+    expect(Math.abs(Number(timestamp) - Date.now() / 1000)).toBeLessThan(60)
+    expect(hit!.headers['x-switchyard-signature']).toBe('sha256=' + createHmac('sha256', 'top-secret').update(`${timestamp}.${hit!.body}`).digest('hex'))
     expect(JSON.parse(hit!.body)).toMatchObject({ event: 'started', rollout: 'r1', route: 'api', from: 'v1', to: 'v2', phase: 'progressing', weight: 10, weights: { v1: 90, v2: 10 }, message: 'hello', analysis: null })
   })
 

@@ -275,7 +275,8 @@ describe('webhooks', () => {
     expect(calls).toBe(3) // the first attempt answered 500 and was retried
     expect(await (await fetch(a.app.adminUrl + '/metrics')).text()).toContain('switchyard_rollout_webhooks_total{result="sent"} 2')
     for (const e of events) {
-      const expected = 'sha256=' + createHmac('sha256', 's3cret').update(e.body).digest('hex')
+      const timestamp = String(e.headers['x-switchyard-timestamp'])
+      const expected = 'sha256=' + createHmac('sha256', 's3cret').update(`${timestamp}.${e.body}`).digest('hex')
       expect(e.headers['x-switchyard-signature']).toBe(expected)
       expect(JSON.parse(e.body)).toMatchObject({ rollout: 'c1', route: 'api', from: 'v1', to: 'v2' })
     }

@@ -208,7 +208,7 @@ async function listenerReload(workers: string[]) {
   )
   onTestFinished(() => p.stop().then(() => undefined))
   const url = `https://127.0.0.1:${port}`
-  expect(p.stdout()).toContain(`switchyard proxy ${url}`)
+  expect(p.ready.proxy).toBe(url)
   const first = await certificateOf(port)
   expect(first.subject.CN).toBe('switchyard test server')
 

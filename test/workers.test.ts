@@ -53,7 +53,7 @@ async function cluster(workers = 2) {
 it('--workers 2 with the memory store: two instances share the ports and one state; SIGTERM exits 0', async () => {
   const { p } = await cluster(2)
   await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
-  expect(p.stdout()).toContain('workers 2')
+  expect(p.ready.workers).toBe(2)
   // a write through whichever worker answers is applied by both (the primary holds the state)
   const put = await putSplit(p, { v1: 0, v2: 1 })
   expect(put.statusCode).toBe(200)
@@ -158,7 +158,7 @@ it('--workers 2 with Redis: each worker follows Redis and registers in the fleet
     ['--workers', '2'],
   )
   onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
-  expect(p.stdout()).toContain('store redis workers 2')
+  expect(p.ready).toMatchObject({ store: 'redis', workers: 2 })
   await eventually(async () => expect(new Set((await instances(p)).map((i) => i.pid)).size).toBe(2))
   const put = await putSplit(p, { v2: 1 })
   expect(put.statusCode).toBe(200)

@@ -12,8 +12,8 @@ import type { ConfigFile } from './schema.js'
 import { isObj, markMalformed } from './malformed.js'
 import { checkConfigShape, formatPath, schemaErrors } from './shape.js'
 import type { PathSegment } from './shape.js'
-import { readListenerTls } from './tls-files.js'
-import { validateState } from './validate.js'
+import { readCaFilesSync, readListenerTls } from './tls-files.js'
+import { validateState, validateTrustedProxies } from './validate.js'
 
 export interface LoadResult {
   /** The parsed, substituted config; only trustworthy when `problems` is empty. */
@@ -54,7 +54,8 @@ export function parseConfigText(text: string, env: NodeJS.ProcessEnv = process.e
   // condemned is hidden, so one run reports every problem and none twice.
   const judged = errors.length === 0 && subst.unresolved.length === 0 ? config : markMalformed(config, errors, subst.unresolved)
   const reported = new Set([...envPaths, ...shape.map((p) => p.path)])
-  const semantic = [...validateState(judged), ...crossCheck(judged)].filter((p) => !reported.has(p.path))
+  // The file's CA paths are the operator's and read here, synchronously but safely (tls-files.ts).
+  const semantic = [...validateState(judged, { readCaFiles: readCaFilesSync }), ...validateTrustedProxies(judged), ...crossCheck(judged)].filter((p) => !reported.has(p.path))
   return { config, problems: [...subst.problems, ...shape, ...semantic] }
 }
 
@@ -242,6 +243,32 @@ export function isLoopbackHost(host: string): boolean {
 
 const WILDCARD = new Set(['', '0.0.0.0', '::', '[::]'])
 
+/** Shorter admin tokens are refused off loopback and warned about on it (guessable by a scan). */
+export const MIN_TOKEN_LENGTH = 16
+
+/**
+ * The admin tokens shorter than MIN_TOKEN_LENGTH, by config path (`admin.token`,
+ * `admin.tokens.ci`): messages name the token, never show it. Safe on malformed input.
+ */
+export function shortAdminTokens(admin: unknown): { path: string; length: number }[] {
+  if (!isObj(admin)) return []
+  const out: { path: string; length: number }[] = []
+  const check = (path: string, token: unknown) => {
+    if (typeof token === 'string' && token.length < MIN_TOKEN_LENGTH) out.push({ path, length: token.length })
+  }
+  check('admin.token', admin['token'])
+  const tokens = admin['tokens']
+  if (isObj(tokens)) {
+    for (const [name, entry] of Object.entries(tokens)) check(formatPath(['admin', 'tokens', name]), isObj(entry) ? entry['token'] : entry)
+  }
+  return out
+}
+
+/** What is wrong with a short token where admin is reachable from other machines. */
+export function shortTokenMessage(length: number, adminHost: string): string {
+  return `is ${length} characters; a token needs at least ${MIN_TOKEN_LENGTH} when admin listens on a non-loopback host (${adminHost}): generate one with \`openssl rand -hex 32\``
+}
+
 /** Whether two listeners on these hosts and the same port would collide. */
 function hostsOverlap(a: string, b: string): boolean {
   if (a === b || WILDCARD.has(a) || WILDCARD.has(b)) return true
@@ -264,6 +291,10 @@ function crossCheck(raw: unknown): Problem[] {
   // An unauthenticated admin API must not be reachable from other machines.
   if (!hasToken && typeof adminHost === 'string' && !isLoopbackHost(adminHost)) {
     problems.push({ path: 'admin.host', message: 'binding admin to a non-loopback host requires admin.token or admin.tokens' })
+  }
+  // Off loopback a short token can be guessed by whoever reaches the port; on it only warned (at start).
+  if (typeof adminHost === 'string' && !isLoopbackHost(adminHost)) {
+    for (const { path, length } of shortAdminTokens(admin)) problems.push({ path, message: shortTokenMessage(length, adminHost) })
   }
   const listenHost = listen['host'] ?? DEFAULTS.listen.host
   const listenPort = listen['port'] ?? DEFAULTS.listen.port

@@ -115,7 +115,11 @@ export const CircuitBreaker = Type.Object(
       Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'requests in flight to the upstream (all its targets) at once, per instance; past it 503 UPSTREAM_OVERLOADED' }),
     ),
     maxPending: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'requests waiting for a free upstream connection, per instance; past it 503 UPSTREAM_OVERLOADED' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000,
+        description: 'requests sent to the upstream and waiting for a connection (being connected, or none free), per instance; while this many wait, new ones get 503 UPSTREAM_OVERLOADED',
+      }),
     ),
   },
   { additionalProperties: false, minProperties: 1 },

@@ -4,8 +4,11 @@
  *   one clear `{path, message}` per problem (paths like `routes[0].split.v3`).
  * - `validateState`: the semantic checks a schema cannot express (references between
  *   upstreams and routes, duplicates, URLs, regexes). It is the ONE semantic check: the config
- *   loader and every admin write call it, so a state that passed it is safe to compile.
+ *   loader, every admin write and every state read from the store pass it, so a state that
+ *   passed it is safe to compile. It reads `tls.ca` files only when asked to (the config
+ *   loader): for the others it runs on the event loop, and the control plane reads them apart.
  */
+import { isIP } from 'node:net'
 import type { Problem } from '../errors.js'
 import { DEFAULTS, healthTimeoutMs, TARGET_ID_PATTERN } from './schema.js'
 import type { DnsDiscovery, FlagSpec, RouteSpec, State, Target, Upstream, UpstreamSpec } from './schema.js'
@@ -13,7 +16,7 @@ import { routePosition, type Touched } from '../store/delta.js'
 import { formatPath, type PathSegment } from './shape.js'
 import { isObj } from './malformed.js'
 import { discoveryProblems } from './validate-discovery.js'
-import { readCaFiles } from './tls-files.js'
+import { regexProblem } from './regex.js'
 
 /** What `validateState` and `normalizeState` read: the config file's state part or a State. */
 export interface StateSpec {
@@ -62,7 +65,7 @@ function targetUrlProblem(url: string): string | undefined {
  * for a value the schema rejected) is skipped, never judged, so the shape problem is not
  * echoed as a semantic one. It does not re-check types or name patterns.
  */
-export function validateState(s: StateSpec | unknown): Problem[] {
+export function validateState(s: StateSpec | unknown, opts: ValidateOptions = {}): Problem[] {
   const problems: Problem[] = []
   const report = (segments: PathSegment[], message: string) => problems.push({ path: formatPath(segments), message })
   if (!isObj(s)) return problems
@@ -70,7 +73,7 @@ export function validateState(s: StateSpec | unknown): Problem[] {
   const upstreamsKnown = isObj(s['upstreams'])
   const hasUpstream = (name: string) => !upstreamsKnown || Object.hasOwn(s['upstreams'] as Obj, name)
 
-  for (const [name, upstream] of entriesOf(s['upstreams'])) if (isObj(upstream)) checkUpstream(name, upstream, report)
+  for (const [name, upstream] of entriesOf(s['upstreams'])) if (isObj(upstream)) checkUpstream(name, upstream, report, opts)
 
   const routes = itemsOf(s['routes'])
   const routeNames = new Map<string, number>()
@@ -113,7 +116,7 @@ export function validateChange(state: State, touched: Touched, before?: State): 
   const hasUpstream = (name: string) => Object.hasOwn(state.upstreams, name)
   const removed: string[] = []
   for (const name of touched.upstreams) {
-    if (hasUpstream(name)) checkUpstream(name, state.upstreams[name] as unknown as Obj, report)
+    if (hasUpstream(name)) checkUpstream(name, state.upstreams[name] as unknown as Obj, report, {})
     else removed.push(name)
   }
 
@@ -182,7 +185,7 @@ function checkClashes(routes: readonly RouteSpec[], i: number, report: Report): 
 type Obj = Record<string, unknown>
 type Report = (segments: PathSegment[], message: string) => void
 
-function checkUpstream(name: string, upstream: Obj, report: Report): void {
+function checkUpstream(name: string, upstream: Obj, report: Report, opts: ValidateOptions): void {
   const ids = new Map<string, number>()
   if (upstream['targets'] === undefined && upstream['discovery'] === undefined) {
     report(['upstreams', name, 'targets'], 'is required (or set discovery to find the targets in DNS)')
@@ -226,18 +229,27 @@ function checkUpstream(name: string, upstream: Obj, report: Report): void {
   const tls = upstream['tls']
   // Discovered targets are plain http: tls there would be a setting that silently does nothing.
   if (isObj(tls) && upstream['discovery'] !== undefined) report(['upstreams', name, 'tls'], 'cannot be used with discovery: discovered targets are http://')
-  if (isObj(tls)) {
-    const ca = tls['ca']
+  // The files are read only for the config loader (`readCaFiles`): this check also runs on the
+  // event loop for admin writes and store reads, whose files the control plane reads asynchronously.
+  const ca = isObj(tls) ? tls['ca'] : undefined
+  if (opts.readCaFiles !== undefined) {
     const paths = typeof ca === 'string' ? [ca] : Array.isArray(ca) ? ca.filter((p): p is string => typeof p === 'string') : []
-    // Refused here, with its path, rather than when the table compiles: a write naming a file this host cannot read changes nothing.
     for (const path of paths) {
       try {
-        readCaFiles([path])
+        opts.readCaFiles([path])
       } catch (err) {
         report(['upstreams', name, 'tls', 'ca'], (err as Error).message)
       }
     }
   }
+}
+
+export interface ValidateOptions {
+  /**
+   * Checks `tls.ca` files too: the config loader's `readCaFilesSync` (safe on a FIFO or a device,
+   * at most 1 MiB a file). Left out, no file is read (see `Follower.readCaAhead`).
+   */
+  readCaFiles?: (paths: readonly string[]) => unknown
 }
 
 /** One route's own checks (references, weights, rules, sticky); not its clashes with other routes. */
@@ -270,12 +282,9 @@ function checkRoute(route: Obj, at: PathSegment[], hasUpstream: (name: string) =
         }
         const regex = isObj(matcher) ? matcher['regex'] : undefined
         if (typeof regex === 'string') {
-          try {
-            new RegExp(regex)
-          } catch (err) {
-            const why = (err as Error).message.replace(/^Invalid regular expression: /, '')
-            report([...ruleAt, 'match', kind, key, 'regex'], `invalid regular expression: ${why}`)
-          }
+          // Matched with RE2 (linear time, see regex.ts): what it cannot run is refused here, with its path.
+          const problem = regexProblem(regex)
+          if (problem !== undefined) report([...ruleAt, 'match', kind, key, 'regex'], problem)
         }
       }
     }
@@ -361,4 +370,38 @@ export function normalizeState(spec: StateSpec): Omit<State, 'revision' | 'rollo
     return copy
   })
   return { upstreams, routes, flags: structuredClone(spec.flags ?? {}) }
+}
+
+/**
+ * Why `value` is not a usable `listen.trustedProxies` entry (an IPv4 or IPv6 address, alone or
+ * with a prefix length: `10.0.0.0/8`, `192.168.1.7`, `fd00::/8`, `::ffff:10.0.0.0/104`), or
+ * undefined when it is one. Host bits under the prefix are allowed (`10.1.2.3/8` is `10.0.0.0/8`).
+ */
+export function cidrProblem(value: string): string | undefined {
+  const slash = value.indexOf('/')
+  const addr = slash < 0 ? value : value.slice(0, slash)
+  const family = isIP(addr)
+  // A zone (`fe80::1%eth0`) names an interface of this host, not a peer address.
+  if (family === 0 || addr.includes('%')) {
+    return `${JSON.stringify(value)} is not an IP address or CIDR block (such as 10.0.0.0/8, 192.168.1.7, fd00::/8)`
+  }
+  if (slash < 0) return undefined
+  const bits = value.slice(slash + 1)
+  const max = family === 4 ? 32 : 128
+  if (!/^[0-9]{1,3}$/.test(bits) || Number(bits) > max) {
+    return `${JSON.stringify(value)}: the prefix length after / must be a number from 0 to ${max} for an IPv${family} address`
+  }
+  return undefined
+}
+
+/** `listen.trustedProxies`: every entry a usable address or CIDR block, each problem at its path. Safe on malformed input. */
+export function validateTrustedProxies(config: unknown): Problem[] {
+  const listen = isObj(config) ? config['listen'] : undefined
+  const problems: Problem[] = []
+  itemsOf(isObj(listen) ? listen['trustedProxies'] : undefined).forEach((entry, i) => {
+    if (typeof entry !== 'string') return
+    const message = cidrProblem(entry)
+    if (message !== undefined) problems.push({ path: formatPath(['listen', 'trustedProxies', i]), message })
+  })
+  return problems
 }

@@ -3,6 +3,9 @@
  * diagnostics channel and are only queued there; a timer writes them as JSON lines (`msg:
  * "access"`) every 250 ms, so the request path never formats or writes a line. At most
  * MAX_QUEUED wait between two writes: beyond that they are counted and the count is logged.
+ * Lines carry the path without the query string unless `accessLog.query` is on: query strings
+ * often carry tokens and personal data, and a log is read by more people than the API is. The
+ * query is cut here, when the line is written, so the request path pays nothing for it.
  */
 import diagnostics from 'node:diagnostics_channel'
 import { ACCESS, type AccessEvent } from '../dataplane/events.js'
@@ -11,8 +14,23 @@ import type { Logger } from '../log.js'
 const FLUSH_MS = 250
 const MAX_QUEUED = 5_000
 
+/** Read at every write, so a reload can change them in place. */
+export interface AccessLogOptions {
+  /** log the query string too (accessLog.query; default false) */
+  query: boolean
+}
+
+/** The request target as logged: without the query (and a fragment, if one was sent) unless `query`. */
+export function loggedUrl(url: string, query: boolean): string {
+  if (query) return url
+  const q = url.indexOf('?')
+  const h = url.indexOf('#')
+  const end = q < 0 ? h : h < 0 ? q : Math.min(q, h)
+  return end < 0 ? url : url.slice(0, end)
+}
+
 /** Subscribes for the data plane `scope`; the returned function flushes and unsubscribes. */
-export function startAccessLog(scope: object, log: Logger): () => void {
+export function startAccessLog(scope: object, log: Logger, opts: AccessLogOptions = { query: false }): () => void {
   let queue: AccessEvent[] = []
   let dropped = 0
   const onAccess = (message: unknown): void => {
@@ -26,7 +44,7 @@ export function startAccessLog(scope: object, log: Logger): () => void {
     queue = []
     for (const e of batch) {
       log.info(
-        { type: 'access', at: new Date(e.time).toISOString(), method: e.method, url: e.url, host: e.host, status: e.status, route: e.route, upstream: e.upstream, target: e.target, ms: Math.round(e.ms * 1000) / 1000, client: e.client },
+        { type: 'access', at: new Date(e.time).toISOString(), method: e.method, url: loggedUrl(e.url, opts.query), host: e.host, status: e.status, route: e.route, upstream: e.upstream, target: e.target, ms: Math.round(e.ms * 1000) / 1000, client: e.client },
         'access',
       )
     }

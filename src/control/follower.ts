@@ -9,16 +9,24 @@
  * store's for more than `behindAlertMs` logs it, `behindMs()` feeds the
  * `switchyard_state_behind_seconds` gauge and the instance registry, and a state that fails
  * to compile is logged and counted (`applyFailures`), never swallowed.
+ *
+ * Nothing read from the store is applied unchecked: a whole state, a change fetched with
+ * `changesSince` and a change sent along with a notice pass the checks an admin write passes
+ * (stored-state.ts), and the `tls.ca` files they name are read ahead, asynchronously, before
+ * the compile. One that fails is a state that cannot be applied, as above: the last good
+ * state stays in force. Own writes (`offer`) were checked by the writer.
  */
-import type { RouteSpec, State } from '../config/schema.js'
+import type { RouteSpec, State, Upstream } from '../config/schema.js'
 import type { Dataplane } from '../dataplane/server.js'
-import { readCaFiles } from '../config/tls-files.js'
+import { formatPath } from '../config/shape.js'
+import { CaFiles, pemPaths } from '../config/tls-files.js'
 import { compileTableSliced, updateTable, type CompileOptions, type RoutingTable } from '../dataplane/table.js'
-import { SwitchyardError } from '../errors.js'
+import { SwitchyardError, type Problem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { applyDelta, indexRoutes, touchedOf } from '../store/delta.js'
 import type { Delta, Store, Touched } from '../store/store.js'
 import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
+import { describeProblems, storedChangeProblems, storedStateProblems } from './stored-state.js'
 
 export interface FollowerOptions {
   store: Store
@@ -68,11 +76,15 @@ export class Follower {
   private lastWarning = 0
   private readonly firstSeen: { revision: number; at: number }[] = []
   private failedRevision = -1
+  /** the last revision refused because its content fails validation */
+  private invalidRevision = -1
   private failures = 0
   private alerts = 0
   private readonly listeners = new Set<(state: State) => void>()
   /** targets from the config file start healthy; those added later wait for their first check */
   private readonly seedTargets: Set<string>
+  /** the `tls.ca` files of what is compiled next, read ahead (the compile reads no file) */
+  private readonly ca = new CaFiles()
 
   constructor(private readonly opts: FollowerOptions) {
     this.applied = opts.seed
@@ -131,6 +143,18 @@ export class Follower {
   /** States the store held that failed to compile here (each revision counted once). */
   get applyFailures(): number {
     return this.failures
+  }
+
+  /**
+   * The store's latest revision when this instance refused it because it fails validation
+   * (a state no writer would accept: any instance refuses it), else undefined. A write then
+   * replaces it, from the last good state (see `Writer.write`): how a fleet is healed through
+   * the admin API. Not for a state refused for this host's reasons (a CA file it cannot read):
+   * other instances may have applied that one, and a write here must not undo it.
+   */
+  get refusedRevision(): number | undefined {
+    const r = this.invalidRevision
+    return r === this.storeRevision && r > this.applied.revision ? r : undefined
   }
 
   /** Times the applied state stayed behind the store for more than `behindAlertMs` (one per episode). */
@@ -216,7 +240,25 @@ export class Follower {
     } catch {
       return false // an order naming a route it does not bring: the store's own changes will tell
     }
+    // Not applied, the store is asked: the sync reports a change that fails (once), and reads CA files off the loop.
+    if (storedChangeProblems(next, delta, this.applied).length > 0) return false
+    if (namesCa(next.upstreams, touched.upstreams)) return false
     return this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
+  }
+
+  /**
+   * Reads the `tls.ca` files of the upstreams `names` of `upstreams` ahead of a compile, off
+   * the event loop: the writer calls it for the upstreams a write touches, before committing.
+   * The problems of those that cannot be used, at `upstreams.NAME.tls.ca`.
+   */
+  async readCaAhead(upstreams: Record<string, Upstream>, names: Iterable<string>): Promise<Problem[]> {
+    const problems: Problem[] = []
+    for (const name of names) {
+      const paths = pemPaths(Object.hasOwn(upstreams, name) ? upstreams[name]!.tls?.ca : undefined)
+      if (paths.length === 0) continue
+      for (const err of await this.ca.load(paths)) problems.push({ path: formatPath(['upstreams', name, 'tls', 'ca']), message: err.message })
+    }
+    return problems
   }
 
   /** How long the applied revision has been behind the store's, in ms (0 when it is not). */
@@ -271,12 +313,7 @@ export class Follower {
       this.observe(delta.revision, asked)
       // An own write applied meanwhile moved the base: the next round asks again from there.
       if (this.applied.revision !== base) this.again = true
-      else if (delta.revision > base) {
-        const next = applyDelta(this.applied, delta)
-        const touched = touchedOf(delta)
-        if (size(touched) > INCREMENTAL_MAX) await this.applyWhole(next)
-        else this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
-      }
+      else if (delta.revision > base) await this.applyFetched(delta)
       return
     }
     // The store cannot tell the changes (a gap longer than its log, a whole-state write, an
@@ -294,6 +331,35 @@ export class Follower {
     if (state === null) return
     this.observe(state.revision, loadedAt)
     if (state.revision > this.applied.revision) await this.applyWhole(state)
+  }
+
+  /** A change `changesSince` read, on top of the applied state: checked, its CA files read, applied; or reported. */
+  private async applyFetched(delta: Delta): Promise<void> {
+    const before = this.applied
+    let next: State
+    try {
+      next = applyDelta(before, delta)
+    } catch (err) {
+      this.failed(delta.revision, new SwitchyardError('VALIDATION_FAILED', `the store's change is inconsistent: ${(err as Error).message}`), true)
+      return
+    }
+    const touched = touchedOf(delta)
+    if (size(touched) > INCREMENTAL_MAX) {
+      await this.applyWhole(next)
+      return
+    }
+    const problems = storedChangeProblems(next, delta, before)
+    if (problems.length > 0) return this.failed(next.revision, invalid(problems), true)
+    if (namesCa(next.upstreams, touched.upstreams)) {
+      const ca = await this.readCaAhead(next.upstreams, touched.upstreams)
+      if (ca.length > 0) return this.failed(next.revision, invalid(ca))
+    }
+    // An own write applied while the files were read: the next round starts from it.
+    if (this.applied !== before) {
+      this.again = true
+      return
+    }
+    this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
   }
 
   /**
@@ -367,13 +433,21 @@ export class Follower {
    */
   private async applyWhole(state: State, mode: 'new' | 'start' = 'new'): Promise<boolean> {
     if (mode === 'new' && state.revision <= this.applied.revision) return true
-    const effective = effectiveState(state, this.providers)
     let table: RoutingTable
+    let effective: State
+    let invalidContent = false
     this.compiling = true
     try {
+      // Every state compiled whole comes from the store: checked first, as an admin write is.
+      const problems = await storedStateProblems(state)
+      invalidContent = problems.length > 0
+      if (invalidContent) throw invalid(problems)
+      const ca = await this.readCaAhead(state.upstreams, Object.keys(state.upstreams))
+      if (ca.length > 0) throw invalid(ca)
+      effective = effectiveState(state, this.providers)
       table = await compileTableSliced(effective, this.opts.dataplane.resources, this.compileOptions(effective))
     } catch (err) {
-      this.failed(state, err)
+      this.failed(state.revision, err, invalidContent)
       return false
     } finally {
       this.compiling = false
@@ -402,7 +476,7 @@ export class Follower {
     try {
       update = updateTable(prev, effective, all, this.opts.dataplane.resources, this.compileOptions(effective), specOf)
     } catch (err) {
-      this.failed(state, err)
+      this.failed(state.revision, err)
       return false
     }
     this.opts.dataplane.setTable(update.table, update.released)
@@ -425,15 +499,17 @@ export class Follower {
       initiallyHealthy: (u, id) =>
         effective.upstreams[u]?.healthCheck === undefined || (!providedIn(u).has(id) && this.seedTargets.has(`${u}/${id}`)),
       // Read when an upstream naming them compiles (at start, on its change): files replaced on disk count from then on.
-      readCa: readCaFiles,
+      readCa: this.ca.read,
     }
   }
 
-  private failed(state: State, err: unknown): void {
-    if (state.revision === this.failedRevision) return
-    this.failedRevision = state.revision
+  /** `invalid`: the state itself fails validation (any instance would refuse it), not this host's files or resources. */
+  private failed(revision: number, err: unknown, invalid = false): void {
+    if (invalid) this.invalidRevision = revision
+    if (revision === this.failedRevision) return
+    this.failedRevision = revision
     this.failures++
-    this.opts.log.error({ err, revision: state.revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
+    this.opts.log.error({ err, revision, appliedRevision: this.applied.revision }, 'cannot apply the state: keeping the last one')
   }
 
   /** `how`: null for a refresh of discovered targets, else whether it was compiled whole or only `changed` resources. */
@@ -452,6 +528,17 @@ export class Follower {
       }
     }
   }
+}
+
+/** A state from the store that fails the checks of an admin write. */
+function invalid(problems: readonly Problem[]): SwitchyardError {
+  return new SwitchyardError('VALIDATION_FAILED', `the store's state does not pass validation: ${describeProblems(problems)}`, { details: [...problems] })
+}
+
+/** Whether one of the upstreams `names` of `upstreams` has `tls.ca` files (to read before compiling it). */
+function namesCa(upstreams: Record<string, Upstream>, names: readonly string[]): boolean {
+  for (const name of names) if (Object.hasOwn(upstreams, name) && upstreams[name]!.tls?.ca !== undefined) return true
+  return false
 }
 
 function size(t: Touched): number {

@@ -75,14 +75,14 @@ export class HealthChecker {
     const healthyAfter = hc.healthyThreshold ?? DEFAULTS.healthCheck.healthyThreshold
     const unhealthyAfter = hc.unhealthyThreshold ?? DEFAULTS.healthCheck.unhealthyThreshold
     const probeUrl = new URL(hc.path, url).toString()
-    // Read once per probe (a change to the upstream starts a new one); an unreadable file fails every check with its reason.
+    // Read once per probe (a change to the upstream starts a new one), asynchronously; an unusable file fails every check with its reason.
     const ca = caOf(tls)
     const probe: Probe = { timer: undefined as unknown as NodeJS.Timeout, spec, passes: 0, failures: 0 }
     let running = false
     const run = async (): Promise<void> => {
       if (running || this.stopped) return
       running = true
-      const { ok, tlsFailure } = await check(probeUrl, timeoutMs, tls, ca)
+      const { ok, tlsFailure } = await check(probeUrl, timeoutMs, tls, await ca)
       running = false
       const rt = this.resources.targets.get(key)
       if (!rt || this.probes.get(key) !== probe) return
@@ -113,10 +113,11 @@ export class HealthChecker {
   }
 }
 
-function caOf(tls: UpstreamTls | undefined): string[] | Error | undefined {
+/** Never rejects: an unusable file is the Error that every check of the probe then fails with. */
+async function caOf(tls: UpstreamTls | undefined): Promise<string[] | Error | undefined> {
   if (tls?.ca === undefined) return undefined
   try {
-    return readCaFiles(pemPaths(tls.ca))
+    return await readCaFiles(pemPaths(tls.ca))
   } catch (err) {
     return err as Error
   }

@@ -55,7 +55,13 @@ export class Writer {
         throw new SwitchyardError('REVISION_MISMATCH', `If-Match is ${opts.ifMatch}, the current revision is ${current.revision}`)
       }
       const { draft, change } = tryMutation(current, mutation)
-      draft.revision = current.revision + 1
+      await this.checkCa(draft, change.touched)
+      // The store holds a newer state that fails validation (written behind the writers' back):
+      // this write replaces it whole, from the last good state, instead of losing every
+      // compare-and-set to it. Followers reload it whole.
+      const refused = follower.refusedRevision
+      const base = refused ?? current.revision
+      draft.revision = base + 1
       const event: AuditEvent = {
         revision: draft.revision,
         at: new Date().toISOString(),
@@ -66,7 +72,7 @@ export class Writer {
         before: change.before,
         after: change.after,
       }
-      const result = await store.commit(draft, event, current.revision, change.touched)
+      const result = await store.commit(draft, event, base, refused === undefined ? change.touched : undefined)
       if (result.ok) {
         // Applied here at once, so this instance's next read shows its own write.
         follower.offer(draft, change.touched)
@@ -96,7 +102,22 @@ export class Writer {
     if (opts.ifMatch !== undefined) await this.expectRevision(opts.ifMatch)
     else if (store.connected && !follower.current) await follower.sync()
     const current = follower.state
-    return { revision: current.revision, change: tryMutation(current, mutation).change }
+    const { draft, change } = tryMutation(current, mutation)
+    await this.checkCa(draft, change.touched)
+    return { revision: current.revision, change }
+  }
+
+  /**
+   * 400 VALIDATION_FAILED when a `tls.ca` file of an upstream the write touches cannot be used
+   * (read asynchronously, like every file an admin write names; the follower keeps the
+   * contents for the compile that applies the write).
+   */
+  private async checkCa(draft: State, touched: Change<unknown>['touched']): Promise<void> {
+    if (touched.upstreams.length === 0) return
+    const problems = await this.follower.readCaAhead(draft.upstreams, touched.upstreams)
+    if (problems.length > 0) {
+      throw new SwitchyardError('VALIDATION_FAILED', problems.map((p) => `${p.path}: ${p.message}`).join('; '), { details: problems })
+    }
   }
 
   /**

@@ -41,7 +41,12 @@ export interface ExchangeContext {
   closing: boolean
   /** called once per request when its response closed (finished or cut) */
   readonly requestClosed: () => void
+  /** listen.limits the exchange applies (read per request, so a reload applies to the next ones); none: no body idle bound */
+  readonly limits?: { readonly bodyIdleTimeoutMs: number }
 }
+
+/** A request body cut by the proxy: over the route's maxBodyBytes, or idle past bodyIdleTimeoutMs. */
+type BodyCut = 'PAYLOAD_TOO_LARGE' | 'REQUEST_TIMEOUT'
 
 export class Exchange implements Dispatcher.DispatchHandler {
   private tried: CTarget[] | null = null
@@ -54,6 +59,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private done = false
   private retriesLeft: number
   private readonly idempotent: boolean
+  /** the current attempt is dispatched and not on a connection yet (counted in the upstream's `pending`) */
+  private waiting = false
+  /** set when the proxy cut the request body: what follows is bookkeeping, never an upstream's fault */
+  private cut: BodyCut | null = null
+  /** request body bytes seen so far (only while the body is watched) */
+  private bodyBytes = 0
+  /** the body watch (watchBody), for requests with a body under a bound only */
+  private onBodyData: ((chunk: Buffer) => void) | null = null
+  private onBodyEnd: (() => void) | null = null
+  private idleTimer: NodeJS.Timeout | null = null
 
   constructor(
     private readonly ctx: ExchangeContext,
@@ -75,8 +90,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   start(): void {
-    const target = pickTarget(this.upstream, null)
+    const u = this.upstream
+    // Envoy's circuit breakers: past a bound the answer is 503 at once, rather than one more
+    // request queued on an upstream that is already behind. Two integer compares.
+    const cb = u.breaker
+    if (cb !== null) {
+      const c = u.counters
+      if (c.inflight >= cb.maxConcurrent) {
+        c.overloaded.max_concurrent++
+        return this.fail('UPSTREAM_OVERLOADED')
+      }
+      if (c.pending >= cb.maxPending) {
+        c.overloaded.max_pending++
+        return this.fail('UPSTREAM_OVERLOADED')
+      }
+    }
+    const target = pickTarget(u, null)
     if (target === undefined) return this.fail('NO_HEALTHY_TARGET')
+    if (this.hasBody) this.watchBody()
     this.send(target)
   }
 
@@ -86,6 +117,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.controller = null
     target.rt.inflight++
     const u = this.upstream
+    u.counters.inflight++
+    u.counters.pending++
+    this.waiting = true
     // pickTarget returns active targets only, and every active target has a pool.
     target.pool!.dispatch(
       {
@@ -104,6 +138,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.ctx.requestClosed()
     const sample = this.ctx.res.accessSample
     if (sample > 0 && Math.random() < sample) this.logAccess()
+    if (this.onBodyData !== null) this.stopBody()
     if (this.done) return
     // The client went away mid-exchange: cancel the upstream request (its socket is destroyed).
     this.clientGone = true
@@ -137,6 +172,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   // undici's handler interface (v2): one controller per attempt pauses, resumes and aborts it.
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.onConnection()
     if (this.clientGone) {
       controller.abort(new Error('client closed the connection'))
       return
@@ -190,6 +226,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     const target = this.target!
     this.settle()
+    // The proxy cut the body itself (and answered the client): the abort is not the target's.
+    if (this.cut !== null) return
     // No whole answer for the client: nothing to compare a copy with.
     if (this.tap !== null && (this.clientGone || this.res.headersSent)) this.tap.primaryAbort()
     if (this.clientGone) {
@@ -233,6 +271,77 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     this.target!.rt.inflight--
+    this.upstream.counters.inflight--
+    this.onConnection()
+  }
+
+  /** The attempt is on a connection (or over): it no longer counts as pending. */
+  private onConnection(): void {
+    if (!this.waiting) return
+    this.waiting = false
+    this.upstream.counters.pending--
+  }
+
+  /**
+   * Watches a request body for the route's maxBodyBytes and for bodyIdleTimeoutMs: one
+   * listener, a byte count and a timer refreshed per chunk. Requests without a body never get here.
+   */
+  private watchBody(): void {
+    const idleMs = this.ctx.limits?.bodyIdleTimeoutMs ?? 0
+    if (idleMs <= 0 && this.choice.maxBodyBytes === Infinity) return
+    const req = this.req
+    // Paused first, so this listener does not start the flow: undici resumes the stream when
+    // it writes the body upstream, and both listeners see every chunk (as mirror.ts does).
+    req.pause()
+    req.on(
+      'data',
+      (this.onBodyData = (chunk: Buffer) => {
+        this.bodyBytes += chunk.length
+        if (this.bodyBytes > this.choice.maxBodyBytes) return this.cutBody('PAYLOAD_TOO_LARGE')
+        this.idleTimer?.refresh()
+      }),
+    )
+    req.once('end', (this.onBodyEnd = () => this.stopBody()))
+    if (idleMs > 0) this.idleTimer = setTimeout(() => this.bodyIdle(), idleMs).unref()
+  }
+
+  private stopBody(): void {
+    if (this.onBodyData === null) return
+    this.req.off('data', this.onBodyData)
+    this.req.off('end', this.onBodyEnd!)
+    this.onBodyData = null
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer)
+    this.idleTimer = null
+  }
+
+  private bodyIdle(): void {
+    const req = this.req
+    // Paused (undici is not connected yet, or the upstream pushes back) or holding bytes not
+    // read yet: the wait is not the client's. Checked again a period later.
+    if (req.readableFlowing !== true || req.readableLength > 0) {
+      this.idleTimer!.refresh()
+      return
+    }
+    this.cutBody('REQUEST_TIMEOUT')
+  }
+
+  /**
+   * Cuts the request body: the upstream request is aborted and the client answered 413 or 408
+   * with `Connection: close` (the rest of its body will not be read), or, once a response
+   * started, its connection destroyed. Counted in `limited`, never against the upstream.
+   */
+  private cutBody(code: BodyCut): void {
+    this.stopBody()
+    // Answered in full (the body's rest is Node's to drop) or already cut: nothing to add.
+    if (this.res.writableEnded || this.res.destroyed) return
+    this.ctx.res.limited[code === 'PAYLOAD_TOO_LARGE' ? 'body_too_large' : 'body_idle_timeout']++
+    this.cut = code
+    // Like a client gone: an attempt not on a connection yet is aborted when it gets one.
+    this.clientGone = true
+    if (this.tap !== null) this.tap.primaryAbort()
+    if (!this.done) this.controller?.abort(new Error(code === 'PAYLOAD_TOO_LARGE' ? 'request body over maxBodyBytes' : 'request body idle past bodyIdleTimeoutMs'))
+    if (this.res.headersSent) this.res.destroy()
+    else sendError(this.res, code, true)
   }
 
   /**

@@ -2,6 +2,7 @@
  * Header handling for the hot path. Works on Node's flat `rawHeaders` arrays, so there is no
  * per-request header object and repeated headers keep their order.
  */
+import type { BlockList } from 'node:net'
 import { validHost, type RejectReason } from './request-checks.js'
 
 /**
@@ -39,6 +40,49 @@ export interface RequestHead {
 export const NO_TOKENS: ReadonlySet<string> = new Set()
 
 /**
+ * How this listener sets forwarding headers: static per listener (the admin tokens and the
+ * trusted proxies are replaced whole on reload), read on every request.
+ */
+export interface Forwarding {
+  /** the X-Forwarded-Proto this listener sets: `https` on a TLS listener */
+  readonly proto: 'http' | 'https'
+  /** peers whose X-Forwarded-*, Forwarded and X-Real-IP are kept (listen.trustedProxies); null: none */
+  readonly trusted: TrustedPeers | null
+  /** stripped from `Authorization: Bearer ...` */
+  readonly adminTokens: ReadonlySet<string>
+}
+
+/** A plain listener that trusts no peer and knows no admin token. */
+export const PLAIN_FORWARDING: Forwarding = { proto: 'http', trusted: null, adminTokens: NO_TOKENS }
+
+/** Answers kept per address; past this many the memo starts over (a bound, not an eviction policy). */
+const MEMO_SIZE = 4096
+
+/**
+ * listen.trustedProxies with the answer per peer address remembered: a BlockList lookup parses
+ * the address each time (about 0.5 µs), while the peers that send forwarding headers are
+ * mostly the same few load balancers, looked up on every request.
+ */
+export class TrustedPeers {
+  private readonly memo = new Map<string, boolean>()
+
+  constructor(private readonly list: BlockList) {}
+
+  /** Whether `addr`, as the socket reports it (IPv4-mapped or not), is in the list. */
+  has(addr: string | undefined): boolean {
+    if (addr === undefined) return false
+    let trusted = this.memo.get(addr)
+    if (trusted === undefined) {
+      // BlockList matches an IPv4-mapped IPv6 address (::ffff:10.0.0.1) against IPv4 rules too.
+      trusted = this.list.check(addr, addr.includes(':') ? 'ipv6' : 'ipv4')
+      if (this.memo.size >= MEMO_SIZE) this.memo.clear()
+      this.memo.set(addr, trusted)
+    }
+    return trusted
+  }
+}
+
+/**
  * True when an Authorization value is `Bearer <one of the admin tokens>`, read the way the
  * admin API reads it (scheme case-insensitive, RFC 6750 §2.1; spaces around the token ignored),
  * so that every value the admin API would accept is caught.
@@ -69,28 +113,43 @@ export function clientIp(addr: string | undefined): string {
   return addr.startsWith('::ffff:') ? addr.slice(7) : addr
 }
 
+/** A forwarding header from a client: X-Forwarded-* (the name lowercased, `_` read as `-`) or X-Real-IP. */
+function isForwardingName(key: string): boolean {
+  return key.startsWith('x-forwarded-') || key === 'x-real-ip'
+}
+
 /**
- * Builds the upstream request headers: hop-by-hop and internal headers removed, X-Forwarded-For
- * appended to, X-Forwarded-Proto and X-Forwarded-Host set to what this proxy saw, the flags
- * header added. `keepUpgrade` keeps Connection/Upgrade for WebSocket handshakes.
- * An `Authorization: Bearer <admin token>` is dropped (the admin token never reaches
- * an upstream, even from a ctl pointed at the wrong port); any other Authorization passes.
+ * Builds the upstream request headers: hop-by-hop and internal headers removed, the forwarding
+ * headers set, the flags header added. `keepUpgrade` keeps Connection/Upgrade for WebSocket
+ * handshakes.
+ *
+ * Forwarding headers (the Traefik `forwardedHeaders.trustedIPs` model): from a peer outside
+ * `fwd.trusted`, every client `X-Forwarded-*`, `Forwarded` and `X-Real-IP` is dropped and the
+ * proxy sets its own X-Forwarded-For (the peer), -Proto (this listener's) and -Host (the Host
+ * sent). From a trusted peer they are kept: X-Forwarded-For is appended to, a -Proto or -Host
+ * it sent is kept (else ours is set), Forwarded and X-Real-IP pass as sent. Whether the peer is
+ * trusted is only looked up when the request carries one of those headers and a list is set.
+ *
+ * Names read with `_` as `-` (CGI-style backends read `x_switchyard_flags` as
+ * `x-switchyard-flags`): an internal header or a forwarding header spelled with underscores is
+ * dropped from every peer (no proxy sends those spellings: they can only be a client's).
+ *
+ * An `Authorization: Bearer <admin token>` is dropped (the admin token never reaches an
+ * upstream, even from a ctl pointed at the wrong port); any other Authorization passes.
  * More than one Host, or a Host that is not `host[:port]`, sets `reject` (RFC 9112 §3.2).
+ * `peer` is the socket's remote address as reported (IPv4-mapped or not).
  */
-export function requestHead(
-  raw: string[],
-  ip: string,
-  proto: string,
-  flags: string | null,
-  adminTokens: ReadonlySet<string> = NO_TOKENS,
-  keepUpgrade = false,
-): RequestHead {
+export function requestHead(raw: string[], peer: string | undefined, flags: string | null, fwd: Forwarding = PLAIN_FORWARDING, keepUpgrade = false): RequestHead {
   const out: string[] = []
   let host = ''
   let hosts = 0
   let hasBody = false
   let xff: string | null = null
   let extra: Set<string> | null = null
+  // -1: not looked up yet (most requests carry no forwarding header and never look it up)
+  let trust = -1
+  let keptProto = false
+  let keptHost = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const value = raw[i + 1]!
@@ -106,11 +165,22 @@ export function requestHead(
       }
       continue
     }
-    if (lower.startsWith('x-')) {
-      if (lower.startsWith(INTERNAL_PREFIX) || lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue
-      if (lower === 'x-forwarded-for') {
-        xff = xff === null ? value : `${xff}, ${value}`
-        continue
+    if (lower.charCodeAt(0) === 120 /* x */) {
+      // Only names with `_` pay for a second spelling; internal and forwarding names start with x.
+      const key = lower.includes('_') ? lower.replaceAll('_', '-') : lower
+      if (key.charCodeAt(1) === 45 /* - */) {
+        if (key.startsWith(INTERNAL_PREFIX)) continue
+        if (isForwardingName(key)) {
+          if (key !== lower) continue
+          if (trust < 0) trust = fwd.trusted !== null && fwd.trusted.has(peer) ? 1 : 0
+          if (trust === 0) continue
+          if (key === 'x-forwarded-for') {
+            xff = xff === null ? value : `${xff}, ${value}`
+            continue
+          }
+          if (key === 'x-forwarded-proto') keptProto = true
+          else if (key === 'x-forwarded-host') keptHost = true
+        }
       }
     } else if (lower === 'host') {
       host = value
@@ -118,13 +188,18 @@ export function requestHead(
     } else if (lower === 'content-length') {
       if (value !== '0') hasBody = true
     } else if (lower === 'authorization') {
-      if (adminTokens.size > 0 && isAdminToken(value, adminTokens)) continue
+      if (fwd.adminTokens.size > 0 && isAdminToken(value, fwd.adminTokens)) continue
+    } else if (lower === 'forwarded') {
+      if (trust < 0) trust = fwd.trusted !== null && fwd.trusted.has(peer) ? 1 : 0
+      if (trust === 0) continue
     }
     out.push(name, value)
   }
   if (extra !== null) removeNamed(out, extra, keepUpgrade)
-  out.push('x-forwarded-for', xff === null ? ip : `${xff}, ${ip}`, 'x-forwarded-proto', proto)
-  if (host !== '') out.push('x-forwarded-host', host)
+  const ip = clientIp(peer)
+  out.push('x-forwarded-for', xff === null ? ip : `${xff}, ${ip}`)
+  if (!keptProto) out.push('x-forwarded-proto', fwd.proto)
+  if (!keptHost && host !== '') out.push('x-forwarded-host', host)
   if (flags !== null && flags !== '') out.push(FLAGS_HEADER, flags)
   const reject = hosts > 1 ? 'host_repeated' : host !== '' && !validHost(host) ? 'host_invalid' : null
   return { headers: out, host, hasBody, reject }

@@ -4,8 +4,8 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { hashKey, rendezvous, unit, weightedRandom } from './bucket.js'
-import { anyRawHeader, clientIp, rawHeader, requestHead, type RequestHead } from './headers.js'
-import { normalizePath } from './normalize-path.js'
+import { anyRawHeader, clientIp, PLAIN_FORWARDING, rawHeader, requestHead, type Forwarding, type RequestHead } from './headers.js'
+import { ambiguousPath, normalizePath } from './normalize-path.js'
 import type { RejectReason } from './request-checks.js'
 import { findRoute } from './route-index.js'
 import { STICKY_COOKIE, STICKY_HEADER, type CFlag, type Choice, type CRoute, type CUpstream, type RoutingTable } from './table.js'
@@ -130,17 +130,22 @@ export interface Routed {
  * The one routing decision, shared by plain requests and upgrades: the upstream request's
  * headers (flags included) and the route's choice of upstream, all from the table captured at
  * entry. Routes match the normalized path (dot segments resolved), so `/public/../internal` is
- * `/internal`'s. `keepUpgrade` keeps Connection/Upgrade for a WebSocket handshake;
- * `adminTokens` are stripped from Authorization.
+ * `/internal`'s. A path a backend may resolve differently (`ambiguousPath`: a backslash, an
+ * encoded slash in a dot segment, `..;`) is refused unless the route it matches forwards paths
+ * as sent (`preservePath`): that route's backend is trusted to judge it. `keepUpgrade` keeps
+ * Connection/Upgrade for a WebSocket handshake; `fwd` is the listener's forwarding policy
+ * (X-Forwarded-Proto, trusted proxies, admin tokens stripped from Authorization).
  */
-export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgrade: boolean, adminTokens?: ReadonlySet<string>): Routed {
+export function routeRequest(table: RoutingTable, req: IncomingMessage, keepUpgrade: boolean, fwd: Forwarding = PLAIN_FORWARDING): Routed {
   const raw = pathOf(req.url ?? '/')
   const path = normalizePath(raw)
   const facts = new RequestFacts(req, path)
   const flags = table.flags.length > 0 ? flagsValue(table, facts) : null
-  const head = requestHead(req.rawHeaders, clientIp(req.socket.remoteAddress), 'http', flags, adminTokens, keepUpgrade)
+  const head = requestHead(req.rawHeaders, req.socket.remoteAddress, flags, fwd, keepUpgrade)
   if (head.reject !== null) return { path, head, choice: undefined, upstream: undefined, reject: head.reject }
   const route = findRoute(table.routes, head.host, path, req.method ?? 'GET')
+  // Refused whether a route matches or not: the path is the problem, not the route table.
+  if (route?.preservePath !== true && ambiguousPath(raw)) return { path, head, choice: undefined, upstream: undefined, reject: 'path_ambiguous' }
   if (route === undefined) return { path, head, choice: undefined, upstream: undefined, reject: null }
   const choice = chooseUpstream(route, facts)
   // Every name a route's choices hold is in the same table: it was compiled against it.

@@ -1,7 +1,8 @@
 /**
  * Dot-segment removal for request paths (RFC 3986 §5.2.4, as Envoy's `normalize_path` and
  * NGINX's location matching do), so that a route by path prefix cannot be sidestepped with
- * `/public/../internal` and `/../../etc/passwd` never reaches an upstream as sent.
+ * `/public/../internal` and `/../../etc/passwd` never reaches an upstream as sent; and the
+ * detection of paths a backend may resolve differently from the proxy (`ambiguousPath`).
  */
 
 const SLASH = 47 // /
@@ -87,4 +88,59 @@ function resolve(path: string): string {
     if (i === last) out.push('')
   }
   return `/${out.join('/')}${path.slice(end)}`
+}
+
+const BACKSLASH = 92 // backslash
+const SEMICOLON = 59 // ;
+
+/** The characters `ambiguousPath` stops at; every other one costs a table load. */
+const STOP = new Uint8Array(128)
+for (const c of [SLASH, PERCENT, BACKSLASH, SEMICOLON, QUERY, HASH]) STOP[c] = 1
+
+/** `%2F` or `%2f` at `i` (a `%`). */
+function encodedSlash(path: string, i: number): boolean {
+  return path.charCodeAt(i + 1) === 50 /* 2 */ && (path.charCodeAt(i + 2) | 0x20) === 102 /* f */
+}
+
+/**
+ * True when the path part (before `?` or `#`) holds what a backend may resolve differently
+ * from this proxy, which routes on the path with dot segments resolved and `%2F` kept as data:
+ * - a backslash, raw or `%5C` (any case): IIS, and servers that follow WHATWG URL parsing,
+ *   read it as `/`, so `/public\..\internal` climbs out of `/public`;
+ * - a dot segment (`.`, `..`, dots literal or `%2e`) next to an encoded slash (`..%2F`,
+ *   `%2e%2e%2f`, `.%2F`, `a%2F..`): a backend that decodes `%2F` before resolving dot segments
+ *   climbs where the proxy did not;
+ * - a dot segment with path parameters (`..;`, `.;x`): Tomcat and other servlet containers
+ *   drop `;...` from a segment and then resolve it, so `/public/..;/internal` is `/internal`.
+ * The query is not looked at. One pass over the path, nothing allocated.
+ */
+export function ambiguousPath(path: string): boolean {
+  if (path.charCodeAt(0) !== SLASH) return false
+  const n = path.length
+  // Start of the current segment (after `/` or `%2F`); -1 inside path parameters (after `;`).
+  let seg = 1
+  let leftEncoded = false
+  for (let i = 1; i < n; i++) {
+    const c = path.charCodeAt(i)
+    if (c >= 128 || STOP[c] === 0) continue
+    if (c === QUERY || c === HASH) return leftEncoded && seg >= 0 && dotSegment(path, seg, i) > 0
+    if (c === BACKSLASH) return true
+    if (c === PERCENT) {
+      if (path.charCodeAt(i + 1) === 53 /* 5 */ && (path.charCodeAt(i + 2) | 0x20) === 99 /* c */) return true
+      if (!encodedSlash(path, i)) continue
+      if (seg >= 0 && dotSegment(path, seg, i) > 0) return true
+      leftEncoded = true
+      i += 2
+      seg = i + 1
+    } else if (c === SEMICOLON) {
+      if (seg >= 0 && dotSegment(path, seg, i) > 0) return true
+      seg = -1
+    } else {
+      // SLASH
+      if (leftEncoded && seg >= 0 && dotSegment(path, seg, i) > 0) return true
+      leftEncoded = false
+      seg = i + 1
+    }
+  }
+  return leftEncoded && seg >= 0 && dotSegment(path, seg, n) > 0
 }

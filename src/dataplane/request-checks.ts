@@ -12,14 +12,16 @@ import { ERRORS, errorBody } from '../errors.js'
  * - `host_invalid`: a Host that is not `host [":" port]` per RFC 3986 §3.2.2 (RFC 9112 §3.2: 400)
  * - `connect`: a CONNECT request; a reverse proxy opens no tunnels (405)
  * - `unsendable`: the HTTP client refused to send the request because of what the client sent
+ * - `path_ambiguous`: a path a backend may resolve differently from the proxy (a backslash, an
+ *   encoded slash in a dot segment, `..;`), on a route without `preservePath` (400)
  */
-export type RejectReason = 'host_repeated' | 'host_invalid' | 'connect' | 'unsendable'
+export type RejectReason = 'host_repeated' | 'host_invalid' | 'connect' | 'unsendable' | 'path_ambiguous'
 
-export const REJECT_REASONS: readonly RejectReason[] = ['host_repeated', 'host_invalid', 'connect', 'unsendable']
+export const REJECT_REASONS: readonly RejectReason[] = ['host_repeated', 'host_invalid', 'connect', 'unsendable', 'path_ambiguous']
 
 /** Plain counters per reason, incremented by the data plane and read by /metrics. */
 export function rejectCounters(): Record<RejectReason, number> {
-  return { host_repeated: 0, host_invalid: 0, connect: 0, unsendable: 0 }
+  return { host_repeated: 0, host_invalid: 0, connect: 0, unsendable: 0, path_ambiguous: 0 }
 }
 
 // RFC 3986 §3.2.2 reg-name characters: unreserved / sub-delims ('%' is checked apart).

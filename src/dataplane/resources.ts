@@ -7,7 +7,7 @@
 import { Pool } from 'undici'
 import { DEFAULTS } from '../config/defaults.js'
 import { rejectCounters } from './request-checks.js'
-import { MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
+import { limitCounters, MirrorStats, TargetRuntime, TrafficStats, UpstreamCounters } from './stats.js'
 
 /** TLS connect options of an https:// target, as undici and node:tls take them. */
 export interface TlsConnect {
@@ -66,6 +66,8 @@ export class Resources {
   noRoute = 0
   /** Requests the proxy refused itself for what the client sent (request-checks.ts); never charged to an upstream. */
   readonly rejected = rejectCounters()
+  /** Clients cut off by a listen.limits or maxBodyBytes bound (stats.ts LimitReason); never charged to an upstream. */
+  readonly limited = limitCounters()
   /** How long a passively failed target stays out when no active health check will bring it back. */
   passiveEjectMs: number = DEFAULTS.passiveEjectMs
   /** Tables compiled so far: targets new after the first one are joining a running upstream. */

@@ -9,14 +9,15 @@ import { Server as NetServer, type AddressInfo, type BlockList, type Socket } fr
 import { DEFAULTS } from '../config/defaults.js'
 import { drainWebsockets } from './drain.js'
 import { Exchange, sendError, type ExchangeContext } from './forward.js'
-import { NO_TOKENS } from './headers.js'
+import { NO_TOKENS, TrustedPeers, type Forwarding } from './headers.js'
+import { applyLimits, declaredOver, serverOptions, watchLimits } from './limits.js'
 import { routeRequest } from './match.js'
 import { mirrorFor } from './mirror.js'
 import { refuseConnect } from './request-checks.js'
 import { Resources } from './resources.js'
 import { EMPTY_TABLE, liveCheck, type RoutingTable } from './table.js'
 import type { PruneCandidates } from './resources.js'
-import { proxyUpgrade } from './ws.js'
+import { afterPending, proxyUpgrade, servePlain } from './ws.js'
 
 const netServerClose = NetServer.prototype.close
 
@@ -46,12 +47,9 @@ export class Dataplane {
   private http: Server
   private retired: Server[] = []
   private current: RoutingTable = EMPTY_TABLE
-  /**
-   * The admin tokens (static config, set at start and replaced on reload): a request on the
-   * proxy port carrying `Authorization: Bearer <one of them>` is forwarded without it.
-   */
-  adminTokens: ReadonlySet<string> = NO_TOKENS
-  private readonly ctx: ExchangeContext = { res: this.resources, closing: false, requestClosed: () => this.onClose() }
+  /** How forwarding headers are set (see `requestHead`); replaced whole when a part of it changes. */
+  private fwd: Forwarding
+  private readonly ctx: ExchangeContext
   /** requests received and not yet answered in full (for graceful shutdown) */
   private open = 0
   private idleWaiters: (() => void)[] = []
@@ -64,32 +62,52 @@ export class Dataplane {
 
   constructor(private readonly opts: DataplaneOptions = {}) {
     this.limits = { ...DEFAULTS.limits, maxConnections: undefined, ...opts.limits }
+    // The exchanges read the limits through this object: a reload changes it in place.
+    this.ctx = { res: this.resources, closing: false, requestClosed: () => this.onClose(), limits: this.limits }
+    this.fwd = { proto: opts.tls === undefined ? 'http' : 'https', trusted: peersOf(opts.trustedProxies), adminTokens: NO_TOKENS }
     this.http = this.newServer()
   }
 
   private newServer(): Server {
-    const options = {
-      // Long uploads and slow streams are the upstream's business; Node's 300 s default would cut them.
-      requestTimeout: 0,
-      headersTimeout: this.limits.headersTimeoutMs,
-      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
-    }
+    const options = serverOptions(this.limits, this.opts.tls !== undefined)
     const tls = this.opts.tls
     // An https.Server is a node:http server on TLS sockets: same events, same methods.
     const server =
       tls === undefined
         ? createServer(options, this.handle)
         : (createHttpsServer({ ...options, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] }, this.handle) as unknown as Server)
+    // Every request asking for an upgrade comes here, its connection handed over by node:http
+    // (no shouldUpgradeCallback: declined there, node:http drops what the same read holds after
+    // the request, parses later reads, and has no way to close the connection after the answer).
+    // Tunnelled when its route allows the protocol (after a 101 only); otherwise a plain request.
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (this.ctx.closing) return socket.destroy()
-      proxyUpgrade(this.current, this.resources, req, socket, head, this.adminTokens)
+      afterPending(socket, () => {
+        if (!proxyUpgrade(this.current, this.resources, req, socket, head, this.fwd, this.limits.tunnelIdleTimeoutMs)) servePlain(req, socket, head, this.handle)
+      })
     })
     // Without a listener node:http closes a CONNECT's socket without a word; answer it instead.
     server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       this.resources.rejected.connect++
       refuseConnect(socket)
     })
+    watchLimits(server, this.limits, this.resources)
+    // `Expect: 100-continue`: the client is told to send its body only once the request is
+    // forwarded; one refused at once (413 by Content-Length, 404, 503...) never sends it.
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      this.handle(req, res)
+      if (!res.writableEnded) res.writeContinue()
+    })
     return server
+  }
+
+  /**
+   * A reload's listen.limits: the headers and keep-alive bounds apply to open connections too,
+   * maxConnections and the body idle bound to what comes next (see `applyLimits`).
+   */
+  setLimits(limits: Partial<EdgeLimits> | undefined): void {
+    Object.assign(this.limits, { ...DEFAULTS.limits, maxConnections: undefined, ...limits })
+    applyLimits([this.http, ...this.retired], this.limits)
   }
 
   get server(): Server {
@@ -98,6 +116,23 @@ export class Dataplane {
 
   get table(): RoutingTable {
     return this.current
+  }
+
+  /**
+   * The admin tokens (static config, set at start and replaced on reload): a request on the
+   * proxy port carrying `Authorization: Bearer <one of them>` is forwarded without it.
+   */
+  get adminTokens(): ReadonlySet<string> {
+    return this.fwd.adminTokens
+  }
+
+  set adminTokens(tokens: ReadonlySet<string>) {
+    this.fwd = { ...this.fwd, adminTokens: tokens }
+  }
+
+  /** Peers whose forwarding headers are kept (listen.trustedProxies, replaced on reload); null: none. */
+  set trustedProxies(list: BlockList | null) {
+    this.fwd = { ...this.fwd, trusted: peersOf(list) }
   }
 
   /**
@@ -124,7 +159,7 @@ export class Dataplane {
     const t0 = performance.now()
     const table = this.current
     this.open++
-    const { path, head, choice, upstream, reject } = routeRequest(table, req, false, this.adminTokens)
+    const { path, head, choice, upstream, reject } = routeRequest(table, req, false, this.fwd)
     if (choice === undefined) {
       res.once('close', this.onClose)
       if (reject !== null) {
@@ -134,6 +169,13 @@ export class Dataplane {
       }
       this.resources.noRoute++
       return sendError(res, 'NO_ROUTE', this.ctx.closing)
+    }
+    // A body the route does not take, said by Content-Length: 413 before any upstream is
+    // contacted, and the connection closes (its body is not read). One compare without a bound.
+    if (choice.maxBodyBytes !== Infinity && head.hasBody && declaredOver(req, choice.maxBodyBytes)) {
+      res.once('close', this.onClose)
+      this.resources.limited.body_too_large++
+      return sendError(res, 'PAYLOAD_TOO_LARGE', true)
     }
     // A route without a mirror pays this one test.
     const copy = choice.mirror === null ? null : mirrorFor(choice.mirror, table, this.resources, req, path, head.headers, head.hasBody)
@@ -177,6 +219,14 @@ export class Dataplane {
    */
   accept(socket: Socket): boolean {
     if (this.ctx.closing) return false
+    // maxConnections, counted here for handed-in connections (node:net counts a listener's): one
+    // over it is closed at once, and is taken (the primary must not offer it to another worker).
+    const max = this.limits.maxConnections
+    if (max !== undefined && this.handed >= max) {
+      this.resources.limited.max_connections++
+      socket.destroy()
+      return true
+    }
     this.handed++
     socket.once('close', this.onHandedClose)
     this.http.emit('connection', socket)
@@ -251,6 +301,10 @@ export class Dataplane {
     await this.resources.close()
     return finished
   }
+}
+
+function peersOf(list: BlockList | null | undefined): TrustedPeers | null {
+  return list === null || list === undefined ? null : new TrustedPeers(list)
 }
 
 /**

@@ -33,14 +33,32 @@ export function latencyBucket(ms: number): number {
   return lo
 }
 
-export type ProxyErrorCode = 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT' | 'UPSTREAM_TLS_ERROR'
+export type ProxyErrorCode = 'NO_HEALTHY_TARGET' | 'UPSTREAM_ERROR' | 'UPSTREAM_TIMEOUT' | 'UPSTREAM_TLS_ERROR' | 'UPSTREAM_OVERLOADED'
+
+/**
+ * Why the proxy cut a client off for a `listen.limits` or `maxBodyBytes` bound; the label of
+ * `switchyard_client_limits_total`. Never counted against a route or upstream (a client cannot
+ * move an upstream's error rate or latency with them).
+ * - `headers_timeout`: the request head did not arrive within headersTimeoutMs (408)
+ * - `body_idle_timeout`: no request body byte for bodyIdleTimeoutMs (408)
+ * - `body_too_large`: a request body over the route's maxBodyBytes (413)
+ * - `max_connections`: a connection over maxConnections, closed at once
+ */
+export type LimitReason = 'headers_timeout' | 'body_idle_timeout' | 'body_too_large' | 'max_connections'
+
+export const LIMIT_REASONS: readonly LimitReason[] = ['headers_timeout', 'body_idle_timeout', 'body_too_large', 'max_connections']
+
+/** Plain counters per reason, incremented by the data plane and read by /metrics. */
+export function limitCounters(): Record<LimitReason, number> {
+  return { headers_timeout: 0, body_idle_timeout: 0, body_too_large: 0, max_connections: 0 }
+}
 
 /** Outcomes of one (route, upstream) pair. Monotonic counters, never reset. */
 export class TrafficStats {
   /** responses by status class: index 1..5 = 1xx..5xx; index 0 = proxy errors without a status sent */
   readonly byClass = [0, 0, 0, 0, 0, 0]
   /** errors the proxy made itself, by code; also counted in byClass[5] */
-  readonly proxyErrors = { NO_HEALTHY_TARGET: 0, UPSTREAM_ERROR: 0, UPSTREAM_TIMEOUT: 0, UPSTREAM_TLS_ERROR: 0 }
+  readonly proxyErrors = { NO_HEALTHY_TARGET: 0, UPSTREAM_ERROR: 0, UPSTREAM_TIMEOUT: 0, UPSTREAM_TLS_ERROR: 0, UPSTREAM_OVERLOADED: 0 }
   /** request count per latency bucket (time to the end of the response) */
   readonly latency = new Uint32Array(64)
   latencySumMs = 0
@@ -185,6 +203,18 @@ export class TargetRuntime {
 /** Per-upstream counters and state that are not per route. */
 export class UpstreamCounters {
   retries = 0
+  /**
+   * Requests of this instance sent to the upstream (any target) and not finished: the
+   * circuit breaker's maxConcurrent. An attempt counts from its dispatch to its end.
+   */
+  inflight = 0
+  /**
+   * Of those, the ones not on a connection yet (dispatched, waiting for the pool to connect a
+   * socket or free one): the circuit breaker's maxPending.
+   */
+  pending = 0
+  /** requests answered 503 UPSTREAM_OVERLOADED, by the bound that was reached */
+  readonly overloaded = { max_concurrent: 0, max_pending: 0 }
   /** rotating start for least-request ties */
   cursor = 0
   /**

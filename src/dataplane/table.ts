@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto'
 import type { Pool } from 'undici'
 import { DEFAULTS } from '../config/defaults.js'
 import type { FlagSpec, RouteSpec, State, StringMatch, Upstream } from '../config/schema.js'
+import { regexTest } from '../config/regex.js'
 import { routePosition } from '../config/route-positions.js'
 import type { Touched } from '../store/delta.js'
 import { seedOf } from './bucket.js'
@@ -64,6 +65,14 @@ export interface CUpstream {
   readonly outlier: OutlierPolicy | null
   /** 0: off */
   readonly slowStartMs: number
+  /** the circuit breaker's bounds; null: none (the upstream takes whatever comes) */
+  readonly breaker: CBreaker | null
+}
+
+/** `circuitBreaker` compiled: an unset bound is Infinity, so a check is two compares. */
+export interface CBreaker {
+  readonly maxConcurrent: number
+  readonly maxPending: number
 }
 
 /**
@@ -76,6 +85,10 @@ export interface Choice {
   readonly stats: TrafficStats
   /** the route's mirror, on every choice but the shadow upstream's own (a copy to itself is pointless) */
   readonly mirror: CMirror | null
+  /** the route's maxBodyBytes (Infinity: no bound); here so the request reads it where it is */
+  readonly maxBodyBytes: number
+  /** Upgrade protocols (lowercase) the route tunnels besides websocket; null: websocket only */
+  readonly upgrades: ReadonlySet<string> | null
 }
 
 /** A route's compiled `mirror`: the one object a mirrored request reads. */
@@ -167,8 +180,8 @@ export interface CompileOptions {
 
 function valueTest(m: StringMatch): ValueTest {
   if (typeof m === 'string') return (v) => v === m
-  const re = new RegExp(m.regex)
-  return (v) => re.test(v)
+  // RE2, not V8's backtracking engine: a client chooses the value, so matching must stay linear (config/regex.ts).
+  return regexTest(m.regex)
 }
 
 function entries(rec: Record<string, StringMatch> | undefined, lower: boolean) {
@@ -199,9 +212,10 @@ function compileFlags(state: State): { flags: readonly CFlag[]; staticFlags: str
 /** One route; throws when it names an upstream `upstreams` does not have, or its weights are all 0. */
 function compileRoute(r: RouteSpec, upstreams: ReadonlyMap<string, CUpstream>, stage: Staging): CRoute {
   const mirror = compileMirror(r, upstreams, stage)
+  const upgrades = r.upgrades === undefined || r.upgrades.length === 0 ? null : new Set(r.upgrades.map((p) => p.toLowerCase()))
   const choice = (name: string): Choice => {
     if (!upstreams.has(name)) throw new Error(`route "${r.name}" names unknown upstream "${name}"`)
-    return Object.freeze({ upstream: name, stats: stage.stats(r.name, name), mirror: mirror?.upstream === name ? null : mirror })
+    return Object.freeze({ upstream: name, stats: stage.stats(r.name, name), mirror: mirror?.upstream === name ? null : mirror, maxBodyBytes: r.maxBodyBytes ?? Infinity, upgrades })
   }
   // Canonical order (by name) so that the same split always compiles the same way.
   const names = Object.keys(r.split).sort()
@@ -472,6 +486,7 @@ function compileUpstream(
     counters: stage.counters(name),
     outlier,
     slowStartMs: u.slowStartMs ?? DEFAULTS.slowStartMs,
+    breaker: u.circuitBreaker === undefined ? null : Object.freeze({ maxConcurrent: u.circuitBreaker.maxConcurrent ?? Infinity, maxPending: u.circuitBreaker.maxPending ?? Infinity }),
   })
 }
 

@@ -21,7 +21,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 import { REJECT_REASONS } from '../dataplane/request-checks.js'
-import { LATENCY_BOUNDS_MS, type TargetRuntime, type TrafficStats } from '../dataplane/stats.js'
+import { LATENCY_BOUNDS_MS, LIMIT_REASONS, type TargetRuntime, type TrafficStats } from '../dataplane/stats.js'
 import { rolloutsOf } from '../rollout/mutations.js'
 import { fromPromJson, renderFamilies, type Family, type Sample } from './exposition.js'
 
@@ -199,6 +199,29 @@ export class Metrics {
       collect() {
         this.reset()
         for (const reason of REJECT_REASONS) this.inc({ reason }, resources.rejected[reason])
+      },
+    })
+    new Counter({
+      name: `${PREFIX}client_limits_total`,
+      help: 'Clients cut off by an edge bound, by reason: headers_timeout and body_idle_timeout (408), body_too_large (413), max_connections (connection closed at once); never counted in requests_total.',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset()
+        for (const reason of LIMIT_REASONS) this.inc({ reason }, resources.limited[reason])
+      },
+    })
+    new Counter({
+      name: `${PREFIX}upstream_overloaded_total`,
+      help: "Requests answered 503 UPSTREAM_OVERLOADED by an upstream's circuit breaker, by the bound reached (max_concurrent, max_pending); also in requests_total as 5xx.",
+      labelNames: ['upstream', 'bound'],
+      registers,
+      collect() {
+        this.reset()
+        for (const c of resources.upstreams.values()) {
+          this.inc({ upstream: c.upstream, bound: 'max_concurrent' }, c.overloaded.max_concurrent)
+          this.inc({ upstream: c.upstream, bound: 'max_pending' }, c.overloaded.max_pending)
+        }
       },
     })
     new Counter({

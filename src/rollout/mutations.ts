@@ -6,11 +6,12 @@
  */
 import type { RouteSpec, State } from '../config/schema.js'
 import { indexOfRoute, replaceInDraft, type Change, type Mutation } from '../control/mutations.js'
-import { SwitchyardError } from '../errors.js'
+import { formatProblem, SwitchyardError } from '../errors.js'
 import type { Touched } from '../store/delta.js'
 import { control, forceAbort, isActive, tick, type Control, type Move } from './machine.js'
 import { appendHistory, checkStart, newRollout, previewRule, redact, routeAtStep, withDefaults, withPreview } from './plan.js'
 import { isFinished, type AnalysisResult, type Rollout, type RolloutSpec } from './schema.js'
+import { checkNotify } from './webhook-url.js'
 
 /** Finished rollouts kept in the state (the oldest beyond these go when a new one starts). */
 export const KEEP_FINISHED = 50
@@ -75,6 +76,9 @@ function changeOf(draft: State, before: Rollout, move: Move, action: string): Ch
  */
 export function startRollout(body: RolloutSpec, now: number): Mutation<Rollout> {
   return (draft) => {
+    // Webhook targets first: a body aimed at the metadata address is refused whatever the state.
+    const targets = checkNotify(body.notify)
+    if (targets.length > 0) throw new SwitchyardError('VALIDATION_FAILED', targets.map(formatProblem).join('; '), { details: targets })
     const running = activeOn(draft, body.route)
     if (running !== undefined) {
       throw new SwitchyardError('CONFLICT', `route ${JSON.stringify(body.route)} already has rollout ${running.id} in progress (${running.phase})`)

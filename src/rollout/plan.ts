@@ -3,8 +3,9 @@
  * route (split and preview rule). Pure.
  */
 import type { Rule, RouteSpec, Split, State } from '../config/schema.js'
-import { isFinished, type HistoryEntry, type Rollout, type RolloutSpec } from './schema.js'
+import { isFinished, type HistoryEntry, type Notify, type Rollout, type RolloutSpec } from './schema.js'
 import { ANALYSIS_DEFAULTS } from './verdict.js'
+import { redactNotify } from './webhook-url.js'
 
 /** A canary without `steps`: 10 %, 50 %, 100 %, a minute each. */
 export const DEFAULT_STEPS = [
@@ -170,10 +171,26 @@ export function appendHistory(r: Rollout, entry: HistoryEntry): Rollout {
   return { ...r, history }
 }
 
-/** What the API shows: webhook secrets replaced by `***`. */
+/** What the API shows: webhook URLs cut to their host (`https://hooks.slack.com/***`), secrets `***` (see webhook-url.ts). */
 export function redact(r: Rollout): Rollout {
-  if (!r.spec.notify?.some((n) => n.secret !== undefined)) return r
-  return { ...r, spec: { ...r.spec, notify: r.spec.notify.map((n) => (n.secret === undefined ? n : { ...n, secret: '***' })) } }
+  if (r.spec.notify === undefined || r.spec.notify.length === 0) return r
+  return { ...r, spec: { ...r.spec, notify: redactNotify(r.spec.notify) } }
+}
+
+/**
+ * An audit entry as the API shows it: webhook URLs and secrets in a rollout spec it carries
+ * (`rollout.start`'s `after.spec`) redacted. Entries are written redacted; this covers those a
+ * store kept from before webhook URLs were.
+ */
+export function redactEvent<E extends { before: unknown; after: unknown }>(e: E): E {
+  const side = (v: unknown): unknown => {
+    const spec = (v as { spec?: { notify?: unknown } } | null | undefined)?.spec
+    if (!Array.isArray(spec?.notify)) return v
+    return { ...(v as object), spec: { ...spec, notify: redactNotify(spec.notify as Notify[]) } }
+  }
+  const before = side(e.before)
+  const after = side(e.after)
+  return before === e.before && after === e.after ? e : { ...e, before, after }
 }
 
 export { isFinished }

@@ -62,9 +62,21 @@ export type RolloutEvent = Static<typeof RolloutEvent>
 
 export const Notify = Type.Object(
   {
-    url: Type.String({ pattern: '^https?://', maxLength: 2048, description: 'where events are POSTed as JSON' }),
+    url: Type.String({
+      pattern: '^https?://',
+      maxLength: 2048,
+      description:
+        'where events are POSTed as JSON; a link-local target (169.254.0.0/16, fe80::/10: cloud metadata) is refused, written as an address or resolved from a name; shown by the API and the logs as scheme://host/*** (the path of a Slack-style URL is its secret)',
+    }),
     events: Type.Optional(Type.Array(RolloutEvent, { minItems: 1, maxItems: 8, description: 'which events; default all but `analysis`' })),
-    secret: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'signs each body: header X-Switchyard-Signature: sha256=<hex HMAC-SHA256 of the body>; never shown by the API' })),
+    secret: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 4096,
+        description:
+          'signs each attempt: X-Switchyard-Timestamp: <unix seconds>, X-Switchyard-Signature: sha256=<hex HMAC-SHA256 of `<timestamp>.<body>`>; a receiver refuses a timestamp more than 5 minutes off; shown by the API as ***',
+      }),
+    ),
     timeoutMs: Type.Optional(Ms('per attempt; default 5000', 1)),
   },
   { additionalProperties: false },
@@ -198,7 +210,7 @@ export const Rollout = Type.Object({
   pausedRemainingMs: Type.Optional(Type.Integer()),
   /** an abort ramping back over `abort.rampMs`: the weight it started from and when */
   ramp: Type.Optional(Type.Object({ fromWeight: Type.Integer(), startedAt: Type.Integer() })),
-  /** the body it was started with, defaults filled in (notify secrets are kept but never shown) */
+  /** the body it was started with, defaults filled in (notify URLs and secrets are kept, and shown redacted) */
   spec: RolloutSpec,
   /** newest last, at most 100 entries */
   history: Type.Array(HistoryEntry),

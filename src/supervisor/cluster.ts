@@ -20,7 +20,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { loadConfigFile } from '../config/load.js'
 import type { ConfigFile } from '../config/schema.js'
 import { formatProblem } from '../errors.js'
-import type { Logger } from '../log.js'
+import { logReady, type Logger } from '../log.js'
 import { serveStore } from '../store/ipc.js'
 import { MemoryStore } from '../store/memory.js'
 import { MetricsHub } from './metrics-link.js'
@@ -341,9 +341,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
     reloading = reload().finally(() => (reloading = null))
   })
 
-  process.stdout.write(
-    `switchyard proxy ${ports.proxyUrl} admin ${ports.adminUrl} store ${config.store?.type ?? 'memory'} workers ${count}\n`,
-  )
+  logReady(log, { proxy: ports.proxyUrl, admin: ports.adminUrl, store: config.store?.type ?? 'memory', workers: count })
   const stop = (signal: string) => {
     if (stopping) return
     log.info(`${signal}: stopping ${live().length} workers`)

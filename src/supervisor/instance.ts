@@ -11,7 +11,7 @@ import { startSwitchyard, type App } from '../app.js'
 import { loadConfigFile } from '../config/load.js'
 import type { ConfigFile } from '../config/schema.js'
 import { formatProblem } from '../errors.js'
-import type { Logger } from '../log.js'
+import { logReady, type Logger } from '../log.js'
 import { IpcStore } from '../store/ipc.js'
 import { WorkerMetricsLink } from './metrics-link.js'
 import { isMessage, type ClosingMessage, type ConnectionMessage, type ConnectionTakenMessage, type FailedMessage, type ReadyMessage, type RetireMessage } from './messages.js'
@@ -84,7 +84,7 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
       return process.exit(code)
     })
   }
-  process.stdout.write(`switchyard proxy ${app.proxyUrl} admin ${app.adminUrl} store ${config.store?.type ?? 'memory'}\n`)
+  logReady(log, { proxy: app.proxyUrl, admin: app.adminUrl, store: config.store?.type ?? 'memory' })
   return exitCode
 }
 

@@ -20,10 +20,36 @@ export interface ProxyProcess {
   configFile: string
   url: string
   adminUrl: string
+  /** what its ready line said (the JSON record, or the plain line of --log-format pretty) */
+  ready: ReadyLine
   stdout(): string
   stderr(): string
   /** Sends `signal` and resolves with the exit code (or signal name). */
   stop(signal?: NodeJS.Signals): Promise<number | string>
+}
+
+export interface ReadyLine {
+  proxy: string
+  admin: string
+  store: string
+  workers?: number
+}
+
+/**
+ * The ready line in `line`, if it is one: the JSON record `{"msg":"ready","proxy",...}`, or the
+ * plain `switchyard proxy URL admin URL store TYPE [workers N]` of --log-format pretty.
+ */
+export function parseReadyLine(line: string): ReadyLine | undefined {
+  const plain = /^switchyard proxy (\S+) admin (\S+) store (\S+)(?: workers (\d+))?$/.exec(line)
+  if (plain) return { proxy: plain[1]!, admin: plain[2]!, store: plain[3]!, ...(plain[4] === undefined ? {} : { workers: Number(plain[4]) }) }
+  if (!line.startsWith('{')) return undefined
+  try {
+    const r = JSON.parse(line) as Partial<ReadyLine> & { msg?: unknown }
+    if (r.msg !== 'ready' || typeof r.proxy !== 'string' || typeof r.admin !== 'string' || typeof r.store !== 'string') return undefined
+    return { proxy: r.proxy, admin: r.admin, store: r.store, ...(typeof r.workers === 'number' ? { workers: r.workers } : {}) }
+  } catch {
+    return undefined
+  }
 }
 
 /** Writes `config` (listen/admin ports filled in with free ports) and starts the CLI on it. */
@@ -52,12 +78,17 @@ export async function spawnProxy(
       resolve(code ?? signal ?? -1)
     }),
   )
-  await new Promise<void>((resolve, reject) => {
+  const ready = await new Promise<ReadyLine>((resolve, reject) => {
     const deadline = setTimeout(() => reject(new Error(`proxy did not start in 15 s: ${err}`)), 15_000)
+    let scanned = 0 // complete lines before this offset were not the ready line
     const check = () => {
-      if (out.includes('switchyard proxy')) {
+      for (let end = out.indexOf('\n', scanned); end >= 0; end = out.indexOf('\n', scanned)) {
+        const found = parseReadyLine(out.slice(scanned, end))
+        scanned = end + 1
+        if (found === undefined) continue
         clearTimeout(deadline)
-        resolve()
+        child.stdout!.off('data', check)
+        return resolve(found)
       }
     }
     child.stdout!.on('data', check)
@@ -72,6 +103,7 @@ export async function spawnProxy(
     configFile: file,
     url: `http://127.0.0.1:${port}`,
     adminUrl: `http://127.0.0.1:${adminPort}`,
+    ready,
     stdout: () => out,
     stderr: () => err,
     stop: (signal = 'SIGTERM') => {

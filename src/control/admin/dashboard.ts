@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { rolloutsOf } from '../../rollout/mutations.js'
-import { redact } from '../../rollout/plan.js'
+import { redact, redactEvent } from '../../rollout/plan.js'
+import { PAGE_CSP } from './browser.js'
 import type { AdminDeps } from './deps.js'
 
 const UI_DIR = fileURLToPath(new URL('../../../ui/', import.meta.url))
@@ -38,7 +39,7 @@ async function snapshot(deps: AdminDeps): Promise<unknown> {
   const state = control.follower.effective
   const [instances, events, series] = await Promise.all([
     control.fleet.instances().catch(() => null),
-    control.store.events(10).catch(() => null),
+    control.store.events(10).then((events) => events.map(redactEvent), () => null),
     control.telemetry.series(CHART_WINDOW_MS, CHART_STEP_MS).catch(() => null),
   ])
   // In-flight per target, summed over the fleet (each instance's last heartbeat; this one live).
@@ -91,7 +92,8 @@ export const dashboardPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
     app.get(path, { config: { public: true }, schema: { hide: true } }, async (_req, reply) => {
       // Read on each request: a few KB, at human rates; an edited file shows on reload.
       const body = await readFile(asset.file)
-      return reply.type(asset.type).header('cache-control', 'no-cache').send(body)
+      // The page loads only its own files and sets no inline script or style: PAGE_CSP holds.
+      return reply.type(asset.type).header('cache-control', 'no-cache').header('content-security-policy', PAGE_CSP).send(body)
     })
   }
 
@@ -108,7 +110,7 @@ export const dashboardPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = a
     async (req, reply) => {
       reply.hijack()
       const res = reply.raw
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', 'x-content-type-options': 'nosniff' })
       let open = true
       let timer: NodeJS.Timeout | undefined
       const send = async () => {

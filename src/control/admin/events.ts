@@ -1,6 +1,7 @@
 /** `GET /api/events?limit=N`: the audit log, newest first. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
+import { redactEvent } from '../../rollout/plan.js'
 import type { AdminDeps } from './deps.js'
 import { readResponses } from './schemas.js'
 
@@ -30,6 +31,6 @@ export const eventsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
         response: readResponses({ events: Type.Array(AuditEventSchema) }),
       },
     },
-    async (req) => ({ events: await deps.control.store.events(req.query.limit ?? DEFAULT_LIMIT) }),
+    async (req) => ({ events: (await deps.control.store.events(req.query.limit ?? DEFAULT_LIMIT)).map(redactEvent) }),
   )
 }

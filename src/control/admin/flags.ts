@@ -46,6 +46,7 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
   app.put(
     '/api/flags/:name',
     {
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'putFlag',
@@ -67,7 +68,7 @@ export const flagsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
 
   app.delete(
     '/api/flags/:name',
-    { schema: { tags, operationId: 'deleteFlag', summary: 'remove a flag', params: FlagParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) } },
+    { config: { role: 'operator' }, schema: { tags, operationId: 'deleteFlag', summary: 'remove a flag', params: FlagParams, headers: WriteHeaders, querystring: WaitAppliedQuery, response: writeResponses({ name: Name }) } },
     async (req, reply) => {
       const { name } = req.params
       const { revision } = await commit(control, req, deleteFlag(name))

@@ -58,6 +58,8 @@ export const replacePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
   app.post(
     '/api/upstreams/:name/replace',
     {
+      // Health-gated and bounded by maxSurge/maxUnavailable: the controlled way an operator swaps targets.
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'replaceTargets',

@@ -74,6 +74,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
   app.post(
     '/api/rollouts',
     {
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'startRollout',
@@ -95,6 +96,7 @@ export const rolloutsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = as
     app.post(
       `/api/rollouts/:id/${action}`,
       {
+        config: { role: 'operator' },
         schema: {
           tags,
           operationId: `${action}Rollout`,

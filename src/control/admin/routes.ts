@@ -104,6 +104,8 @@ export const routesPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asyn
   app.put(
     '/api/routes/:name/split',
     {
+      // The canary knob is an operator's day-to-day work.
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'putRouteSplit',

@@ -8,7 +8,8 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import Type from 'typebox'
-import { installAuth } from './auth.js'
+import { installAuth, requiredRole } from './auth.js'
+import { installBrowserChecks, PAGE_CSP } from './browser.js'
 import type { AdminDeps } from './deps.js'
 import { BODY_LIMIT, clientErrorHandler, frameworkErrors, installErrorHandling, MAX_PARAM_LENGTH } from './error-handler.js'
 import { dashboardPlugin } from './dashboard.js'
@@ -29,11 +30,13 @@ import { strictValidatorCompiler } from './validator.js'
 
 /**
  * Builds (does not listen) the admin server. Every `/api/*` route needs a token when one is
- * configured; `/healthz`, `/readyz`, `/metrics` and the documentation (`/docs`, `/docs/json`)
- * stay open for probes, scrapers and tooling. A known path asked with a method it does not
- * serve answers 405 METHOD_NOT_ALLOWED with `Allow`; an unknown path 404 NOT_FOUND.
+ * configured, with the role the route names (auth.ts); `/healthz`, `/readyz`, `/metrics` and
+ * the documentation (`/docs`, `/docs/json`) stay open for probes, scrapers and tooling.
+ * Without a token, browsers' requests are checked instead (browser.ts). A known path asked with
+ * a method it does not serve answers 405 METHOD_NOT_ALLOWED with `Allow`; an unknown path 404
+ * NOT_FOUND. `host` is the address it will listen on (`admin.host`): a Host it accepts.
  */
-export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstance> {
+export async function createAdminServer(deps: AdminDeps, opts: { host?: string } = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: BODY_LIMIT,
@@ -48,11 +51,20 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
   // drop any field a schema forgot.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
   installErrorHandling(app)
+  installBrowserChecks(app, deps.tokens, opts.host)
   installAuth(app, deps.tokens)
 
-  // The documentation is read by people and generators before they hold a token.
   app.addHook('onRoute', (route) => {
+    // The documentation is read by people and generators before they hold a token.
     if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...route.config, public: true }
+    // Each operation says which token role it needs (`x-switchyard-role`, and in its description).
+    const schema = route.schema as { hide?: boolean; description?: string; [k: string]: unknown } | undefined
+    if (schema === undefined || schema.hide === true || route.config?.public === true) return
+    const role = requiredRole([route.method].flat()[0]!.toUpperCase(), route.config?.role)
+    const needs = role === 'admin' ? 'a token with role admin' : `a token with role ${role} or above`
+    const description = `${schema.description === undefined ? '' : `${schema.description}\n\n`}Needs ${needs} when tokens are configured.`
+    // @fastify/swagger copies an operation schema's `x-` keys into the OpenAPI operation.
+    route.schema = { ...schema, 'x-switchyard-role': role, description } as typeof route.schema
   })
 
   await app.register(swagger, {
@@ -87,7 +99,9 @@ export async function createAdminServer(deps: AdminDeps): Promise<FastifyInstanc
     },
   )
   // Swagger UI from the npm package (no CDN): `/docs`, with the document at `/docs/json` (and `/docs/yaml`).
-  await app.register(swaggerUi, { routePrefix: '/docs' })
+  // Under PAGE_CSP: the index loads only files (no inline script); the base layout drops the
+  // top bar, whose logo is an inline <style> and a data: image the policy would block.
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: PAGE_CSP, uiConfig: { layout: 'BaseLayout' } })
 
   for (const plugin of [statePlugin, upstreamsPlugin, targetsPlugin, replacePlugin, routesPlugin, mirrorPlugin, flagsPlugin, rolloutsPlugin, statsPlugin, dashboardPlugin, eventsPlugin, instancesPlugin]) {
     await app.register(plugin, { deps })

@@ -22,7 +22,7 @@ export const StateBody = {
   upstreams: Type.Record(Name, StoredUpstream),
   routes: Type.Array(RouteSpec),
   flags: Type.Record(Name, FlagSpec),
-  rollouts: Type.Record(Name, Rollout, { description: 'rollouts by id (webhook secrets shown as ***)' }),
+  rollouts: Type.Record(Name, Rollout, { description: 'rollouts by id (webhook URLs shown as scheme://host/***, secrets as ***)' }),
 }
 
 /** The state part of a config file. Documents the body; the handler checks it as the config loader does. */
@@ -68,7 +68,7 @@ export const statePlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = async
       etag(reply, state.revision)
       const rollouts = rolloutsOf(state)
       const ids = Object.keys(rollouts)
-      if (!ids.some((id) => rollouts[id]!.spec.notify?.some((n) => n.secret !== undefined))) return { ...state, rollouts }
+      if (!ids.some((id) => (rollouts[id]!.spec.notify?.length ?? 0) > 0)) return { ...state, rollouts }
       return { ...state, rollouts: Object.fromEntries(ids.map((id) => [id, redact(rollouts[id]!)])) }
     },
   )

@@ -133,6 +133,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
   app.patch(
     '/api/upstreams/:name/targets/:id',
     {
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'patchTarget',
@@ -155,6 +156,7 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
   app.post(
     '/api/upstreams/:name/targets/:id/drain',
     {
+      config: { role: 'operator' },
       schema: {
         tags,
         operationId: 'drainTarget',
@@ -180,6 +182,8 @@ export const targetsPlugin: FastifyPluginAsyncTypebox<{ deps: AdminDeps }> = asy
     },
   )
 
+  // No role declared, so admin: removing (like adding) a target changes what the upstream is;
+  // an operator drains it or disables it instead, and swaps targets with a replacement.
   app.delete(
     '/api/upstreams/:name/targets/:id',
     {
