@@ -33,7 +33,7 @@ it('shows a live fleet: token, routes and splits, moving charts, a split change 
       admin: { token: TOKEN },
       upstreams: { v1: { targets: [{ url: v1.url }] }, v2: { targets: [{ url: v2.url }] } },
       routes: [{ name: 'api', match: { pathPrefix: '/' }, split: { v1: 100, v2: 0 } }],
-      flags: { beta: { enabled: true, percent: 25 } },
+      flags: { beta: { enabled: true, percent: 25, by: { header: 'x-user-id' } } },
     },
     { token: TOKEN, telemetryMs: 200 },
   )

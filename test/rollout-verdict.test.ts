@@ -78,11 +78,12 @@ describe('plan', () => {
     expect(withoutPreview({ name: 'api', split: { v1: 1 }, rules: [rule] }, rule)).toEqual({ name: 'api', split: { v1: 1 } })
   })
 
-  it('redact hides webhook secrets only', () => {
-    const spec = withDefaults({ ...base, notify: [{ url: 'http://h/x', secret: 's' }, { url: 'http://h/y' }] }, 'r')
+  it('redact hides webhook secrets and URL paths (a Slack-style URL is a secret), not the stored spec', () => {
+    const spec = withDefaults({ ...base, notify: [{ url: 'http://h/x?k=1', secret: 's' }, { url: 'https://hooks.example:8443/T1/B2/xyz' }] }, 'r')
     const shown = redact({ spec } as never)
-    expect(shown.spec.notify).toEqual([{ url: 'http://h/x', secret: '***' }, { url: 'http://h/y' }])
+    expect(shown.spec.notify).toEqual([{ url: 'http://h/***', secret: '***' }, { url: 'https://hooks.example:8443/***' }])
     expect(spec.notify![0]!.secret).toBe('s')
+    expect(spec.notify![0]!.url).toBe('http://h/x?k=1')
   })
 })
 
