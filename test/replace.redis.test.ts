@@ -35,6 +35,12 @@ it('the second instance shows the driver\'s progress, refuses a second replaceme
   const stuck = await a.admin.post('/api/upstreams/web/replace', { targets: [{ url: 'http://127.0.0.1:1' }], healthyTimeoutMs: 60_000 })
   expect(stuck.status).toBe(202)
   await eventually(async () => expect((await b.admin.get('/api/upstreams/web/replace')).body).toMatchObject({ id: stuck.body.id, phase: 'running' }))
+  // a's steps are in the store (the stuck target added, waiting on its health check) before a
+  // stops: the record is running from before its first step, and b's plan depends on them
+  await eventually(async () => {
+    const targets = (await b.admin.get('/api/state')).body.upstreams.web.targets as { url: string }[]
+    expect(targets.map((t) => t.url)).toContain('http://127.0.0.1:1')
+  })
   const refused = await b.admin.post('/api/upstreams/web/replace', { targets: news.map((n) => ({ url: n.url })) })
   expect(refused.status).toBe(409)
   expect(refused.body.error.message).toContain(`replacement ${stuck.body.id} of upstream "web" is running`)
