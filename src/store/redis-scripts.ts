@@ -8,7 +8,8 @@ import type { RedisClient } from './redis-connection.js'
 
 /**
  * A Lua script run with EVALSHA, falling back to EVAL when the server does not know it
- * yet (after a restart or on another Cluster node); EVAL caches it for the next call.
+ * yet (after a restart, on another Cluster node, or on a replica just promoted: the script
+ * cache is not replicated); EVAL caches it for the next call.
  */
 class LuaScript {
   readonly sha: string
@@ -20,10 +21,20 @@ class LuaScript {
     try {
       return await client.evalsha(this.sha, keys.length, ...keys, ...args)
     } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
+      if (!(err instanceof Error) || !isNoScript(err)) throw err
       return await client.eval(this.source, keys.length, ...keys, ...args)
     }
   }
+}
+
+/**
+ * The server answered NOSCRIPT: the script did not run. ioredis's Cluster client wraps that
+ * answer when it comes last after a run of redirections (a failover: CLUSTERDOWN and MOVED,
+ * then the promoted replica, which has no cached scripts) as "Too many Cluster redirections.
+ * Last error: ReplyError: NOSCRIPT ...": still a script that did not run, so still re-sent.
+ */
+function isNoScript(err: Error): boolean {
+  return err.message.startsWith('NOSCRIPT') || err.message.includes('Last error: ReplyError: NOSCRIPT')
 }
 
 /**

@@ -107,8 +107,7 @@ export class RedisStore implements Store {
     const up = await this.conn.open(this.openTimeoutMs)
     if (!up) {
       const lastError = this.conn.lastError
-      const why = lastError === null ? '' : `: ${lastError.message}`
-      const err = unavailable(`redis not reachable within ${this.openTimeoutMs} ms${why}`, lastError)
+      const err = unavailable(openFailure(this.openTimeoutMs, lastError), lastError)
       await this.close()
       throw err
     }
@@ -410,6 +409,23 @@ function pairs(flat: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = []
   for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!])
   return out
+}
+
+/**
+ * Why open() gave up, in words that point at the setting to fix: Redis answered but refused
+ * the user or password (a reachable server is not "not reachable"), or refused a command or
+ * channel its ACL does not grant; the TLS handshake failed (the CA, or the server's name); or
+ * nothing usable answered. The message never holds the URL, so never its password.
+ */
+function openFailure(timeoutMs: number, err: Error | null): string {
+  if (err === null) return `redis not reachable within ${timeoutMs} ms`
+  if (/^(WRONGPASS|NOAUTH)\b/.test(err.message)) return `redis refused the login (the user and password in store.url or store.options): ${err.message}`
+  if (/^NOPERM\b/.test(err.message)) return `redis refused a command the store needs (the ACL user's permissions): ${err.message}`
+  const code = (err as NodeJS.ErrnoException).code
+  if (typeof code === 'string' && /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_|HOSTNAME/.test(code)) {
+    return `TLS handshake with redis failed (the server's certificate against store.options.tls): ${code}: ${err.message}`
+  }
+  return `redis not reachable within ${timeoutMs} ms: ${err.message}`
 }
 
 function oldLayoutStuck(): SwitchyardError {
