@@ -8,19 +8,17 @@
  * two and a half seconds (setNodeTimeout changes it at run time). Every node still running when the process exits is SIGKILLed, like the
  * servers of test/helpers/redis.ts.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { redisBin } from '../setup/redis-available.js'
-import { freePort } from './redis.js'
+import { answersPing, freePort, spawnRedisServer, type RedisProcess } from './redis.js'
 
 const NODES = 6
-const READY_TIMEOUT_MS = 5_000
 const CLUSTER_OK_TIMEOUT_MS = 15_000
 const POLL_INTERVAL_MS = 50
-const STOP_GRACE_MS = 2_000
 const NODE_TIMEOUT_MS = 1_000
 
 /** The redis-cli next to the redis-server the tests run, else the one on PATH. */
@@ -86,19 +84,6 @@ export interface RedisCluster {
   stop(): Promise<void>
 }
 
-/** Every cluster node still running; the exit hook kills them if a test forgot to. */
-const alive = new Set<ChildProcess>()
-let exitHookInstalled = false
-
-function installExitHook(): void {
-  if (exitHookInstalled) return
-  exitHookInstalled = true
-  // 'exit' handlers must be synchronous: kill() only sends the signal, which is enough.
-  process.once('exit', () => {
-    for (const child of alive) child.kill('SIGKILL')
-  })
-}
-
 function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) =>
@@ -107,38 +92,15 @@ function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<string> {
   })
 }
 
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
-}
-
-async function spawnNode(dir: string, port: number, busPort: number): Promise<ChildProcess> {
+function spawnNode(dir: string, port: number, busPort: number): Promise<RedisProcess> {
   const args = [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
     '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
     '--cluster-node-timeout', String(NODE_TIMEOUT_MS), '--cluster-port', String(busPort),
   ]
-  const child = spawn(redisBin(), args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
-  alive.add(child)
-  let output = ''
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-4000) // for the error message only
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  child.once('exit', () => alive.delete(child))
-  const failed = new Promise<never>((_, reject) => child.once('error', reject))
-  failed.catch(() => {})
-  const deadline = performance.now() + READY_TIMEOUT_MS
-  while (performance.now() < deadline && !exited(child)) {
-    const up = await Promise.race([run(redisCliBin(), ['-p', String(port), 'PING'], 1_000).then((r) => r.trim() === 'PONG', () => false), failed])
-    if (up) return child
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS))
-  }
-  child.kill('SIGKILL')
-  throw new Error(`cluster node on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${output}`)
+  return spawnRedisServer(args, () => answersPing(port), { cwd: dir, what: `cluster node on port ${port}` })
 }
 
-/** Parses CLUSTER NODES: `<id> <ip:port@cport> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...`. */
 export function parseClusterNodes(text: string): ClusterNodeInfo[] {
   return text
     .split('\n')
@@ -164,9 +126,8 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
 
 /** Starts six nodes, joins them into three primaries with a replica each, and waits until the cluster is ok everywhere. */
 export async function startCluster(): Promise<RedisCluster> {
-  installExitHook()
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-cluster-'))
-  const children = new Map<number, ChildProcess>()
+  const children = new Map<number, RedisProcess>()
   const nodes: ClusterNodeProcess[] = []
   const cli = (port: number, ...args: string[]) => run(redisCliBin(), ['-p', String(port), ...args])
   const runningPort = (): number => {
@@ -177,15 +138,7 @@ export async function startCluster(): Promise<RedisCluster> {
 
   const stop = async (): Promise<void> => {
     await Promise.all(
-      [...children.values()].map(async (child) => {
-        if (exited(child)) return
-        const gone = new Promise<void>((resolve) => child.once('close', () => resolve()))
-        child.kill('SIGCONT')
-        child.kill('SIGTERM')
-        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS)
-        await gone
-        clearTimeout(timer)
-      }),
+      [...children.values()].map((node) => node.stop()),
     )
     await rm(dir, { recursive: true, force: true })
   }
@@ -209,20 +162,15 @@ export async function startCluster(): Promise<RedisCluster> {
         port = await freePort()
         busPort = await freePort()
       }
-      const child = await spawnNode(dir, port, busPort)
-      children.set(port, child)
+      const node = await spawnNode(dir, port, busPort)
+      children.set(port, node)
       nodes.push({
         port,
         busPort,
         get running() {
-          return !exited(child)
+          return !node.exited()
         },
-        async kill(signal: NodeJS.Signals = 'SIGKILL') {
-          if (exited(child)) return
-          const gone = new Promise<void>((resolve) => child.once('close', () => resolve()))
-          child.kill(signal)
-          await gone
-        },
+        kill: (signal) => node.kill(signal),
       })
     }
     await run(redisCliBin(), ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes'], 30_000)

@@ -5,7 +5,7 @@
  * and the folder is removed by stop(). Every server still running when the process exits is
  * SIGKILLed, like those of test/helpers/redis.ts.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -13,11 +13,8 @@ import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import { Redis } from 'ioredis'
 import { redisBin } from '../setup/redis-available.js'
-import { freePort } from './redis.js'
+import { freePort, spawnRedisServer, type RedisProcess } from './redis.js'
 
-const READY_TIMEOUT_MS = 5_000
-const POLL_INTERVAL_MS = 20
-const STOP_GRACE_MS = 2_000
 
 /** Why TLS Redis tests cannot run here (no openssl, or a redis-server built without TLS), or null. */
 export function tlsRedisProblem(): string | null {
@@ -83,22 +80,13 @@ export interface TlsRedis {
   stop(): Promise<void>
 }
 
-const alive = new Set<ChildProcess>()
-let exitHookInstalled = false
-
 /**
  * Starts `redis-server --port 0 --tls-port P` with the generated certificates; clients need no
  * certificate of their own (`--tls-auth-clients no`). The default user gets a random password.
  */
 export async function startTlsRedis(): Promise<TlsRedis> {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true
-    process.once('exit', () => {
-      for (const child of alive) child.kill('SIGKILL')
-    })
-  }
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-tls-'))
-  let child: ChildProcess | undefined
+  let server: RedisProcess | undefined
   let admin: Redis | undefined
   try {
     const certs = await makeCertificates(dir)
@@ -109,17 +97,8 @@ export async function startTlsRedis(): Promise<TlsRedis> {
       ...['--tls-cert-file', certs.serverCert, '--tls-key-file', certs.serverKey, '--tls-ca-cert-file', certs.caFile, '--tls-auth-clients', 'no'],
       ...['--save', '', '--appendonly', 'no', '--dir', dir, '--requirepass', adminPassword],
     ]
-    const spawned = spawn(redisBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    child = spawned
-    alive.add(spawned)
-    spawned.once('exit', () => alive.delete(spawned))
-    let output = ''
-    const keep = (chunk: Buffer): void => {
-      output = (output + chunk.toString()).slice(-4000)
-    }
-    spawned.stdout?.on('data', keep)
-    spawned.stderr?.on('data', keep)
-    await waitTlsUp(spawned, port, certs.caPem, () => output)
+    const spawned = await spawnRedisServer(args, () => tlsPing(port, certs.caPem), { what: `redis-server (TLS) on port ${port}` })
+    server = spawned
     admin = new Redis({ host: '127.0.0.1', port, password: adminPassword, tls: { ca: certs.caPem }, lazyConnect: true, maxRetriesPerRequest: 1 })
     admin.on('error', () => {}) // failures reach the commands that need it
     await admin.connect()
@@ -134,36 +113,19 @@ export async function startTlsRedis(): Promise<TlsRedis> {
       },
       async stop() {
         adminClient.disconnect()
-        if (spawned.exitCode === null && spawned.signalCode === null) {
-          const exited = new Promise<void>((resolve) => spawned.once('close', () => resolve()))
-          const timer = setTimeout(() => spawned.kill('SIGKILL'), STOP_GRACE_MS)
-          spawned.kill('SIGTERM')
-          await exited
-          clearTimeout(timer)
-        }
+        await spawned.stop()
         await rm(dir, { recursive: true, force: true })
       },
     }
   } catch (err) {
     admin?.disconnect()
-    child?.kill('SIGKILL')
+    await server?.kill('SIGKILL')
     await rm(dir, { recursive: true, force: true })
     throw err
   }
 }
 
-/** Polls until a TLS handshake verified by `ca` succeeds on `port` and the server answers (even -NOAUTH). */
-async function waitTlsUp(child: ChildProcess, port: number, ca: string, output: () => string): Promise<void> {
-  const deadline = performance.now() + READY_TIMEOUT_MS
-  while (performance.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) break
-    if (await tlsPing(port, ca)) return
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS))
-  }
-  child.kill('SIGKILL')
-  throw new Error(`redis-server (TLS) on port ${port} did not answer within ${READY_TIMEOUT_MS} ms:\n${output()}`)
-}
-
+/** True when a TLS handshake verified by `ca` succeeds on `port` and the server answers PING (even -NOAUTH). */
 function tlsPing(port: number, ca: string): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: 'localhost' })

@@ -33,44 +33,89 @@ const alive = new Set<ChildProcess>()
 let exitHookInstalled = false
 
 export async function startRedis(): Promise<RedisServer> {
-  installExitHook()
   const port = await freePort()
-  let child = await spawnRedis(port)
-
-  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    // 'close' comes after 'exit' once the stdio pipes are closed too: no handle is left.
-    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()))
-    child.kill(signal)
-    await exited
-  }
-
+  const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1']
+  const spawnOne = () => spawnRedisServer(args, () => answersPing(port), { what: `redis-server on port ${port}` })
+  let server = await spawnOne()
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
+    kill: (signal) => server.kill(signal),
+    stop: () => server.stop(),
+    async restart() {
+      await server.kill('SIGKILL')
+      server = await spawnOne()
+    },
+    pause() {
+      server.child.kill('SIGSTOP')
+    },
+    resume() {
+      server.child.kill('SIGCONT')
+    },
+  }
+}
+
+/** A `redis-server` process a test owns (a plain server, a Cluster node, a Sentinel...). */
+export interface RedisProcess {
+  readonly child: ChildProcess
+  /** the process's last output (for error messages) */
+  output(): string
+  exited(): boolean
+  /** Sends `signal` (default SIGKILL) and waits until it is gone; a no-op once it has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>
+  /** SIGCONT (a paused process would not act on SIGTERM), SIGTERM, SIGKILL after 2 s; waits for the exit. */
+  stop(): Promise<void>
+}
+
+/**
+ * Spawns `redis-server args` and waits until `isUp()` says it serves (polled, at most 5 s),
+ * tracked so the exit hook kills it if a test forgot to. Throws, the process killed, when it
+ * exits or does not come up in time.
+ */
+export async function spawnRedisServer(args: string[], isUp: () => Promise<boolean>, opts: { cwd?: string; what?: string } = {}): Promise<RedisProcess> {
+  installExitHook()
+  const child = spawn(redisBin(), args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  alive.add(child)
+  let output = ''
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-4000) // for the error message only
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  child.once('exit', () => alive.delete(child))
+  // 'close' comes after 'exit' once the stdio pipes are closed too: no handle is left.
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()))
+  const spawnError = new Promise<never>((_, reject) => child.once('error', reject))
+  spawnError.catch(() => {}) // observed below; avoid an unhandled rejection if unused
+  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    if (exited()) return
+    child.kill(signal)
+    await closed
+  }
+  const server: RedisProcess = {
+    child,
+    output: () => output,
+    exited,
     kill,
     async stop() {
-      const current = child
-      if (current.exitCode !== null || current.signalCode !== null) return
-      current.kill('SIGCONT') // a paused server would not act on SIGTERM
-      const timer = setTimeout(() => current.kill('SIGKILL'), STOP_GRACE_MS)
+      if (exited()) return
+      child.kill('SIGCONT')
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS)
       try {
         await kill('SIGTERM')
       } finally {
         clearTimeout(timer)
       }
     },
-    async restart() {
-      await kill('SIGKILL')
-      child = await spawnRedis(port)
-    },
-    pause() {
-      child.kill('SIGSTOP')
-    },
-    resume() {
-      child.kill('SIGCONT')
-    },
   }
+  const deadline = performance.now() + READY_TIMEOUT_MS
+  while (performance.now() < deadline && !exited()) {
+    if (await Promise.race([isUp(), spawnError])) return server
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS))
+  }
+  child.kill('SIGKILL')
+  throw new Error(`${opts.what ?? `redis-server ${args.join(' ')}`} did not answer within ${READY_TIMEOUT_MS} ms:\n${output}`)
 }
 
 /** A port the kernel just handed out on 127.0.0.1; free again once we close it. */
@@ -109,33 +154,8 @@ function bindable(port: number): Promise<number | false> {
   })
 }
 
-async function spawnRedis(port: number): Promise<ChildProcess> {
-  const args = ['--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1']
-  const child = spawn(redisBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  alive.add(child)
-  let output = ''
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-4000) // for the error message only
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  child.once('exit', () => alive.delete(child))
-  const spawnError = new Promise<never>((_, reject) => child.once('error', reject))
-  spawnError.catch(() => {}) // observed below; avoid an unhandled rejection if unused
-
-  const deadline = performance.now() + READY_TIMEOUT_MS
-  while (performance.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) break
-    const up = await Promise.race([ping(port), spawnError])
-    if (up) return child
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS))
-  }
-  child.kill('SIGKILL')
-  throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms:\n${output}`)
-}
-
 /** True when something on `port` answers PING with +PONG within 500 ms. */
-function ping(port: number): Promise<boolean> {
+export function answersPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = createConnection({ host: '127.0.0.1', port })
     let reply = ''

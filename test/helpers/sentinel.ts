@@ -8,14 +8,12 @@
  * Every process is killed by `stop()`; the exit hook kills any a test left behind.
  * Commands to the nodes go through short-lived ioredis connections (`command`).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { redisBin } from '../setup/redis-available.js'
 import { eventually } from './eventually.js'
-import { freePort } from './redis.js'
+import { answersPing, freePort, spawnRedisServer, type RedisProcess } from './redis.js'
 
 export const MASTER_NAME = 'mymaster'
 /** Sentinel `down-after-milliseconds`: how long a node may stay silent before it is judged down. */
@@ -24,7 +22,6 @@ export const DOWN_AFTER_MS = 500
 export const FAILOVER_TIMEOUT_MS = 1_000
 
 const READY_TIMEOUT_MS = 15_000
-const STOP_GRACE_MS = 2_000
 
 export interface RedisNode {
   readonly port: number
@@ -52,13 +49,8 @@ export interface SentinelDeployment {
   stop(): Promise<void>
 }
 
-/** Every process still running; the exit hook kills them if a test forgot to. */
-const alive = new Set<ChildProcess>()
-let exitHookInstalled = false
-
 /** Starts primary and replica, waits until the replica is in sync, then starts the sentinels and waits until they know each other. */
 export async function startSentinelDeployment(): Promise<SentinelDeployment> {
-  installExitHook()
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-sentinel-'))
   const nodes: Node[] = []
   try {
@@ -142,61 +134,27 @@ export async function command(port: number, ...args: (string | number)[]): Promi
 }
 
 interface Node extends RedisNode {
-  readonly child: ChildProcess
+  readonly server: RedisProcess
 }
 
 async function startNode(nodes: Node[], port: number, args: string[]): Promise<Node> {
-  const child = spawn(redisBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  alive.add(child)
-  let output = ''
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-4000) // for the error message only
-  }
-  child.stdout?.on('data', keep)
-  child.stderr?.on('data', keep)
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()))
-  child.once('exit', () => alive.delete(child))
-  child.once('error', () => {}) // spawn failures show as the PING never answering
-  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null
+  const server = await spawnRedisServer(args, () => answersPing(port))
   const node: Node = {
     port,
-    child,
+    server,
     get exited() {
-      return exited()
+      return server.exited()
     },
-    async kill(signal: NodeJS.Signals = 'SIGKILL') {
-      if (exited()) return
-      child.kill(signal)
-      await closed
-    },
-    pause: () => void child.kill('SIGSTOP'),
-    resume: () => void child.kill('SIGCONT'),
+    kill: (signal) => server.kill(signal),
+    pause: () => void server.child.kill('SIGSTOP'),
+    resume: () => void server.child.kill('SIGCONT'),
   }
   nodes.push(node)
-  try {
-    await eventually(async () => {
-      if (exited()) throw new Error('exited')
-      if ((await command(port, 'PING')) !== 'PONG') throw new Error('no PONG')
-    }, { timeoutMs: 5_000, intervalMs: 20 })
-  } catch {
-    throw new Error(`redis-server ${args.join(' ')} did not answer PING on ${port}:\n${output}`)
-  }
   return node
 }
 
 async function stopAll(nodes: Node[], dir: string): Promise<void> {
-  await Promise.all(
-    nodes.map(async (node) => {
-      if (node.exited) return
-      node.child.kill('SIGCONT') // a paused process would not act on SIGTERM
-      const timer = setTimeout(() => node.child.kill('SIGKILL'), STOP_GRACE_MS)
-      try {
-        await node.kill('SIGTERM')
-      } finally {
-        clearTimeout(timer)
-      }
-    }),
-  )
+  await Promise.all(nodes.map((node) => node.server.stop()))
   rmSync(dir, { recursive: true, force: true })
 }
 
@@ -204,13 +162,4 @@ async function stopAll(nodes: Node[], dir: string): Promise<void> {
 function field(flat: string[], name: string): string | undefined {
   const i = flat.indexOf(name)
   return i >= 0 && i % 2 === 0 ? flat[i + 1] : undefined
-}
-
-function installExitHook(): void {
-  if (exitHookInstalled) return
-  exitHookInstalled = true
-  // 'exit' handlers must be synchronous: kill() only sends the signal, which is enough.
-  process.once('exit', () => {
-    for (const child of alive) child.kill('SIGKILL')
-  })
 }
