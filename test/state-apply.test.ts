@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { backend, startApp, twoVersions, type TestApp } from './helpers/admin.js'
-import { diffResources } from '../src/control/state-diff.js'
+import { diffResources } from '../src/state/diff.js'
 import type { Backend } from './helpers/backend.js'
 
 interface Setup {

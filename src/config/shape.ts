@@ -8,11 +8,13 @@ import { Compile } from 'typebox/compile'
 import { Settings } from 'typebox/system'
 import type { Problem } from '../errors.js'
 import { ConfigFile, NAME_PATTERN, TARGET_ID_PATTERN } from './schema.js'
+import { formatPath, type PathSegment } from '../state/path.js'
+
+export { formatPath, type PathSegment } from '../state/path.js'
 
 /** Compiled once, at import. */
 const configFileChecker = Compile(ConfigFile)
 
-export type PathSegment = string | number
 
 /**
  * TypeBox stops collecting after `maxErrors` (a global, default 8, a DoS guard for untrusted
@@ -32,19 +34,6 @@ export function schemaErrors(raw: unknown): ReturnType<typeof configFileChecker.
   }
 }
 
-/**
- * `['routes', 0, 'split', 'v3']` → `routes[0].split.v3`. Keys that would be ambiguous in
- * dotted form (dots, spaces, ...) are bracketed and quoted: `upstreams["v1.2"]`.
- */
-export function formatPath(segments: readonly PathSegment[]): string {
-  let out = ''
-  for (const s of segments) {
-    if (typeof s === 'number') out += `[${s}]`
-    else if (/^[A-Za-z0-9_-]+$/.test(s)) out += out === '' ? s : `.${s}`
-    else out += `[${JSON.stringify(s)}]`
-  }
-  return out
-}
 
 /** A TypeBox error as `Errors()` returns it, and as fastify hands it over in `err.validation`. */
 export interface RawSchemaError {

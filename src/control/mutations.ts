@@ -12,7 +12,7 @@
  */
 import type { FlagSpec, RouteSpec, State, Target, TargetState, Upstream } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { copyRoutes, noneTouched, routePosition, type Touched } from '../store/delta.js'
+import { copyRoutes, noneTouched, routePosition, type Touched } from '../state/delta.js'
 
 /** What a mutation did, for the audit log and the answer. */
 export interface Change<T = unknown> {

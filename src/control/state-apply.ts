@@ -15,9 +15,9 @@ import { normalizeState, type StateSpec } from '../config/validate.js'
 import { SwitchyardError } from '../errors.js'
 import { forceAbort, isActive } from '../rollout/machine.js'
 import { rolloutsOf } from '../rollout/mutations.js'
-import { noneTouched, type Touched } from '../store/delta.js'
+import { noneTouched, type Touched } from '../state/delta.js'
 import { indexOfRoute, replaceInDraft, type Mutation } from './mutations.js'
-import { diffResources, sameValue, type ResourceChange } from './state-diff.js'
+import { diffResources, sameValue, type ResourceChange } from '../state/diff.js'
 
 /** A running rollout the declared state would disturb. */
 export interface Conflict {

@@ -18,7 +18,7 @@ import { FlagSpec, NAME_PATTERN, RouteSpec, TargetId, TargetSpec, TargetState, U
 import { formatPath, schemaProblems, type PathSegment } from '../config/shape.js'
 import { validateChange, validateState } from '../config/validate.js'
 import type { Problem } from '../errors.js'
-import { RESOURCE_KINDS, routePosition, touchedOf, type Delta, type ResourceKind } from '../store/delta.js'
+import { RESOURCE_KINDS, routePosition, touchedOf, type Delta, type ResourceKind } from '../state/delta.js'
 
 /** A target as the state holds it: id and state filled in. */
 const StoredTarget = Type.Object({ id: TargetId, url: TargetSpec.properties.url, state: TargetState }, { additionalProperties: false })

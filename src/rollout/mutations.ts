@@ -7,7 +7,7 @@
 import type { RouteSpec, State } from '../config/schema.js'
 import { indexOfRoute, replaceInDraft, type Change, type Mutation } from '../control/mutations.js'
 import { formatProblem, SwitchyardError } from '../errors.js'
-import type { Touched } from '../store/delta.js'
+import type { Touched } from '../state/delta.js'
 import { control, forceAbort, isActive, tick, type Control, type Move } from './machine.js'
 import { appendHistory, checkStart, newRollout, previewRule, redact, routeAtStep, withDefaults, withPreview } from './plan.js'
 import { isFinished, type AnalysisResult, type Rollout, type RolloutSpec } from './schema.js'

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from './delta.js'
+import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from '../state/delta.js'
 import { CHANGELOG_CAP, EVENTS_CAP } from './keys.js'
 import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
 import type { TelemetrySample } from '../telemetry/types.js'

@@ -5,7 +5,7 @@
  */
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
-import { RESOURCE_KINDS, routePosition, type Delta, type ResourceKind, type Touched } from './delta.js'
+import { RESOURCE_KINDS, routePosition, type Delta, type ResourceKind, type Touched } from '../state/delta.js'
 
 /** Resource writes per kind: name and JSON, or null to delete the name. */
 export type Writes = Record<ResourceKind, Array<[name: string, json: string | null]>>

@@ -5,9 +5,9 @@
  */
 import type { State } from '../config/schema.js'
 import type { TelemetrySample } from '../telemetry/types.js'
-import type { Delta, Touched } from './delta.js'
+import type { Delta, Touched } from '../state/delta.js'
 
-export type { Delta, Touched } from './delta.js'
+export type { Delta, Touched } from '../state/delta.js'
 
 /** One audit-log entry (`GET /api/events`). */
 export interface AuditEvent {

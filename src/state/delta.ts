@@ -9,10 +9,10 @@
  * can tell what changed by identity and a one-route change at 10,000 routes costs a slice
  * and a scan, not a copy of the state.
  */
-import { routePosition, sharePositions } from '../config/route-positions.js'
-import type { FlagSpec, RouteSpec, State, Upstream } from '../config/schema.js'
+import { routePosition, sharePositions } from './route-positions.js'
+import type { FlagSpec, RouteSpec, State, Upstream } from './schema.js'
 
-export { copyRoutes, indexRoutes, routePosition } from '../config/route-positions.js'
+export { copyRoutes, indexRoutes, routePosition } from './route-positions.js'
 
 /** Names of the resources one write created, replaced or deleted. */
 export interface Touched {
@@ -76,25 +76,6 @@ export function applyDelta(state: State, delta: Delta): State {
     routes: applyRoutes(state.routes, delta.routes, delta.order),
     flags: applyRecord(state.flags, delta.flags),
     rollouts: applyRecord(state.rollouts, delta.rollouts),
-  }
-}
-
-/**
- * The names whose resources differ between `a` and `b` (compared as JSON, so two equal
- * copies are equal), and whether the sequence of route names differs. `diffStates(a, b)`
- * is what a commit of `b` on top of `a` touches.
- */
-export function diffStates(a: State, b: State): Touched {
-  const byName = (routes: RouteSpec[]): Map<string, RouteSpec> => new Map(routes.map((r) => [r.name, r]))
-  const [ra, rb] = [byName(a.routes), byName(b.routes)]
-  let order = a.routes.length !== b.routes.length
-  for (let i = 0; !order && i < a.routes.length; i++) order = a.routes[i]!.name !== b.routes[i]!.name
-  return {
-    upstreams: diffRecords(a.upstreams, b.upstreams),
-    routes: diffMaps(ra, rb),
-    flags: diffRecords(a.flags, b.flags),
-    rollouts: diffRecords(a.rollouts, b.rollouts),
-    order,
   }
 }
 
@@ -181,20 +162,4 @@ function routesInOrder(routes: RouteSpec[], changes: Record<string, RouteSpec | 
     if (route === undefined) throw new Error(`applyDelta: route ${JSON.stringify(name)} is in the order but neither in the delta nor in the state`)
     return route
   })
-}
-
-function diffRecords<T>(a: Record<string, T>, b: Record<string, T>): string[] {
-  const toMap = (r: Record<string, T>): Map<string, T> => new Map(Object.keys(r).map((k) => [k, r[k]!]))
-  return diffMaps(toMap(a), toMap(b))
-}
-
-function diffMaps<T>(a: Map<string, T>, b: Map<string, T>): string[] {
-  const out: string[] = []
-  for (const [name, va] of a) {
-    const vb = b.get(name)
-    // Shared objects (copy-on-write states) are equal without encoding them.
-    if (vb === undefined || (va !== vb && JSON.stringify(va) !== JSON.stringify(vb))) out.push(name)
-  }
-  for (const name of b.keys()) if (!a.has(name)) out.push(name)
-  return out
 }

@@ -2,10 +2,12 @@
  * What differs between two states, resource by resource and field by field: the plan that
  * `PUT /api/state` answers and `switchyard ctl diff` prints (like `terraform plan`). Pure.
  */
-import type { State } from '../config/schema.js'
-import { formatPath, type PathSegment } from '../config/shape.js'
+import type { Touched } from './delta.js'
+import type { State } from './schema.js'
+import { formatPath, type PathSegment } from './path.js'
 
 export type ResourceKind = 'upstream' | 'route' | 'flag'
+
 
 /** One field that changed; `before` or `after` is left out when the field is not set on that side. */
 export interface FieldChange {
@@ -38,6 +40,23 @@ export function diffResources(before: Parts, after: Parts): ResourceChange[] {
   if (order !== undefined) out.push(order)
   out.push(...diffRecord('flag', toMap(before.flags), toMap(after.flags)))
   return out
+}
+
+/**
+ * What a commit of `b` on top of `a` touches: the names of the resources `diffResources` finds
+ * changed (rollout records too), and whether the sequence of route names differs.
+ */
+export function touchedBetween(a: State, b: State): Touched {
+  const names = (changes: ResourceChange[], kind: ResourceKind) => changes.flatMap((c) => (c.kind === kind ? [c.name] : []))
+  const changes = diffResources(a, b)
+  const rollouts = diffRecord('rollout' as ResourceKind, toMap(a.rollouts), toMap(b.rollouts)).map((c) => (c as { name: string }).name)
+  return {
+    upstreams: names(changes, 'upstream'),
+    routes: names(changes, 'route'),
+    flags: names(changes, 'flag'),
+    rollouts,
+    order: a.routes.length !== b.routes.length || a.routes.some((r, i) => r.name !== b.routes[i]!.name),
+  }
 }
 
 function toMap(record: Record<string, unknown>): Map<string, unknown> {
