@@ -1,6 +1,18 @@
-// `npm run lint`: the recommended rules plus two that keep the architecture honest: the data
-// plane (the hot path) imports neither the control plane, the stores, rollouts, telemetry,
-// fastify nor ioredis, and no module imports itself through a cycle.
+// `npm run lint`: the recommended rules, no import cycles, and folder zones
+// (import-x/no-restricted-paths) that keep the layers honest, so a shortcut import fails here
+// rather than in a profile or a memory graph:
+// - state/ is the bottom layer (the resource model everyone shares): packages and state/ only,
+//   so it never drags a subsystem into whoever imports it.
+// - dataplane/ (the hot path) loads no control plane, store, rollout, telemetry or supervisor
+//   code, not even types (the zone rule cannot tell type imports apart), and neither fastify nor
+//   ioredis: whatever it loads is paid for in every worker's memory and start.
+// - store/ and config/ sit under the control plane: a store that reached into control/,
+//   rollout/ or dataplane/, or a config loader that reached into those or the stores, would be
+//   a cycle waiting to happen. store/ may use telemetry's types (the samples it keeps), not its code.
+// - supervisor/ (process lifecycle) reaches the app only through app.ts, never control/,
+//   dataplane/ or rollout/ directly; it does load store/ (the primary holds the memory store
+//   and serves it to workers over IPC).
+// - metrics/ reads the rollout records from the state, without loading the rollout code.
 import js from '@eslint/js'
 import globals from 'globals'
 import tseslint from 'typescript-eslint'
@@ -23,6 +35,45 @@ export default tseslint.config(
     },
     rules: {
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
+      'import-x/no-restricted-paths': [
+        'error',
+        {
+          basePath: import.meta.dirname,
+          zones: [
+            {
+              target: 'src/state',
+              from: 'src',
+              except: ['./state'],
+              message: 'state/ is the bottom layer: it imports only packages and state/ (README "Design notes")',
+            },
+            {
+              target: 'src/dataplane',
+              from: ['src/control', 'src/store', 'src/rollout', 'src/telemetry', 'src/supervisor'],
+              message: 'the data plane does not load the control plane, stores, rollouts, telemetry or the supervisor (README "Design notes")',
+            },
+            {
+              target: 'src/store',
+              from: ['src/control', 'src/rollout', 'src/dataplane'],
+              message: 'the stores sit under the control plane, rollouts and the data plane (README "Design notes")',
+            },
+            {
+              target: 'src/config',
+              from: ['src/store', 'src/control', 'src/rollout', 'src/dataplane'],
+              message: 'config/ sits under the stores, the control plane, rollouts and the data plane (README "Design notes")',
+            },
+            {
+              target: 'src/supervisor',
+              from: ['src/control', 'src/dataplane', 'src/rollout'],
+              message: 'the supervisor reaches the instance through app.ts only (README "Design notes")',
+            },
+            {
+              target: 'src/metrics',
+              from: 'src/rollout',
+              message: 'metrics read rollout records from the state, not through the rollout code (README "Design notes")',
+            },
+          ],
+        },
+      ],
       // `_`-prefixed names and rest siblings (`{ omitted, ...rest }`) are deliberately unused.
       '@typescript-eslint/no-unused-vars': [
         'error',
@@ -47,17 +98,22 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-restricted-imports': [
         'error',
+        { patterns: [{ group: ['fastify', 'fastify/**', '@fastify/*', 'ioredis', 'ioredis/**'], message: 'the data plane imports neither fastify nor ioredis' }] },
+      ],
+    },
+  },
+  {
+    files: ['src/store/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
         {
           patterns: [
             {
-              group: ['**/control', '**/control/**', '**/store', '**/store/**', '**/rollout', '**/rollout/**', '**/telemetry', '**/telemetry/**'],
-              // A type is erased at build time: sharing one costs the hot path nothing at run time.
+              group: ['**/telemetry', '**/telemetry/**'],
+              // A type is erased at build time: a store keeps telemetry samples without loading their code.
               allowTypeImports: true,
-              message: 'the data plane does not load the control plane, stores, rollouts or telemetry (README "Design notes")',
-            },
-            {
-              group: ['fastify', 'fastify/**', '@fastify/*', 'ioredis', 'ioredis/**'],
-              message: 'the data plane imports neither fastify nor ioredis',
+              message: 'the stores use telemetry types only, not its code (README "Design notes")',
             },
           ],
         },

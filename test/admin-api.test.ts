@@ -163,6 +163,7 @@ describe('admin API', () => {
         host: expect.any(String),
         pid: process.pid,
         appliedRevision: 1,
+        digest: app.control.follower.digest,
         behindMs: 0,
         laggard: false,
         lastSeen: expect.any(String),

@@ -1,26 +1,18 @@
 /**
  * Crash-looping workers on the real process: restarts back off (doubling), and when every
  * worker failed at start 5 times in a row the primary exits 1 printing the worker's reason.
- * SWITCHYARD_RESTART_BACKOFF_MS (for tests only) shortens the 1 s base.
+ * The config's `workerRestartBackoffMs` shortens the 1 s base.
  */
 import { createServer, type Server } from 'node:net'
 import { readFile, writeFile } from 'node:fs/promises'
 import { request } from 'undici'
-import { afterEach, beforeEach, expect, it, onTestFinished } from 'vitest'
+import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
 import { refused } from './helpers/client.js'
 import { eventually } from './helpers/eventually.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
 
 const BASE_MS = 50
-
-// Children inherit this process's environment.
-beforeEach(() => {
-  process.env['SWITCHYARD_RESTART_BACKOFF_MS'] = String(BASE_MS)
-})
-afterEach(() => {
-  delete process.env['SWITCHYARD_RESTART_BACKOFF_MS']
-})
 
 async function workerPids(p: ProxyProcess): Promise<number[]> {
   return eventually(async () => {
@@ -56,13 +48,13 @@ function exitOf(p: ProxyProcess): Promise<number | string> {
 it('workers that keep failing at start back off (doubling) and the primary exits 1 with their reason', { timeout: 30_000 }, async () => {
   const b = await startBackend('c')
   onTestFinished(() => b.close())
-  const p = await spawnProxy({ upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }, ['--workers', '2'])
+  const p = await spawnProxy({ workerRestartBackoffMs: BASE_MS, upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }, ['--workers', '2'])
   onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
   const pids = await workerPids(p)
   const exit = exitOf(p)
 
   // From now on a worker cannot start: the file it reads names an unknown upstream.
-  await writeFile(p.configFile, JSON.stringify({ upstreams: {}, routes: [{ name: 'r', split: { v9: 1 } }] }))
+  await writeFile(p.configFile, JSON.stringify({ workerRestartBackoffMs: BASE_MS, upstreams: {}, routes: [{ name: 'r', split: { v9: 1 } }] }))
   for (const pid of pids) process.kill(pid, 'SIGKILL')
 
   expect(await eventually(() => exitOf(p), { timeoutMs: 20_000 })).toBe(1)
@@ -96,7 +88,7 @@ it('at the very first start, a port that cannot be bound makes the primary exit 
 it('one worker crash-looping while the other serves: the primary stays up, and a worker that gets ready resets its count', { timeout: 30_000 }, async () => {
   const b = await startBackend('c')
   onTestFinished(() => b.close())
-  const good = { upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }
+  const good = { workerRestartBackoffMs: BASE_MS, upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }
   const p = await spawnProxy(good, ['--workers', '2'])
   onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
   const [victim, survivor] = await workerPids(p)

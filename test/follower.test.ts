@@ -73,6 +73,12 @@ class FlippingStore implements Store {
       if (this.holdRevision) await this.holdRevision
       return value
     })
+  head = () =>
+    this.guard(async () => {
+      const value = await this.inner.head()
+      if (this.holdRevision) await this.holdRevision
+      return value
+    })
   /** Held like revision(): a changes read crosses notices the same way. */
   changesSince = (since: number) =>
     this.guard(async () => {
@@ -80,8 +86,8 @@ class FlippingStore implements Store {
       if (this.holdRevision) await this.holdRevision
       return value
     })
-  commit = (next: State, e: AuditEvent, expected: number, touched?: Touched) => this.guard(() => this.inner.commit(next, e, expected, touched))
-  seed = (s: State) => this.guard(() => this.inner.seed(s))
+  commit = (next: State, e: AuditEvent, expected: number, touched?: Touched, digest?: string) => this.guard(() => this.inner.commit(next, e, expected, touched, digest))
+  seed = (s: State, digest?: string) => this.guard(() => this.inner.seed(s, digest))
   onChange = (l: (r: number) => void) => void this.changeListeners.push(l)
   onConnectionChange = (l: (c: boolean) => void) => void this.connectionListeners.push(l)
   events = (n: number) => this.guard(() => this.inner.events(n))

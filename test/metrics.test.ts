@@ -210,7 +210,7 @@ describe('GET /metrics', () => {
       flags: {},
       rollouts: {},
     }
-    const follower = { behindMs: () => 2_500, applyFailures: 1, behindAlerts: 3, effective: state }
+    const follower = { behindMs: () => 2_500, applyFailures: 1, behindAlerts: 3, divergences: 2, effective: state }
     const metrics = new Metrics({ dataplane: { resources }, control: { state, store: { connected: false }, follower } })
     // A second instance in the same process does not clash with the first ("already registered").
     const other = new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true }, follower } })
@@ -218,6 +218,7 @@ describe('GET /metrics', () => {
     expect(value(parse(await other.render()), 'switchyard_store_connected')).toBe(1)
     expect(value(m, 'switchyard_state_behind_seconds')).toBe(2.5)
     expect(value(m, 'switchyard_state_apply_failures_total')).toBe(1)
+    expect(value(m, 'switchyard_state_divergences_total')).toBe(2)
     expect(value(m, 'switchyard_state_behind_alerts_total')).toBe(3)
 
     expect(m.text).toContain('route="we\\"ird\\\\route\\nname"')
@@ -246,7 +247,7 @@ describe('GET /metrics', () => {
   it('every round le is a bound of the fine histogram: a time on it counts under it, a time just above only in the next', async () => {
     expect(DURATION_LE_MS.every((ms) => LATENCY_BOUNDS_MS.includes(ms))).toBe(true)
     const state: State = { revision: 1, upstreams: {}, routes: [], flags: {}, rollouts: {} }
-    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, effective: state }
+    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, divergences: 0, effective: state }
     for (const [k, ms] of DURATION_LE_MS.entries()) {
       const resources = new Resources()
       resources.stats('on', 'v1').record(200, ms)
@@ -263,7 +264,7 @@ describe('GET /metrics', () => {
 
   it('event-loop figures never print Nan: back-to-back scrapes of two instances in one process are valid text', async () => {
     const state: State = { revision: 1, upstreams: {}, routes: [], flags: {}, rollouts: {} }
-    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, effective: state }
+    const follower = { behindMs: () => 0, applyFailures: 0, behindAlerts: 0, divergences: 0, effective: state }
     const make = () => new Metrics({ dataplane: { resources: new Resources() }, control: { state, store: { connected: true }, follower } })
     const [a, b] = [make(), make()]
     const texts = await Promise.all([a.render(), b.render(), a.render(), b.render()])

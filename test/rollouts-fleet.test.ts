@@ -101,18 +101,13 @@ async function stepsOf(base: string, id: string): Promise<number[]> {
 }
 
 describe('a driver SIGKILLed mid-rollout', () => {
-  const saved = process.env['SWITCHYARD_ROLLOUT_LEASE_MS']
-  beforeAll(() => {
-    process.env['SWITCHYARD_ROLLOUT_LEASE_MS'] = '1000'
-  })
-  afterAll(() => {
-    if (saved === undefined) delete process.env['SWITCHYARD_ROLLOUT_LEASE_MS']
-    else process.env['SWITCHYARD_ROLLOUT_LEASE_MS'] = saved
-  })
+  /** the survivor takes the lease over within 1 s, not the default 5 s */
+  const rolloutLeaseMs = 1_000
 
   it('on one Redis with two processes: the other finishes from the step it was on', async () => {
     const { v1, v2 } = await backends()
     const config = {
+      rolloutLeaseMs,
       store: { type: 'redis', url: redis.url, prefix: 'takeover' },
       upstreams: { v1: { targets: [{ url: v1.url }] }, v2: { targets: [{ url: v2.url }] } },
       routes: [{ name: 'api', match: { pathPrefix: '/' }, split: { v1: 100 } }],
@@ -152,6 +147,7 @@ describe('a driver SIGKILLed mid-rollout', () => {
     const { v1, v2 } = await backends()
     const p = await spawnProxy(
       {
+        rolloutLeaseMs,
         upstreams: { v1: { targets: [{ url: v1.url }] }, v2: { targets: [{ url: v2.url }] } },
         routes: [{ name: 'api', match: { pathPrefix: '/' }, split: { v1: 100 } }],
       },

@@ -12,6 +12,7 @@ import { MemoryBacking, MemoryStore } from '../src/store/memory.js'
 import { RedisStore } from '../src/store/redis.js'
 import { applyDelta, isEmpty, noneTouched, touchedOf, type Touched } from '../src/state/delta.js'
 import { touchedBetween as diffStates } from '../src/state/diff.js'
+import { digestAfter, stateDigest } from '../src/state/digest.js'
 import type { AuditEvent, Store } from '../src/store/store.js'
 import type { TelemetrySample } from '../src/telemetry/types.js'
 import { eventually } from './helpers/eventually.js'
@@ -432,8 +433,29 @@ describe.each([
     await a.commit(richState(1), event(1), 0)
     expect(await a.commit(withSplit(richState(1), 'b', 40), event(2), 1, touchedRoutes(['b']))).toEqual({ ok: true, revision: 2 })
     const delta = await b.changesSince(2)
-    expect(delta).toEqual({ revision: 2, upstreams: {}, routes: {}, flags: {}, rollouts: {} })
+    expect(delta).toEqual({ revision: 2, upstreams: {}, routes: {}, flags: {}, rollouts: {}, digest: stateDigest(withSplit(richState(1), 'b', 40)) })
     expect(isEmpty(delta!)).toBe(true)
+  })
+
+  it('head: the revision and the digest of the stored state, as written with the commit or seed; computed from the whole state when not given', async () => {
+    const world = harness.world()
+    const [a, b] = [await world.open(), await world.open()]
+    expect(await a.head()).toBeNull()
+    const s1 = richState(1)
+    expect(await a.seed(s1)).toBe(true)
+    expect(await b.head()).toEqual({ revision: 1, digest: stateDigest(s1) })
+    // A writer passes the digest it computed from the change alone; it is what the whole state digests to.
+    const s2 = withSplit(s1, 'b', 40)
+    const d2 = digestAfter(stateDigest(s1), s1, s2, touchedRoutes(['b']))
+    expect(d2).toBe(stateDigest(s2))
+    await a.commit(s2, event(2), 1, touchedRoutes(['b']), d2)
+    expect(await b.head()).toEqual({ revision: 2, digest: d2 })
+    expect(stateDigest((await b.load())!)).toBe(d2)
+    expect((await b.changesSince(1))!.digest).toBe(d2)
+    // Two states under one revision have two digests: what tells them apart.
+    const other = withSplit(s1, 'b', 10)
+    other.revision = 2
+    expect(stateDigest(other)).not.toBe(d2)
   })
 
   it('changesSince is null when the store cannot tell: empty, behind the asked revision, a seed or a whole-state commit in between', async () => {
@@ -445,7 +467,7 @@ describe.each([
     expect(await store.changesSince(2)).toBeNull() // the store is behind
     const s2 = withSplit(s1, 'a', 10)
     await store.commit(s2, event(2), 1, touchedRoutes(['a']))
-    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: {}, routes: { a: s2.routes[0] }, flags: {}, rollouts: {} })
+    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: {}, routes: { a: s2.routes[0] }, flags: {}, rollouts: {}, digest: stateDigest(s2) })
 
     const s3 = withSplit(s2, 'b', 20)
     await store.commit(s3, event(3), 2) // whole: no touched names
@@ -516,7 +538,7 @@ describe.each([
     const s2: State = { ...s1, revision: 2, upstreams, flags: {}, rollouts: {} }
     await store.commit(s2, event(2), 1, { ...noneTouched(), upstreams: ['u2'], flags: ['f1'], rollouts: ['ro1'] })
     expect(await store.load()).toEqual(s2)
-    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: { u2: null }, routes: {}, flags: { f1: null }, rollouts: { ro1: null } })
+    expect(await store.changesSince(1)).toEqual({ revision: 2, upstreams: { u2: null }, routes: {}, flags: { f1: null }, rollouts: { ro1: null }, digest: stateDigest(s2) })
   })
 
   it('changesSince asked out of order (an older revision after a newer one, or racing commits) is consistent every time', async () => {

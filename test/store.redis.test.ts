@@ -4,6 +4,7 @@
  * fast, report `connected`, and heal by itself. Then the per-resource layout: conversion
  * from the old one-document layout, and what a write costs Redis at 10,000 routes.
  */
+import { stateDigest } from '../src/state/digest.js'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest'
 import type { State } from '../src/config/schema.js'
@@ -290,7 +291,7 @@ describe('redis store layout: per resource, with a change log', () => {
     // The notice, then the change itself (small enough to travel with it).
     const [notice, change] = messages[2]!.split('\n')
     expect(notice).toBe('3 {"upstreams":[],"routes":["svc9999"],"flags":[],"rollouts":[],"order":false}')
-    expect(JSON.parse(change!)).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {} })
+    expect(JSON.parse(change!)).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {}, digest: stateDigest(s3) })
     // 4 subscribers (3 instances and this test's) get the message, the writer its reply.
     expect(commit.out).toBeLessThanOrEqual(2048 * 4)
     expect(commit.in).toBeLessThanOrEqual(2048)
@@ -298,7 +299,7 @@ describe('redis store layout: per resource, with a change log', () => {
     for (const follower of [b, c]) {
       let delta: Delta | null = null
       const read = await bytesOf(raw, async () => (delta = await follower.changesSince(2)))
-      expect(delta).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {} })
+      expect(delta).toEqual({ revision: 3, upstreams: {}, routes: { svc9999: s3.routes[9999] }, flags: {}, rollouts: {}, digest: stateDigest(s3) })
       expect(read.out).toBeLessThanOrEqual(2048)
       expect(read.in).toBeLessThanOrEqual(2048)
     }

@@ -5,18 +5,10 @@
  * that nobody will ever answer (what node:cluster's own round-robin does to such a connection).
  */
 import { get } from 'node:http'
-import { afterEach, beforeEach, expect, it, onTestFinished } from 'vitest'
+import { expect, it, onTestFinished } from 'vitest'
 import { startBackend } from './helpers/backend.js'
 import { eventually } from './helpers/eventually.js'
 import { spawnProxy, type ProxyProcess } from './helpers/proxy-process.js'
-
-// Children inherit this process's environment: replacements start after 50 ms, not 1 s.
-beforeEach(() => {
-  process.env['SWITCHYARD_RESTART_BACKOFF_MS'] = '50'
-})
-afterEach(() => {
-  delete process.env['SWITCHYARD_RESTART_BACKOFF_MS']
-})
 
 /** A request that got no answer and no error in this long was stranded. */
 const HANG_MS = 4_000
@@ -49,7 +41,8 @@ function readyLines(p: ProxyProcess): { worker: number }[] {
 it('workers SIGKILLed one after another under new-connection load: every request is answered or fails at once, none hangs', { timeout: 90_000 }, async () => {
   const b = await startBackend('h')
   onTestFinished(() => b.close())
-  const p = await spawnProxy({ upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }, ['--workers', '2'])
+  // replacements start after 50 ms, not 1 s
+  const p = await spawnProxy({ workerRestartBackoffMs: 50, upstreams: { v1: { targets: [{ url: b.url }] } }, routes: [{ name: 'r', split: { v1: 1 } }] }, ['--workers', '2'])
   onTestFinished(() => p.stop('SIGKILL').then(() => undefined))
 
   const outcomes: (number | string)[] = []

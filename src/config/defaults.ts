@@ -14,6 +14,8 @@ export const DEFAULTS = {
   admin: { host: '127.0.0.1', port: 9901 },
   shutdownTimeoutMs: 30_000, // 30 s, like Kubernetes' terminationGracePeriodSeconds
   shutdownDelayMs: 0, // off; set it above the load balancer's readiness-probe period × failure threshold
+  workerRestartBackoffMs: 1_000, // --workers: first restart delay of a worker that died; doubles to 30 × this
+  rolloutLeaseMs: 5_000, // a dead rollout driver is replaced within this
   retries: 2, // retries on another target of the same upstream
   connectTimeoutMs: 5_000,
   headersTimeoutMs: 60_000, // NGINX proxy_read_timeout is 60 s

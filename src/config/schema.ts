@@ -94,6 +94,12 @@ export const ConfigFile = Type.Object(
     store: Type.Optional(StoreConfig),
     shutdownTimeoutMs: Type.Optional(Ms('grace period for in-flight requests on SIGTERM', 0)),
     shutdownDelayMs: Type.Optional(Ms('on SIGTERM, time /readyz answers 503 while the proxy still serves, before it stops accepting', 0)),
+    workerRestartBackoffMs: Type.Optional(
+      Ms('with --workers: a worker that died is restarted after this, doubling with each restart of the same slot up to 30 × this, and back to this once a worker stayed ready 30 × this; default 1000'),
+    ),
+    rolloutLeaseMs: Type.Optional(
+      Ms('TTL of the store lease `rollouts`, renewed every third of it: when the instance driving the rollouts dies, another takes over within this; default 5000', 300),
+    ),
     accessLog: Type.Optional(
       Type.Object(
         {

@@ -97,6 +97,7 @@ export class Fleet {
       host: this.host,
       pid: process.pid,
       appliedRevision: follower.state.revision,
+      digest: follower.digest,
       behindMs: follower.behindMs(),
       inflight: this.inflight(),
       ...this.extra(),

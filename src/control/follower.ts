@@ -25,6 +25,7 @@ import { SwitchyardError, type Problem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { applyDelta, indexRoutes, touchedOf } from '../state/delta.js'
 import type { Delta, Store, Touched } from '../store/store.js'
+import { digestAfter, stateDigest, type Digest } from '../state/digest.js'
 import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
 import { describeProblems, storedChangeProblems, storedStateProblems } from './stored-state.js'
 
@@ -51,6 +52,11 @@ const INCREMENTAL_MAX = 256
 
 export class Follower {
   private applied: State
+  /** the digest of `applied` (state/digest.ts): two states under one revision differ by it */
+  private appliedDigest: Digest
+  /** `revision:digest` of the last store state healed to at this instance's own revision: heal once, never loop */
+  private healedAt = ''
+  private divergedCount = 0
   /** `applied` plus the providers' targets: what the table was compiled from */
   private compiled: State
   private readonly providers: TargetProvider[] = []
@@ -88,6 +94,7 @@ export class Follower {
 
   constructor(private readonly opts: FollowerOptions) {
     this.applied = opts.seed
+    this.appliedDigest = stateDigest(opts.seed)
     this.compiled = opts.seed
     this.seedTargets = new Set(
       Object.entries(opts.seed.upstreams).flatMap(([u, up]) => up.targets.map((t) => `${u}/${t.id}`)),
@@ -125,6 +132,20 @@ export class Follower {
       return true
     }
     return this.applyChange(this.applied, { upstreams: [], routes: [], flags: [], rollouts: [], order: false }, 'refresh')
+  }
+
+  /** The digest of the applied state: `GET /api/instances` shows it beside the applied revision. */
+  get digest(): Digest {
+    return this.appliedDigest
+  }
+
+  /**
+   * Times this instance found the store holding another state than its own at its revision
+   * (another digest), or a lower revision than it applied: each was logged and reconciled
+   * (the store's state applied, or the store re-seeded with this instance's).
+   */
+  get divergences(): number {
+    return this.divergedCount
   }
 
   get isReady(): boolean {
@@ -185,7 +206,7 @@ export class Follower {
     await store.open()
     let state = await store.load()
     if (state === null) {
-      if (await store.seed(this.opts.seed)) log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
+      if (await store.seed(this.opts.seed, this.appliedDigest)) log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
       state = (await store.load()) ?? this.opts.seed
     }
     this.observe(state.revision)
@@ -215,10 +236,10 @@ export class Follower {
    * from the applied one. A state that does not follow the applied one directly (or comes
    * while a whole compile runs) is left to a sync, which fetches what lies in between.
    */
-  offer(state: State, touched: Touched): void {
+  offer(state: State, touched: Touched, digest: Digest): void {
     this.observe(state.revision)
     if (state.revision <= this.applied.revision) return
-    if (!this.compiling && state.revision === this.applied.revision + 1) this.applyChange(state, touched)
+    if (!this.compiling && state.revision === this.applied.revision + 1) this.applyChange(state, touched, 'new', undefined, digest)
     else void this.sync()
   }
 
@@ -243,7 +264,10 @@ export class Follower {
     // Not applied, the store is asked: the sync reports a change that fails (once), and reads CA files off the loop.
     if (storedChangeProblems(next, delta, this.applied).length > 0) return false
     if (namesCa(next.upstreams, touched.upstreams)) return false
-    return this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
+    // Another digest than the store says: the state this change applies to is not the store's (the sync heals it).
+    const digest = digestAfter(this.appliedDigest, this.applied, next, touched)
+    if (delta.digest !== undefined && delta.digest !== digest) return false
+    return this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined, digest)
   }
 
   /**
@@ -313,8 +337,11 @@ export class Follower {
       this.observe(delta.revision, asked)
       // An own write applied meanwhile moved the base: the next round asks again from there.
       if (this.applied.revision !== base) this.again = true
-      else if (delta.revision > base) await this.applyFetched(delta)
-      return
+      else if (delta.revision > base) {
+        if (await this.applyFetched(delta)) return
+      } else if (delta.digest === undefined || delta.digest === this.appliedDigest) return
+      else if (!this.diverged(base, delta.digest)) return
+      // The store's state at the applied revision is not this instance's: read it whole.
     }
     // The store cannot tell the changes (a gap longer than its log, a whole-state write, an
     // empty or older store): read it whole.
@@ -322,7 +349,8 @@ export class Follower {
     let state = await store.load()
     if (state === null || state.revision < this.applied.revision) {
       // Redis came back empty (or older): give it the highest state this instance knows.
-      if (await store.seed(this.applied)) {
+      if (await store.seed(this.applied, this.appliedDigest)) {
+        this.divergedCount++
         log.warn({ revision: this.applied.revision, found: state?.revision ?? null }, 're-seeded the store with the last state this instance applied')
       }
       loadedAt = performance.now()
@@ -331,35 +359,74 @@ export class Follower {
     if (state === null) return
     this.observe(state.revision, loadedAt)
     if (state.revision > this.applied.revision) await this.applyWhole(state)
+    else if (state.revision === this.applied.revision && this.applied !== state) {
+      // Same revision: the store's state wins when its content differs (a write that reused the revision).
+      const digest = stateDigest(state)
+      if (digest !== this.appliedDigest) await this.applyWhole(state, 'heal', digest)
+    }
+  }
+
+  /**
+   * The store holds `digest` at the revision this instance applied with another digest: two
+   * states under one revision (after a failover to a stale replica, an instance that knew only
+   * the replica wrote that revision again). The store's wins, as it is what every instance
+   * reads from now on: logged, counted, and true when it is to be read whole now; false when
+   * this one was healed already (its content does not match its digest: written behind the
+   * fleet's back), so it is not read again and again.
+   */
+  private diverged(revision: number, digest: Digest): boolean {
+    const at = `${revision}:${digest}`
+    if (this.healedAt === at) return false
+    this.healedAt = at
+    this.divergedCount++
+    this.opts.log.warn(
+      { revision, digest: this.appliedDigest, storeDigest: digest },
+      'the store holds another state at the revision this instance applied: applying the store\'s',
+    )
+    return true
   }
 
   /** A change `changesSince` read, on top of the applied state: checked, its CA files read, applied; or reported. */
-  private async applyFetched(delta: Delta): Promise<void> {
+  /**
+   * A change `changesSince` read, on top of the applied state: checked, its CA files read,
+   * applied; or reported. False when the state it makes has another digest than the store's:
+   * the applied state is not the one the store changed, and the caller reads the store whole.
+   */
+  private async applyFetched(delta: Delta): Promise<boolean> {
     const before = this.applied
     let next: State
     try {
       next = applyDelta(before, delta)
     } catch (err) {
       this.failed(delta.revision, new SwitchyardError('VALIDATION_FAILED', `the store's change is inconsistent: ${(err as Error).message}`), true)
-      return
+      return true
     }
     const touched = touchedOf(delta)
+    const digest = digestAfter(this.appliedDigest, before, next, touched)
+    if (delta.digest !== undefined && delta.digest !== digest) return !this.diverged(before.revision, delta.digest)
     if (size(touched) > INCREMENTAL_MAX) {
-      await this.applyWhole(next)
-      return
+      await this.applyWhole(next, 'new', digest)
+      return true
     }
     const problems = storedChangeProblems(next, delta, before)
-    if (problems.length > 0) return this.failed(next.revision, invalid(problems), true)
+    if (problems.length > 0) {
+      this.failed(next.revision, invalid(problems), true)
+      return true
+    }
     if (namesCa(next.upstreams, touched.upstreams)) {
       const ca = await this.readCaAhead(next.upstreams, touched.upstreams)
-      if (ca.length > 0) return this.failed(next.revision, invalid(ca))
+      if (ca.length > 0) {
+        this.failed(next.revision, invalid(ca))
+        return true
+      }
     }
     // An own write applied while the files were read: the next round starts from it.
     if (this.applied !== before) {
       this.again = true
-      return
+      return true
     }
-    this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined)
+    this.applyChange(next, touched, 'new', (name) => delta.routes[name] ?? undefined, digest)
+    return true
   }
 
   /**
@@ -371,9 +438,10 @@ export class Follower {
     if (this.opts.store.connected) {
       try {
         const asked = performance.now()
-        const revision = await this.opts.store.revision()
-        this.observe(revision, asked)
-        if (revision !== this.applied.revision) void this.sync()
+        const head = await this.opts.store.head()
+        this.observe(head?.revision ?? null, asked)
+        if (head?.revision !== this.applied.revision) void this.sync()
+        else if (head.digest !== null && head.digest !== this.appliedDigest && this.healedAt !== `${head.revision}:${head.digest}`) void this.sync()
       } catch {
         // unreachable: `store_connected` says so; the reconnect syncs
       }
@@ -431,8 +499,9 @@ export class Follower {
    * gap or an outage), and swaps it in; false (logged and counted once per revision) when it
    * cannot. Only `start` applies a state that is not newer.
    */
-  private async applyWhole(state: State, mode: 'new' | 'start' = 'new'): Promise<boolean> {
+  private async applyWhole(state: State, mode: 'new' | 'start' | 'heal' = 'new', digest?: Digest): Promise<boolean> {
     if (mode === 'new' && state.revision <= this.applied.revision) return true
+    if (mode === 'heal' && state.revision !== this.applied.revision) return true
     let table: RoutingTable
     let effective: State
     let invalidContent = false
@@ -452,8 +521,10 @@ export class Follower {
     } finally {
       this.compiling = false
     }
+    // A whole compile yields to the event loop: a heal applies only over the revision it healed.
+    if (mode === 'heal' && state.revision !== this.applied.revision) return true
     this.opts.dataplane.setTable(table)
-    this.swapped(table, state, effective, { whole: true })
+    this.swapped(table, state, effective, { whole: true }, digest ?? stateDigest(state))
     indexRoutes(state.routes)
     if (this.refreshPending) {
       this.refreshPending = false
@@ -467,7 +538,7 @@ export class Follower {
    * (and the upstreams whose discovered targets changed); false (logged and counted once per
    * revision) when it cannot.
    */
-  private applyChange(state: State, touched: Touched, mode: 'new' | 'refresh' = 'new', specOf?: (name: string) => RouteSpec | undefined): boolean {
+  private applyChange(state: State, touched: Touched, mode: 'new' | 'refresh' = 'new', specOf?: (name: string) => RouteSpec | undefined, digest?: Digest): boolean {
     const prev = this.table
     if (prev === null) return false
     const effective = effectiveState(state, this.providers)
@@ -480,7 +551,8 @@ export class Follower {
       return false
     }
     this.opts.dataplane.setTable(update.table, update.released)
-    this.swapped(update.table, state, effective, mode === 'refresh' ? null : { whole: false, changed: size(all) })
+    const d = mode === 'refresh' ? this.appliedDigest : (digest ?? digestAfter(this.appliedDigest, this.applied, state, touched))
+    this.swapped(update.table, state, effective, mode === 'refresh' ? null : { whole: false, changed: size(all) }, d)
     return true
   }
 
@@ -513,9 +585,10 @@ export class Follower {
   }
 
   /** `how`: null for a refresh of discovered targets, else whether it was compiled whole or only `changed` resources. */
-  private swapped(table: RoutingTable, state: State, effective: State, how: { whole: boolean; changed?: number } | null): void {
+  private swapped(table: RoutingTable, state: State, effective: State, how: { whole: boolean; changed?: number } | null, digest: Digest): void {
     this.table = table
     this.applied = state
+    this.appliedDigest = digest
     this.compiled = effective
     this.updateBehind()
     if (how === null) this.opts.log.debug({ revision: state.revision }, 'applied discovered targets')

@@ -5,6 +5,7 @@
  */
 import { validateChange } from '../config/validate.js'
 import { SwitchyardError } from '../errors.js'
+import { digestAfter, stateDigest } from '../state/digest.js'
 import type { State } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import type { AuditEvent, Store } from '../store/store.js'
@@ -72,10 +73,12 @@ export class Writer {
         before: change.before,
         after: change.after,
       }
-      const result = await store.commit(draft, event, base, refused === undefined ? change.touched : undefined)
+      // The digest follows from the change alone; a whole replacement (of a refused state) is digested whole.
+      const digest = refused === undefined ? digestAfter(follower.digest, current, draft, change.touched) : stateDigest(draft)
+      const result = await store.commit(draft, event, base, refused === undefined ? change.touched : undefined, digest)
       if (result.ok) {
         // Applied here at once, so this instance's next read shows its own write.
-        follower.offer(draft, change.touched)
+        follower.offer(draft, change.touched, digest)
         // One line per change, on the instance that made it (the others log `applied state`).
         const { upstreams, routes, flags, rollouts } = change.touched
         this.log?.info(

@@ -22,8 +22,18 @@ import type { State, TargetState } from '../config/schema.js'
 import type { Resources } from '../dataplane/resources.js'
 import { REJECT_REASONS } from '../dataplane/request-checks.js'
 import { LATENCY_BOUNDS_MS, LIMIT_REASONS, type TargetRuntime, type TrafficStats } from '../dataplane/stats.js'
-import { rolloutsOf } from '../rollout/mutations.js'
 import { fromPromJson, renderFamilies, type Family, type Sample } from './exposition.js'
+
+/**
+ * What the rollout gauge reads of a rollout record (rollout/schema.ts); the state holds the
+ * records opaque, and metrics do not load the rollout code to read four fields.
+ */
+interface RolloutWeights {
+  id: string
+  from: string
+  to: string
+  weight: number
+}
 
 /** What the metrics read at scrape time: the live counters and the applied state. */
 export interface MetricsDeps {
@@ -32,7 +42,7 @@ export interface MetricsDeps {
     readonly state: State
     readonly store: { readonly connected: boolean }
     /** `effective`: the applied state plus discovered targets, what target gauges iterate */
-    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly effective: State }
+    readonly follower: { behindMs(): number; readonly applyFailures: number; readonly behindAlerts: number; readonly divergences: number; readonly effective: State }
   }
   /** Rollout webhook deliveries, when rollouts run. */
   notifier?: { readonly sent: number; readonly failed: number; readonly dropped: number }
@@ -315,6 +325,11 @@ export class Metrics {
       'States from the store that this instance could not compile (each revision once; logged as an error).',
       () => control.follower.applyFailures,
     )
+    plainCounter(
+      'state_divergences_total',
+      "Times this instance found the store at a lower revision than it applied (it re-seeded the store) or at its revision with another state (it applied the store's); each logged as a warning.",
+      () => control.follower.divergences,
+    )
     new Gauge({
       name: `${PREFIX}store_connected`,
       help: '1 while the state store is reachable, else 0.',
@@ -357,7 +372,7 @@ export class Metrics {
       registers,
       collect() {
         this.reset()
-        for (const r of Object.values(rolloutsOf(control.state))) {
+        for (const r of Object.values(control.state.rollouts as Record<string, RolloutWeights>)) {
           this.set({ rollout: r.id, upstream: r.from }, 100 - r.weight)
           this.set({ rollout: r.id, upstream: r.to }, r.weight)
         }

@@ -6,6 +6,7 @@
  * when an analysis is due and writes the next move (machine.ts) as one audited write with
  * actor `rollout:<id>`; then it sends the webhooks. Nothing here runs on the request path.
  */
+import { DEFAULTS } from '../config/defaults.js'
 import type { ControlPlane } from '../control/control-plane.js'
 import { LeaseKeeper } from '../control/lease.js'
 import { SwitchyardError } from '../errors.js'
@@ -23,16 +24,10 @@ export interface DriverOptions {
   telemetry: FleetTelemetry
   notifier: Notifier
   log: Logger
-  /** TTL of the `rollouts` lease: a dead driver is replaced within it (default 5000 ms) */
+  /** TTL of the `rollouts` lease: a dead driver is replaced within it (default 5000 ms, config `rolloutLeaseMs`) */
   leaseMs?: number | undefined
   /** time between looks at the rollouts (default 250 ms) */
   tickMs?: number | undefined
-}
-
-/** Default lease TTL; SWITCHYARD_ROLLOUT_LEASE_MS overrides it (tests kill drivers). */
-function defaultLeaseMs(): number {
-  const env = Number(process.env['SWITCHYARD_ROLLOUT_LEASE_MS'])
-  return Number.isInteger(env) && env > 0 ? env : 5_000
 }
 
 const side = (f: WindowFigures): SideFigures => ({ requests: f.requests, errors: f.errors, errorRate: f.errorRate, p99Ms: f.p99Ms })
@@ -47,7 +42,7 @@ export class RolloutDriver {
       store: opts.control.store,
       name: 'rollouts',
       holder: opts.control.instanceId,
-      ttlMs: opts.leaseMs ?? defaultLeaseMs(),
+      ttlMs: opts.leaseMs ?? DEFAULTS.rolloutLeaseMs,
       log: opts.log,
     })
   }

@@ -36,6 +36,8 @@ export interface Delta {
   rollouts: Record<string, unknown>
   /** every route name in match (declaration) order; present only when routes were added or removed */
   order?: string[]
+  /** the digest of the store's state at `revision` (state/digest.ts), when the store holds one */
+  digest?: string
 }
 
 /** The kinds of named resources a state holds, in the order stores and deltas list them. */

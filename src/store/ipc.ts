@@ -10,11 +10,12 @@ import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
 import type { MemoryStore } from './memory.js'
 import type { TelemetrySample } from '../telemetry/types.js'
-import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, Touched } from './store.js'
+import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, StoreHead, Touched } from './store.js'
 
 type Op =
   | 'load'
   | 'revision'
+  | 'head'
   | 'commit'
   | 'changesSince'
   | 'seed'
@@ -127,17 +128,23 @@ export class IpcStore implements Store {
   revision(): Promise<number | null> {
     return this.call('revision')
   }
+  head(): Promise<StoreHead | null> {
+    return this.call('head')
+  }
   /** `touched` goes through to the primary's store, so it writes and logs only those resources. */
-  commit(next: State, event: AuditEvent, expected: number, touched?: Touched): Promise<CommitResult> {
-    // IPC encodes arguments as JSON: an absent `touched` must stay absent, not become null.
-    return touched === undefined ? this.call('commit', next, event, expected) : this.call('commit', next, event, expected, touched)
+  commit(next: State, event: AuditEvent, expected: number, touched?: Touched, digest?: string): Promise<CommitResult> {
+    // IPC encodes arguments as JSON: an absent argument must stay absent, not become null.
+    const args: unknown[] = [next, event, expected]
+    if (touched !== undefined || digest !== undefined) args.push(touched)
+    if (digest !== undefined) args.push(digest)
+    return this.call('commit', ...args)
   }
   /** Answered from the primary's change log: a worker receives only the changed resources. */
   changesSince(revision: number): Promise<Delta | null> {
     return this.call('changesSince', revision)
   }
-  seed(state: State): Promise<boolean> {
-    return this.call('seed', state)
+  seed(state: State, digest?: string): Promise<boolean> {
+    return digest === undefined ? this.call('seed', state) : this.call('seed', state, digest)
   }
   onChange(listener: (revision: number) => void): void {
     this.changeListeners.add(listener)

@@ -53,6 +53,8 @@ export interface StoreKeys {
   /** the old layout's whole-state document, read only to convert it */
   readonly legacyState: string
   readonly revision: string
+  /** the digest of the state at `revision` (state/digest.ts) */
+  readonly digest: string
   readonly upstreams: string
   readonly routes: string
   readonly flags: string
@@ -78,6 +80,7 @@ export function storeKeys(prefix: string = DEFAULTS.redisPrefix): StoreKeys {
     prefix,
     legacyState: `${tag}:state`,
     revision: `${tag}:revision`,
+    digest: `${tag}:digest`,
     upstreams: `${tag}:upstreams`,
     routes: `${tag}:routes`,
     flags: `${tag}:flags`,

@@ -11,11 +11,12 @@
 import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
+import { stateDigest } from '../state/digest.js'
 import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from '../state/delta.js'
 import { CHANGELOG_CAP, EVENTS_CAP } from './keys.js'
 import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
 import type { TelemetrySample } from '../telemetry/types.js'
-import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
+import type { AuditEvent, CommitResult, InstanceInfo, Store, StoreHead } from './store.js'
 
 export interface MemoryBackingOptions {
   /** How many revisions the change log covers; default CHANGELOG_CAP (tests lower it). */
@@ -35,6 +36,8 @@ interface ChangelogEntry {
  */
 export class MemoryBacking {
   revision: number | null = null
+  /** the digest of the state at `revision` (state/digest.ts) */
+  digest: string | null = null
   /** name → JSON per resource kind, like the Redis hashes */
   readonly resources: Record<ResourceKind, Map<string, string>> = { upstreams: new Map(), routes: new Map(), flags: new Map(), rollouts: new Map() }
   /** route names in match order */
@@ -67,11 +70,13 @@ export class MemoryBacking {
   set stateJson(json: string | null) {
     if (json === null) {
       this.revision = null
+      this.digest = null
       for (const kind of RESOURCE_KINDS) this.resources[kind].clear()
       this.routeOrder = []
       this.changelog.length = 0
     } else {
-      this.replaceAll(parseStored<State>(json, 'state'))
+      const state = parseStored<State>(json, 'state')
+      this.replaceAll(state, stateDigest(state))
     }
   }
 
@@ -82,7 +87,8 @@ export class MemoryBacking {
   }
 
   /** A whole-state write: every resource replaced, logged as such. */
-  replaceAll(state: State): void {
+  replaceAll(state: State, digest: string): void {
+    this.digest = digest
     for (const kind of RESOURCE_KINDS) this.resources[kind].clear()
     this.write(allResources(state))
     this.routeOrder = routeNames(state)
@@ -91,7 +97,8 @@ export class MemoryBacking {
   }
 
   /** Writes the touched resources of `next`; `touched` is normalized. */
-  applyChange(next: State, touched: Touched): void {
+  applyChange(next: State, touched: Touched, digest: string): void {
+    this.digest = digest
     const writes = touchedResources(next, touched)
     // Like the Redis script: a route that comes or goes changes the order, whatever the caller said.
     const routes = this.resources.routes
@@ -117,12 +124,14 @@ export class MemoryBacking {
       if (entry.touched.order) order = true
     }
     const changed = (kind: ResourceKind): Array<[string, string | null]> => [...names[kind]].map((name) => [name, this.resources[kind].get(name) ?? null])
-    return decodeDelta(current, order ? this.routeOrder.slice() : undefined, {
+    const delta = decodeDelta(current, order ? this.routeOrder.slice() : undefined, {
       upstreams: changed('upstreams'),
       routes: changed('routes'),
       flags: changed('flags'),
       rollouts: changed('rollouts'),
     })
+    if (this.digest !== null) delta.digest = this.digest
+    return delta
   }
 
   /** Tells every attached, open handle (the writer included, as Redis pub/sub does). */
@@ -177,7 +186,13 @@ export class MemoryStore implements Store {
     return this.backing.revision
   }
 
-  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null): Promise<CommitResult> {
+  async head(): Promise<StoreHead | null> {
+    this.ensureOpen()
+    const b = this.backing
+    return b.revision === null ? null : { revision: b.revision, digest: b.digest }
+  }
+
+  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null, digest?: string): Promise<CommitResult> {
     this.ensureOpen()
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')
     const b = this.backing
@@ -188,19 +203,20 @@ export class MemoryStore implements Store {
       return { ok: false, reason: 'revision-mismatch', currentRevision: b.revision }
     }
     // A first write (expected 0) is whole, like one without touched names: there is nothing to change.
-    if (touched === undefined || touched === null || expected === 0) b.replaceAll(next)
-    else b.applyChange(next, normalizeTouched(touched))
+    const d = digest ?? stateDigest(next)
+    if (touched === undefined || touched === null || expected === 0) b.replaceAll(next, d)
+    else b.applyChange(next, normalizeTouched(touched), d)
     b.events.unshift(JSON.stringify(event))
     if (b.events.length > EVENTS_CAP) b.events.length = EVENTS_CAP
     b.publish(next.revision)
     return { ok: true, revision: next.revision }
   }
 
-  async seed(state: State): Promise<boolean> {
+  async seed(state: State, digest?: string): Promise<boolean> {
     this.ensureOpen()
     const b = this.backing
     if (b.revision !== null && b.revision >= state.revision) return false
-    b.replaceAll(state)
+    b.replaceAll(state, digest ?? stateDigest(state))
     b.publish(state.revision)
     return true
   }

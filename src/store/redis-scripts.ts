@@ -38,10 +38,10 @@ function isNoScript(err: Error): boolean {
 }
 
 /**
- * The state's keys, in the order every state script takes them (KEYS[1..8]); COMMIT adds
- * the audit log as KEYS[9]. The four hashes are consecutive so a resource kind is an offset.
+ * The state's keys, in the order every state script takes them (KEYS[1..9]); COMMIT adds
+ * the audit log as KEYS[10]. The four hashes are consecutive so a resource kind is an offset.
  */
-export const STATE_KEYS = ['revision', 'routeOrder', 'changelog', 'upstreams', 'routes', 'flags', 'rollouts', 'legacyState'] as const
+export const STATE_KEYS = ['revision', 'routeOrder', 'changelog', 'upstreams', 'routes', 'flags', 'rollouts', 'legacyState', 'digest'] as const
 
 /**
  * Shared by the writing scripts. ARGV from `i` holds, for each hash in turn (upstreams,
@@ -72,7 +72,7 @@ end
 
 -- A whole-state write: everything replaced (the old layout's document too), order included.
 local function replace_all(order, i)
-  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
   redis.call('SET', KEYS[2], order)
   write_resources(i)
 end
@@ -100,7 +100,7 @@ end
  * KEYS: STATE_KEYS, events. ARGV: expected, next revision, event JSON, events cap,
  * changelog cap, channel, touched JSON (or `*`: a whole-state write), route order JSON (or
  * empty: unchanged), the change itself as a Delta JSON to publish along (or empty: too large,
- * or whole), then the resources (WRITE_LIB): with touched names, only those (empty:
+ * or whole), the new state's digest, then the resources (WRITE_LIB): with touched names, only those (empty:
  * deleted); whole, all of them. The message is `<revision> <touched JSON>`, followed by a
  * newline and the Delta JSON when given (JSON text never holds a raw newline).
  * Returns {1, rev} written, {0, current} mismatch, {-1} empty, {-2} a route comes or goes
@@ -116,21 +116,22 @@ elseif tonumber(current) ~= expected then
   return {0, tonumber(current)}
 end
 if ARGV[7] == '*' then
-  replace_all(ARGV[8], 10)
+  replace_all(ARGV[8], 11)
 else
   -- A change applies to the per-resource keys: they must hold the state at the expected revision.
   if redis.call('EXISTS', KEYS[8]) == 1 then return {-3} end
   if ARGV[8] == '' then
-    if routes_come_or_go(10) then return {-2} end
+    if routes_come_or_go(11) then return {-2} end
   else
     redis.call('SET', KEYS[2], ARGV[8])
   end
-  write_resources(10)
+  write_resources(11)
 end
 redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[9], ARGV[10])
 log_change(ARGV[2], ARGV[7], ARGV[5])
-redis.call('LPUSH', KEYS[9], ARGV[3])
-redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[4]) - 1)
+redis.call('LPUSH', KEYS[10], ARGV[3])
+redis.call('LTRIM', KEYS[10], 0, tonumber(ARGV[4]) - 1)
 if ARGV[9] == '' then
   redis.call('PUBLISH', ARGV[6], ARGV[2] .. ' ' .. ARGV[7])
 else
@@ -140,14 +141,15 @@ return {1, tonumber(ARGV[2])}
 `)
 
 /**
- * KEYS: STATE_KEYS. ARGV: revision, changelog cap, channel, route order JSON, then every
- * resource (WRITE_LIB). Writes iff the store is empty or holds a lower revision; 1 when it wrote.
+ * KEYS: STATE_KEYS. ARGV: revision, changelog cap, channel, route order JSON, digest, then
+ * every resource (WRITE_LIB). Writes iff the store is empty or holds a lower revision; 1 when it wrote.
  */
 export const SEED = new LuaScript(`${WRITE_LIB}
 local current = redis.call('GET', KEYS[1])
 if current ~= false and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-replace_all(ARGV[4], 5)
+replace_all(ARGV[4], 6)
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[9], ARGV[5])
 log_change(ARGV[1], '*', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' *')
 return 1
@@ -187,7 +189,7 @@ return {1, revision, redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[4]),
  * What changed after revision ARGV[1], in one snapshot. KEYS: STATE_KEYS.
  * Returns {0} when it cannot tell (empty store, lower revision, old layout, a gap longer than
  * the change log, a whole-state write in between), else {1, current revision, route order
- * JSON or nil, then for each hash: the touched names, and their JSON (nil: deleted)}.
+ * JSON or nil, the digest or nil, then for each hash: the touched names, and their JSON (nil: deleted)}.
  */
 export const CHANGES = new LuaScript(`
 local BATCH = 1000
@@ -221,7 +223,7 @@ if n > 0 then
     if touched.order == true then order = true end
   end
 end
-local reply = {1, current, false}
+local reply = {1, current, false, redis.call('GET', KEYS[9])}
 if order then reply[3] = redis.call('GET', KEYS[2]) end
 for k = 1, 4 do
   local values = {}

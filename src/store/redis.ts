@@ -24,6 +24,7 @@ import assert from 'node:assert/strict'
 import type { State } from '../config/schema.js'
 import { DEFAULTS } from '../config/schema.js'
 import { SwitchyardError } from '../errors.js'
+import { stateDigest } from '../state/digest.js'
 import { RESOURCE_KINDS, type Delta, type ResourceKind, type Touched } from '../state/delta.js'
 import { CHANGELOG_CAP, EVENTS_CAP, storeKeys } from './keys.js'
 import type { StoreKeys } from './keys.js'
@@ -31,7 +32,7 @@ import { RedisConnections } from './redis-connection.js'
 import type { RedisClient } from './redis-connection.js'
 import { CHANGES, COMMIT, CONVERT, INSTANCES, LOAD, REGISTER, RELEASE_LEASE, RENEW_LEASE, SEED, STATE_KEYS } from './redis-scripts.js'
 import { allResources, decodeDelta, decodeState, normalizeTouched, parseStored, routeNames, touchedResources, type Writes } from './resources.js'
-import type { AuditEvent, CommitResult, InstanceInfo, Store } from './store.js'
+import type { AuditEvent, CommitResult, InstanceInfo, Store, StoreHead } from './store.js'
 
 export interface RedisStoreOptions {
   /** `redis://` or `rediss://` URL; without it ioredis defaults (or Sentinel options) apply. */
@@ -134,6 +135,12 @@ export class RedisStore implements Store {
     throw oldLayoutStuck()
   }
 
+  /** Revision and digest in one MGET (one slot: same hash tag). */
+  async head(): Promise<StoreHead | null> {
+    const [revision, digest] = await this.call(() => this.cmd.mget(this.keys.revision, this.keys.digest))
+    return revision === null || revision === undefined ? null : { revision: Number(revision), digest: digest ?? null }
+  }
+
   async revision(): Promise<number | null> {
     const value = await this.call(() => this.cmd.get(this.keys.revision))
     return value === null ? null : Number(value)
@@ -147,19 +154,20 @@ export class RedisStore implements Store {
    * always whole) and answers `empty` otherwise, so an instance that knows a state re-seeds
    * it before writing (a write never starts from empty).
    */
-  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null): Promise<CommitResult> {
+  async commit(next: State, event: AuditEvent, expected: number, touched?: Touched | null, digest?: string): Promise<CommitResult> {
     assert.equal(next.revision, expected + 1, 'commit: next.revision must be expected + 1')
     const whole = touched === undefined || touched === null || expected === 0
     let names = whole ? null : normalizeTouched(touched)
     const eventJson = JSON.stringify(event)
+    const d = digest ?? stateDigest(next)
     for (let attempt = 0; attempt < CONVERT_ATTEMPTS; attempt++) {
       const head = [expected, next.revision, eventJson, EVENTS_CAP, this.changelogCap, this.keys.changes]
       let body: string[]
-      if (names === null) body = ['*', JSON.stringify(routeNames(next)), '', ...resourceArgs(allResources(next))]
+      if (names === null) body = ['*', JSON.stringify(routeNames(next)), '', d, ...resourceArgs(allResources(next))]
       else {
         const order = names.order ? JSON.stringify(routeNames(next)) : ''
         const writes = touchedResources(next, names)
-        body = [JSON.stringify(names), order, deltaMessage(next.revision, order, writes), ...resourceArgs(writes)]
+        body = [JSON.stringify(names), order, deltaMessage(next.revision, order, writes, d), d, ...resourceArgs(writes)]
       }
       const reply = await this.call(() => COMMIT.run(this.cmd, [...this.stateKeys, this.keys.events], [...head, ...body]))
       const [code, revision] = reply as [number, number?]
@@ -174,8 +182,9 @@ export class RedisStore implements Store {
   }
 
   /** One script: replaces everything iff the store is empty or holds a lower revision; publishes when it wrote. */
-  async seed(state: State): Promise<boolean> {
-    const args = [state.revision, this.changelogCap, this.keys.changes, JSON.stringify(routeNames(state)), ...resourceArgs(allResources(state))]
+  async seed(state: State, digest?: string): Promise<boolean> {
+    const d = digest ?? stateDigest(state)
+    const args = [state.revision, this.changelogCap, this.keys.changes, JSON.stringify(routeNames(state)), d, ...resourceArgs(allResources(state))]
     const reply = await this.call(() => SEED.run(this.cmd, this.stateKeys, args))
     return reply === 1
   }
@@ -185,14 +194,16 @@ export class RedisStore implements Store {
     if (!Number.isInteger(revision)) return null
     const reply = (await this.call(() => CHANGES.run(this.cmd, this.stateKeys, [revision]))) as [number, ...unknown[]]
     if (reply[0] !== 1) return null
-    const [, current, order, ...lists] = reply as [1, number, string | null, ...Array<Array<string | null>>]
+    const [, current, order, digest, ...lists] = reply as [1, number, string | null, string | null, ...Array<Array<string | null>>]
     const changed = {} as Record<ResourceKind, Array<[string, string | null]>>
     RESOURCE_KINDS.forEach((kind, i) => {
       const names = lists[2 * i]!
       const values = lists[2 * i + 1]!
       changed[kind] = names.map((name, j) => [name!, values[j] ?? null])
     })
-    return decodeDelta(current, order === null ? undefined : parseStored<string[]>(order, 'route order'), changed)
+    const delta = decodeDelta(current, order === null ? undefined : parseStored<string[]>(order, 'route order'), changed)
+    if (typeof digest === 'string') delta.digest = digest
+    return delta
   }
 
   /**
@@ -366,7 +377,7 @@ export const PUBLISHED_DELTA_MAX = 8 * 1024
  * resource, `null` for a deletion, and the route order when it changed), or '' when longer
  * than PUBLISHED_DELTA_MAX. Built from the already-encoded resources, never encoding twice.
  */
-function deltaMessage(revision: number, order: string, writes: Writes): string {
+function deltaMessage(revision: number, order: string, writes: Writes, digest: string): string {
   let length = order.length
   for (const kind of RESOURCE_KINDS) for (const [name, json] of writes[kind]) length += name.length + (json?.length ?? 4) + 8
   if (length > PUBLISHED_DELTA_MAX) return ''
@@ -377,7 +388,7 @@ function deltaMessage(revision: number, order: string, writes: Writes): string {
     out += '}'
   }
   if (order !== '') out += `,"order":${order}`
-  out += '}'
+  out += `,"digest":${JSON.stringify(digest)}}`
   return out.length > PUBLISHED_DELTA_MAX ? '' : out
 }
 
@@ -401,6 +412,7 @@ function publishedDelta(message: string, revision: number): Delta | undefined {
     if (record === null || typeof record !== 'object' || Array.isArray(record)) return undefined
   }
   if (delta.order !== undefined && !(Array.isArray(delta.order) && delta.order.every((name) => typeof name === 'string'))) return undefined
+  if (delta.digest !== undefined && typeof delta.digest !== 'string') return undefined
   return delta
 }
 

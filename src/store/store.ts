@@ -27,6 +27,8 @@ export interface InstanceInfo {
   host: string
   pid: number
   appliedRevision: number
+  /** the digest of its applied state (state/digest.ts); absent from instances of older versions */
+  digest?: string
   /** how long its applied revision has been behind the store's, in ms, by its own account (0: not behind) */
   behindMs?: number
   lastSeen: string // ISO 8601, set by the store on register
@@ -34,6 +36,12 @@ export interface InstanceInfo {
   inflight: Record<string, number>
   /** the rolling replacements this instance drives or drove last, one per upstream (src/control/replace.ts) */
   replacements?: unknown[]
+}
+
+/** The store's revision and the digest of the state it holds (state/digest.ts); null digest: written by an older version. */
+export interface StoreHead {
+  revision: number
+  digest: string | null
 }
 
 export type CommitResult =
@@ -51,6 +59,8 @@ export interface Store {
   load(): Promise<State | null>
   /** The current revision alone (cheap), or null when empty: the periodic re-read checks this first. */
   revision(): Promise<number | null>
+  /** The revision with the stored state's digest, read together (the periodic check compares both), or null when empty. */
+  head(): Promise<StoreHead | null>
   /**
    * Atomically replaces the state with `next` (whose revision must be `expected + 1`) iff the
    * store's revision is `expected`, appends `event` to the audit log, and notifies every
@@ -62,14 +72,19 @@ export interface Store {
    * stored ones. A route that comes or goes changes the stored route order even when
    * `touched.order` is false. Without `touched`, and for a first write (`expected` 0), the
    * whole state is replaced, and followers reload it whole.
+   *
+   * `digest` is `next`'s (state/digest.ts), stored beside its revision; the writer computes it
+   * from the change alone. Without it the store computes it from the whole of `next`.
    */
-  commit(next: State, event: AuditEvent, expected: number, touched?: Touched): Promise<CommitResult>
+  commit(next: State, event: AuditEvent, expected: number, touched?: Touched, digest?: string): Promise<CommitResult>
   /**
    * The changes from the state at `revision` to the store's current one, read in one
    * consistent snapshot: applying them (`applyDelta`) to the state at `revision` gives the
    * current state. An empty delta when `revision` is current. Null when the store cannot tell:
    * it is empty, holds a lower revision, the gap is longer than its change log, or a
    * whole-state write (seed, commit without `touched`) lies in between; then `load()` it whole.
+   * The delta's `digest` is the store's at `delta.revision` (absent when it holds none), read in
+   * the same snapshot: a follower checks that the state it makes has that digest.
    * Throws STORE_UNAVAILABLE when unreachable.
    */
   changesSince(revision: number): Promise<Delta | null>
@@ -77,7 +92,7 @@ export interface Store {
    * Writes `state` iff the store is empty or holds a lower revision (the highest revision
    * wins, never an older one). Returns true when it wrote.
    */
-  seed(state: State): Promise<boolean>
+  seed(state: State, digest?: string): Promise<boolean>
   /**
    * Called with the new revision after any commit by any instance, and after a reconnect
    * (revision -1). A store may pass the commit's change along (`delta`, small changes only):

@@ -5,8 +5,9 @@
  * with the memory store the primary holds the state and the workers reach it over IPC
  * (store/ipc.ts), with Redis each worker follows Redis.
  *
- * - A worker that dies is restarted after a backoff (1 s doubling to 30 s per slot; the delay
- *   resets once a worker stayed ready 30 s). When every slot's worker failed at start (exited
+ * - A worker that dies is restarted after a backoff (`workerRestartBackoffMs`, 1 s by default,
+ *   doubling per slot up to a cap of 30 × that; the delay resets once a worker stayed ready
+ *   as long as the cap). When every slot's worker failed at start (exited
  *   before it was ready) 5 times in a row, the primary gives up and exits 1 with the last
  *   worker's reason, so an orchestrator sees the crash loop. At the very first start any
  *   worker failing exits 1 at once: nothing has served yet, and the fault is the config's.
@@ -32,14 +33,8 @@ import { isMessage, type ClosingMessage, type FailedMessage, type ReadyMessage, 
 /** Start failures in a row, on every slot, after which the primary exits 1. */
 export const MAX_START_FAILURES = 5
 
-/**
- * First restart delay. SWITCHYARD_RESTART_BACKOFF_MS overrides it for tests only (the cap
- * stays 30 × the base).
- */
-function backoffBase(): number {
-  const env = Number(process.env['SWITCHYARD_RESTART_BACKOFF_MS'])
-  return Number.isInteger(env) && env > 0 ? env : 1_000
-}
+/** First restart delay; the cap is 30 × it. */
+const backoffBase = (c: ConfigFile): number => c.workerRestartBackoffMs ?? DEFAULTS.workerRestartBackoffMs
 
 /** One of the N places a worker runs in; its replacement takes the same slot. */
 interface Slot {
@@ -157,8 +152,9 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
   const answer = store ? serveStore(store, live) : null
   /** workers being replaced or stopped on purpose: their exit is not a crash */
   const leaving = new Set<Worker>()
-  const base = backoffBase()
-  const cap = 30 * base
+  // A SIGHUP that replaces the workers applies the file's new backoff to later restarts.
+  let base = backoffBase(config)
+  const cap = () => 30 * base
   let stopping = false
   let started = false
   /** settles the primary's exit code: on a stop signal, or when workers crash-loop */
@@ -229,14 +225,14 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       const ready = slot.ready
       slot.ready = false
       if (!ready) slot.failures++
-      if (ready && performance.now() - slot.readyAt >= cap) slot.restarts = 0
+      if (ready && performance.now() - slot.readyAt >= cap()) slot.restarts = 0
       if (slots.every((s) => s.failures >= MAX_START_FAILURES)) {
         const reason = slot.reason ?? `exited before it was ready (${how})`
         log.error({ reason }, `every worker failed at start ${MAX_START_FAILURES} times in a row; exiting`)
         process.stderr.write(`switchyard: workers keep failing at start (${MAX_START_FAILURES} times in a row each): ${reason}\n`)
         return stopAll(1)
       }
-      const delayMs = Math.min(base * 2 ** slot.restarts, cap)
+      const delayMs = Math.min(base * 2 ** slot.restarts, cap())
       slot.restarts++
       const what = ready ? 'died' : `failed at start (${slot.failures} in a row${slot.reason ? `: ${slot.reason}` : ''})`
       log.warn({ slot: slot.index, worker: w.process.pid, exit: how, delayMs, failures: slot.failures }, `worker ${w.process.pid} ${what}; restarting in ${delayMs} ms`)
@@ -310,6 +306,7 @@ export async function runPrimary(configPath: string, config: ConfigFile, count: 
       log.info({ proxy: moved.proxyUrl, admin: moved.adminUrl }, `SIGHUP: new workers serve proxy ${moved.proxyUrl} admin ${moved.adminUrl}`)
       if (old.workers.size === 0) old.close()
     }
+    base = backoffBase(next)
     log.info(`SIGHUP: replacing ${count} workers one by one`)
     for (const slot of slots) {
       if (stopping) return

@@ -12,7 +12,7 @@ import type { State } from '../../src/config/schema.js'
 import { SwitchyardError, type ErrorCode } from '../../src/errors.js'
 import { serveStore } from '../../src/store/ipc.js'
 import { MemoryBacking, MemoryStore, type MemoryBackingOptions } from '../../src/store/memory.js'
-import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, Touched } from '../../src/store/store.js'
+import type { AuditEvent, CommitResult, Delta, InstanceInfo, Store, StoreHead, Touched } from '../../src/store/store.js'
 
 const CHILD = fileURLToPath(new URL('./ipc-store-child.mjs', import.meta.url))
 
@@ -80,10 +80,13 @@ export class ChildStore implements Store {
   open = () => this.call<void>('open')
   load = () => this.call<State | null>('load')
   revision = () => this.call<number | null>('revision')
-  commit = (next: State, event: AuditEvent, expected: number, touched?: Touched) =>
-    touched === undefined ? this.call<CommitResult>('commit', next, event, expected) : this.call<CommitResult>('commit', next, event, expected, touched)
+  head = () => this.call<StoreHead | null>('head')
+  commit = (next: State, event: AuditEvent, expected: number, touched?: Touched, digest?: string) =>
+    digest !== undefined
+      ? this.call<CommitResult>('commit', next, event, expected, touched ?? null, digest)
+      : touched === undefined ? this.call<CommitResult>('commit', next, event, expected) : this.call<CommitResult>('commit', next, event, expected, touched)
   changesSince = (revision: number) => this.call<Delta | null>('changesSince', revision)
-  seed = (state: State) => this.call<boolean>('seed', state)
+  seed = (state: State, digest?: string) => (digest === undefined ? this.call<boolean>('seed', state) : this.call<boolean>('seed', state, digest))
   onChange = (l: (revision: number) => void) => void this.changeListeners.add(l)
   onConnectionChange = () => {}
   events = (limit: number) => this.call<AuditEvent[]>('events', limit)

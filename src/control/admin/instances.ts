@@ -12,6 +12,9 @@ export const InstanceSchema = Type.Object({
   host: Type.String(),
   pid: Type.Integer(),
   appliedRevision: Type.Integer(),
+  digest: Type.Optional(
+    Type.String({ description: "digest of the content of its applied state: instances at one revision with one digest hold the same state (absent from older versions)" }),
+  ),
   behindMs: Type.Optional(Type.Integer({ minimum: 0, description: 'how long its applied revision has been behind the store, by its own account (0: not behind)' })),
   laggard: Type.Boolean({ description: 'behind the store for more than 5 s: it is not following; look at its log' }),
   lastSeen: Type.String({ description: 'ISO 8601 time of its last heartbeat' }),
