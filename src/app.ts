@@ -33,6 +33,8 @@ export interface AppOptions {
   instanceTtlMs?: number
   /** How long an instance may stay behind the store before it is reported (default 5 s). */
   behindAlertMs?: number
+  /** How long a start on an empty Redis store waits for a running fleet to re-seed it; default `store.seedWaitMs` (2 s). */
+  seedWaitMs?: number
   /** Where control-side events are logged; default: nowhere (in-process instances in tests). */
   logger?: Logger
   /** How often this instance publishes its traffic figures (default 1000 ms). */
@@ -177,6 +179,8 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
     instanceTtlMs: opts.instanceTtlMs,
     behindAlertMs: opts.behindAlertMs,
     telemetryMs: opts.telemetryMs,
+    // Only a shared store can be re-seeded by a fleet; one the primary holds in memory cannot.
+    seedWaitMs: opts.seedWaitMs ?? (config.store?.type === 'redis' ? config.store.seedWaitMs : 0),
   })
   // DNS discovery feeds the follower's compile; it follows the applied upstreams' `discovery`.
   const dns = new DnsProvider({
@@ -189,7 +193,7 @@ export async function startSwitchyard(config: ConfigFile, opts: AppOptions = {})
   control.follower.onApplied((state) => health.sync(state))
   control.follower.onApplied(warnInsecure(log))
   const notifier = new Notifier({ log })
-  const rollouts = new RolloutDriver({ control, telemetry: control.telemetry, notifier, log, leaseMs: opts.rolloutLeaseMs, tickMs: opts.rolloutTickMs })
+  const rollouts = new RolloutDriver({ control, telemetry: control.telemetry, notifier, log, leaseMs: opts.rolloutLeaseMs ?? config.rolloutLeaseMs, tickMs: opts.rolloutTickMs })
   const metrics = new Metrics({ control, dataplane, discovery: dns, notifier })
   const link = opts.metricsLink
   link?.serve(metrics)

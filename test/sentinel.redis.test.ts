@@ -86,6 +86,15 @@ async function oneState(apps: TestApp[], revision: number, split: Record<string,
   }, { timeoutMs })
   // The whole body, not only revision and split: one revision, one content.
   for (const s of states.slice(1)) expect(s).toEqual(states[0])
+  // And one digest, as each instance tells the fleet (GET /api/instances).
+  const ids = apps.map((app) => app.app.control.instanceId)
+  await eventually(async () => {
+    const listed = (await apps[0]!.admin.get<{ instances: { id: string; appliedRevision: number; digest?: string }[] }>('/api/instances')).body.instances
+    const ours = listed.filter((i) => ids.includes(i.id))
+    expect(ours.map((i) => i.appliedRevision)).toEqual(ids.map(() => revision))
+    expect(new Set(ours.map((i) => i.digest)).size).toBe(1)
+    expect(ours[0]!.digest).toBe(apps[0]!.app.control.follower.digest)
+  }, { timeoutMs })
   for (const app of apps) {
     const answers = await Promise.all(Array.from({ length: 5 }, () => app.proxy('/x')))
     expect(answers.map((r) => r.status)).toEqual(Array(5).fill(200))
@@ -224,7 +233,7 @@ describe.skipIf(problem !== null)('a fleet on Redis Sentinel', () => {
     console.info(`stale-replica failover: promoted ${Math.round(promotedMs)} ms after SIGKILL, next write accepted ${Math.round(next.afterMs)} ms after it, ${total} proxied requests, 0 failed`)
   })
 
-  it('a failover to a stale replica while the instances holding the write are cut off: an instance that knows only the stale store writes first', async () => {
+  it('a failover to a stale replica while the instances holding the write are cut off: an instance that knows only the stale store writes that revision again; the others see another digest at their revision and take the store state', async () => {
     const d = await deployment()
     const { config, prefix } = await fleetConfig(d)
     const keys = storeKeys(prefix)
@@ -238,8 +247,9 @@ describe.skipIf(problem !== null)('a fleet on Redis Sentinel', () => {
       const natMap = { [`127.0.0.1:${d.replica.port}`]: { host: '127.0.0.1', port: link.port } }
       return { ...config, store: { ...store, options: { ...store.options, natMap } } }
     }
-    const a = await startApp(through(links[0]!), FAST)
-    const b = await startApp(through(links[1]!), FAST)
+    const [logA, logB] = [memoryLogger(), memoryLogger()]
+    const a = await startApp(through(links[0]!), { ...FAST, logger: logA.logger })
+    const b = await startApp(through(links[1]!), { ...FAST, logger: logB.logger })
     const start = (await stateOf(a)).revision
     await replicaInSync(d)
     const loads = loadThrough([a, b])
@@ -264,12 +274,18 @@ describe.skipIf(problem !== null)('a fleet on Redis Sentinel', () => {
     await oneState([c], write.body.revision, { v1: 100 }, 'v1')
     for (const l of links) for (const kind of ['cmd', 'sub', 'unknown'] as const) l.unblock(kind)
     await eventually(() => expect([a, b].map((app) => app.app.control.store.connected)).toEqual([true, true]), { timeoutMs: 5_000 })
-    // Left out, a known defect: "every instance on one state" (oneState([a, b, c], ...)) does not
-    // hold. C's write took revision start + 1, the revision A and B already applied with the
-    // acknowledged split; A and B, back on the store, find it at their own revision and keep
-    // their content (v2) while C and the store hold C's (v1), and /api/instances shows all three
-    // at that one revision: two states under one revision, silently, until a write rewrites route api.
-    // Stored states need a content digest beside the revision before this can be asserted.
+    // C's write took revision start + 1, the revision A and B applied with the acknowledged split:
+    // two states under one revision. A and B find the store at their revision with another
+    // digest, log it, count it, and apply the store's state: one state on every instance.
+    await oneState([a, b, c], write.body.revision, { v1: 100 }, 'v1', 10_000)
+    for (const app of [a, b]) expect(app.app.control.follower.divergences).toBeGreaterThanOrEqual(1)
+    expect(c.app.control.follower.divergences).toBe(0)
+    for (const log of [logA, logB]) expect(log.find('the store holds another state at the revision this instance applied').length).toBeGreaterThanOrEqual(1)
+    // The next write, from one of them, lands on a new revision everywhere.
+    const after = await a.admin.put<{ revision: number }>('/api/routes/api/split', { v2: 100 })
+    expect(after.status).toBe(200)
+    expect(after.body.revision).toBe(write.body.revision + 1)
+    await oneState([a, b, c], after.body.revision, { v2: 100 }, 'v2')
 
     const { total, failed } = await failures(loads)
     expect(failed).toEqual([])

@@ -80,6 +80,12 @@ export const StoreConfig = Type.Union([
       prefix: Type.Optional(Name),
       /** Passed to ioredis as they are (Sentinel, Cluster, TLS...). */
       options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+      seedWaitMs: Type.Optional(
+        Ms(
+          'a starting instance that finds the store empty waits this long for a running fleet to re-seed it (a Redis restarted empty) before seeding it from this file; 0 seeds at once; default 2000',
+          0,
+        ),
+      ),
     },
     { additionalProperties: false },
   ),

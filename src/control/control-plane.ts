@@ -37,6 +37,8 @@ export interface ControlPlaneOptions {
   behindAlertMs?: number | undefined
   /** How often this instance publishes its traffic figures (default 1000 ms). */
   telemetryMs?: number | undefined
+  /** How long a start on an empty store waits for a running fleet to re-seed it (Follower). */
+  seedWaitMs?: number | undefined
 }
 
 export class ControlPlane {
@@ -54,6 +56,7 @@ export class ControlPlane {
       log: opts.log,
       resyncMs: opts.resyncMs,
       behindAlertMs: opts.behindAlertMs,
+      seedWaitMs: opts.seedWaitMs,
     })
     this.writer = new Writer(opts.store, this.follower, opts.log)
     this.fleet = new Fleet({

@@ -39,9 +39,19 @@ export interface FollowerOptions {
   resyncMs?: number
   /** How long the applied revision may stay behind the store's before it is reported. Default 5 s. */
   behindAlertMs?: number
+  /**
+   * How long a starting instance that finds the store empty waits for a running fleet to
+   * re-seed it (a Redis restarted empty) before seeding it from the config file. Default 2 s;
+   * 0 seeds at once (a single instance, or a store no fleet shares).
+   */
+  seedWaitMs?: number
 }
 
 const RESYNC_MS = 1_000
+/** Over a running fleet's re-seed after a Redis restart: its reconnect re-seeds at once, its periodic check within RESYNC_MS. */
+const SEED_WAIT_MS = 2_000
+/** While waiting for a fleet's re-seed, the store is read again at least this often (a notice may be missed). */
+const SEED_POLL_MS = 100
 const BEHIND_ALERT_MS = 5_000
 /** While still behind, the warning is repeated this often. */
 const BEHIND_REPEAT_MS = 60_000
@@ -91,6 +101,8 @@ export class Follower {
   private readonly seedTargets: Set<string>
   /** the `tls.ca` files of what is compiled next, read ahead (the compile reads no file) */
   private readonly ca = new CaFiles()
+  /** set while start() waits for a fleet to re-seed an empty store: a change notice ends the wait early */
+  private wake: (() => void) | undefined
 
   constructor(private readonly opts: FollowerOptions) {
     this.applied = opts.seed
@@ -196,6 +208,7 @@ export class Follower {
   async start(): Promise<void> {
     const { store, log } = this.opts
     store.onChange((revision, delta) => {
+      this.wake?.()
       this.observe(revision)
       if (delta === undefined || !this.applyPublished(delta)) void this.sync()
     })
@@ -204,7 +217,7 @@ export class Follower {
       if (up) void this.sync()
     })
     await store.open()
-    let state = await store.load()
+    let state = (await store.load()) ?? (await this.fleetSeed())
     if (state === null) {
       if (await store.seed(this.opts.seed, this.appliedDigest)) log.info({ revision: this.opts.seed.revision }, 'seeded an empty store with the config file')
       state = (await store.load()) ?? this.opts.seed
@@ -217,6 +230,37 @@ export class Follower {
     // Notices that came while starting were held back (start() reads the store itself); one
     // sync now catches a change made between that read and this point.
     void this.sync()
+  }
+
+  /**
+   * An empty store at start may be a Redis that restarted empty under a running fleet, which
+   * re-seeds it with the highest state it holds within a moment: seeding it from this
+   * instance's file first would win that race with an older state (revision 1), and a write
+   * acknowledged on it would then be overwritten by the fleet's re-seed. So wait up to
+   * `seedWaitMs` for a state to appear; null when none did (the store is new: seed it).
+   */
+  private async fleetSeed(): Promise<State | null> {
+    const waitMs = this.opts.seedWaitMs ?? SEED_WAIT_MS
+    if (waitMs <= 0) return null
+    const until = performance.now() + waitMs
+    this.opts.log.info({ waitMs }, 'the store holds no state: waiting for a running fleet to re-seed it before seeding it from the config file')
+    try {
+      for (let left = waitMs; left > 0; left = until - performance.now()) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(SEED_POLL_MS, left))
+          this.wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        this.wake = undefined
+        const state = await this.opts.store.load()
+        if (state !== null) return state
+      }
+    } finally {
+      this.wake = undefined
+    }
+    return null
   }
 
   /**

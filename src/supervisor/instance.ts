@@ -25,7 +25,7 @@ export async function runInstance(configPath: string, config: ConfigFile, log: L
     // A worker with the memory store reaches the primary's state over IPC.
     const store = cluster.isWorker && (config.store?.type ?? 'memory') === 'memory' ? new IpcStore() : undefined
     // A worker listens on nothing: the primary holds the ports and hands it connections.
-    app = await startSwitchyard(config, { store, logger: log, metricsLink, handedConnections: cluster.isWorker, rolloutLeaseMs: config.rolloutLeaseMs })
+    app = await startSwitchyard(config, { store, logger: log, metricsLink, handedConnections: cluster.isWorker })
   } catch (err) {
     return failedStart((err as Error).message)
   }

@@ -98,7 +98,8 @@ export async function startApp(config: TestConfig, opts: AppOptions & { token?: 
       admin: { ...config.admin, host: '127.0.0.1', port: 0 },
       shutdownTimeoutMs: 1_000,
     },
-    appOpts,
+    // An empty store is a new one here: no fleet to wait for, unless a test says so.
+    { seedWaitMs: 0, ...appOpts },
   )
   const close = cleanup(async () => {
     await app.close(1_000)

@@ -62,7 +62,10 @@ export async function spawnProxy(
 ): Promise<ProxyProcess> {
   const port = await freePort()
   const adminPort = await freePort()
-  const full = { listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort }, shutdownTimeoutMs: 5_000, ...config }
+  // A Redis store here is a new one, with no fleet to wait for at start, unless the test says so.
+  const store = config['store'] as { type?: string; seedWaitMs?: number } | undefined
+  const withStore = store?.type === 'redis' ? { ...config, store: { seedWaitMs: 0, ...store } } : config
+  const full = { listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort }, shutdownTimeoutMs: 5_000, ...withStore }
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-'))
   const file = join(dir, 'config.json')
   await writeFile(file, JSON.stringify(full))
