@@ -25,7 +25,7 @@ import { SwitchyardError, type Problem } from '../errors.js'
 import type { Logger } from '../log.js'
 import { applyDelta, indexRoutes, touchedOf } from '../state/delta.js'
 import type { Delta, Store, Touched } from '../store/store.js'
-import { digestAfter, stateDigest, type Digest } from '../state/digest.js'
+import { digestAfter, stateDigest, stateDigestSliced, type Digest } from '../state/digest.js'
 import { effectiveState, isProvided, type TargetProvider } from './providers/provider.js'
 import { describeProblems, storedChangeProblems, storedStateProblems } from './stored-state.js'
 
@@ -405,7 +405,7 @@ export class Follower {
     if (state.revision > this.applied.revision) await this.applyWhole(state)
     else if (state.revision === this.applied.revision && this.applied !== state) {
       // Same revision: the store's state wins when its content differs (a write that reused the revision).
-      const digest = stateDigest(state)
+      const digest = await stateDigestSliced(state)
       if (digest !== this.appliedDigest) await this.applyWhole(state, 'heal', digest)
     }
   }
@@ -447,8 +447,8 @@ export class Follower {
     }
     const touched = touchedOf(delta)
     const digest = digestAfter(this.appliedDigest, before, next, touched)
-    if (delta.digest !== undefined && delta.digest !== digest) return !this.diverged(before.revision, delta.digest)
     if (size(touched) > INCREMENTAL_MAX) {
+      if (delta.digest !== undefined && delta.digest !== digest) return !this.diverged(before.revision, delta.digest)
       await this.applyWhole(next, 'new', digest)
       return true
     }
@@ -464,6 +464,8 @@ export class Follower {
         return true
       }
     }
+    // A change that is sound in itself, on a state that is not the store's (another digest): read the store whole.
+    if (delta.digest !== undefined && delta.digest !== digest) return !this.diverged(before.revision, delta.digest)
     // An own write applied while the files were read: the next round starts from it.
     if (this.applied !== before) {
       this.again = true
@@ -557,6 +559,7 @@ export class Follower {
       if (invalidContent) throw invalid(problems)
       const ca = await this.readCaAhead(state.upstreams, Object.keys(state.upstreams))
       if (ca.length > 0) throw invalid(ca)
+      digest ??= await stateDigestSliced(state)
       effective = effectiveState(state, this.providers)
       table = await compileTableSliced(effective, this.opts.dataplane.resources, this.compileOptions(effective))
     } catch (err) {
@@ -568,7 +571,7 @@ export class Follower {
     // A whole compile yields to the event loop: a heal applies only over the revision it healed.
     if (mode === 'heal' && state.revision !== this.applied.revision) return true
     this.opts.dataplane.setTable(table)
-    this.swapped(table, state, effective, { whole: true }, digest ?? stateDigest(state))
+    this.swapped(table, state, effective, { whole: true }, digest)
     indexRoutes(state.routes)
     if (this.refreshPending) {
       this.refreshPending = false

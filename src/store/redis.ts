@@ -135,9 +135,14 @@ export class RedisStore implements Store {
     throw oldLayoutStuck()
   }
 
-  /** Revision and digest in one MGET (one slot: same hash tag). */
+  /**
+   * Revision and digest read together in one MULTI (one slot: same hash tag), with the GET a
+   * least-privileged ACL user already has, rather than MGET it may not.
+   */
   async head(): Promise<StoreHead | null> {
-    const [revision, digest] = await this.call(() => this.cmd.mget(this.keys.revision, this.keys.digest))
+    const replies = (await this.call(() => this.cmd.multi().get(this.keys.revision).get(this.keys.digest).exec())) ?? []
+    const [[e1, revision] = [], [e2, digest] = []] = replies as Array<[Error | null, string | null]>
+    if (e1 || e2) throw unavailable(`redis: ${(e1 ?? e2)!.message}`, e1 ?? e2)
     return revision === null || revision === undefined ? null : { revision: Number(revision), digest: digest ?? null }
   }
 
