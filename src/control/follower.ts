@@ -380,8 +380,11 @@ export class Follower {
     if (delta !== null) {
       this.observe(delta.revision, asked)
       // An own write applied meanwhile moved the base: the next round asks again from there.
-      if (this.applied.revision !== base) this.again = true
-      else if (delta.revision > base) {
+      if (this.applied.revision !== base) {
+        this.again = true
+        return
+      }
+      if (delta.revision > base) {
         if (await this.applyFetched(delta)) return
       } else if (delta.digest === undefined || delta.digest === this.appliedDigest) return
       else if (!this.diverged(base, delta.digest)) return
