@@ -422,9 +422,8 @@ export class Follower {
    * fleet's back), so it is not read again and again.
    */
   private diverged(revision: number, digest: Digest): boolean {
-    const at = `${revision}:${digest}`
-    if (this.healedAt === at) return false
-    this.healedAt = at
+    if (this.healedAlready(revision, digest)) return false
+    this.healedAt = `${revision}:${digest}`
     this.divergedCount++
     this.opts.log.warn(
       { revision, digest: this.appliedDigest, storeDigest: digest },
@@ -433,7 +432,11 @@ export class Follower {
     return true
   }
 
-  /** A change `changesSince` read, on top of the applied state: checked, its CA files read, applied; or reported. */
+  /** Whether the store's state at `revision` with `digest` was healed to already (see `diverged`). */
+  private healedAlready(revision: number, digest: Digest): boolean {
+    return this.healedAt === `${revision}:${digest}`
+  }
+
   /**
    * A change `changesSince` read, on top of the applied state: checked, its CA files read,
    * applied; or reported. False when the state it makes has another digest than the store's:
@@ -490,7 +493,7 @@ export class Follower {
         const head = await this.opts.store.head()
         this.observe(head?.revision ?? null, asked)
         if (head?.revision !== this.applied.revision) void this.sync()
-        else if (head.digest !== null && head.digest !== this.appliedDigest && this.healedAt !== `${head.revision}:${head.digest}`) void this.sync()
+        else if (head.digest !== null && head.digest !== this.appliedDigest && !this.healedAlready(head.revision, head.digest)) void this.sync()
       } catch {
         // unreachable: `store_connected` says so; the reconnect syncs
       }

@@ -37,14 +37,19 @@ function orderHash(state: State): Buffer {
   return hash(`order\n${JSON.stringify(state.routes.map((r) => r.name))}`)
 }
 
+/** Every resource of `state` with its kind and name, routes in their order. */
+function* resources(state: State): Generator<[Kind, string, unknown]> {
+  for (const kind of ['upstreams', 'flags', 'rollouts'] as const) {
+    const record = state[kind] as Record<string, unknown>
+    for (const name of Object.keys(record)) yield [kind, name, record[name]]
+  }
+  for (const route of state.routes) yield ['routes', route.name, route]
+}
+
 /** The digest of the whole of `state` (its revision aside). */
 export function stateDigest(state: State): Digest {
   const acc = Buffer.alloc(BYTES)
-  for (const kind of ['upstreams', 'flags', 'rollouts'] as const) {
-    const record = state[kind] as Record<string, unknown>
-    for (const name of Object.keys(record)) xorInto(acc, resourceHash(kind, name, record[name]))
-  }
-  for (const route of state.routes) xorInto(acc, resourceHash('routes', route.name, route))
+  for (const [kind, name, value] of resources(state)) xorInto(acc, resourceHash(kind, name, value))
   xorInto(acc, orderHash(state))
   return acc.toString('hex')
 }
@@ -57,18 +62,13 @@ export async function stateDigestSliced(state: State, sliceMs = 2): Promise<Dige
   const acc = Buffer.alloc(BYTES)
   let until = performance.now() + sliceMs
   let n = 0
-  const add = async (kind: Kind, name: string, value: unknown) => {
+  for (const [kind, name, value] of resources(state)) {
     xorInto(acc, resourceHash(kind, name, value))
     if ((++n & 63) === 0 && performance.now() > until) {
       await new Promise<void>((resolve) => setImmediate(resolve))
       until = performance.now() + sliceMs
     }
   }
-  for (const kind of ['upstreams', 'flags', 'rollouts'] as const) {
-    const record = state[kind] as Record<string, unknown>
-    for (const name of Object.keys(record)) await add(kind, name, record[name])
-  }
-  for (const route of state.routes) await add('routes', route.name, route)
   xorInto(acc, orderHash(state))
   return acc.toString('hex')
 }
